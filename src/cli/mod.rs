@@ -1,0 +1,113 @@
+//! The command-line edge: argument parsing, dispatch, error printing and exit codes.
+//! This is the only module that uses `anyhow` and prints to stdout/stderr.
+//!
+//! Exit codes: 0 success; 1 the build or command failed; 2 bad usage or a feature that is not
+//! built yet (`rbuild: <flag> is not supported yet`).
+
+pub mod args;
+mod build;
+mod debug;
+mod images;
+mod registry;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use args::{Cli, Command};
+
+/// An error at the CLI edge that decides its own exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A flag or subcommand whose feature is not built yet.
+    #[error("{0} is not supported yet")]
+    Unsupported(String),
+    /// Arguments that parse but make no sense together.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Settings every subcommand shares.
+#[derive(Debug, Clone)]
+pub struct Globals {
+    /// The store root (`--root`).
+    pub root: PathBuf,
+}
+
+/// Entry point used by `main`: parse, run, print the error chain, map to an exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    let globals = Globals {
+        root: cli.root.clone().unwrap_or_else(default_root),
+    };
+    match run(cli.command, &globals) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("rbuild: {}", render_error(&err));
+            ExitCode::from(exit_code(&err))
+        }
+    }
+}
+
+fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
+    match command {
+        Command::Build(args) => build::run(*args, globals),
+        Command::Push(args) => registry::push(args, globals),
+        Command::Pull(args) => registry::pull(args, globals),
+        Command::Login(args) => registry::login(args, globals),
+        Command::Logout(args) => registry::logout(args, globals),
+        Command::Images(args) => images::images(args, globals),
+        Command::Inspect(args) => images::inspect(args, globals),
+        Command::Tag(args) => images::tag(args, globals),
+        Command::Rmi(args) => images::rmi(args, globals),
+        Command::Prune(args) => images::prune(args, globals),
+        Command::Debug(cmd) => debug::run(cmd, globals),
+    }
+}
+
+/// Joins the error chain as `outer: cause: root cause`, skipping causes whose text the outer
+/// message already contains (thiserror's `#[error("...: {0}")]` would otherwise repeat them).
+fn render_error(err: &anyhow::Error) -> String {
+    let mut out = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+    }
+    out
+}
+
+fn exit_code(err: &anyhow::Error) -> u8 {
+    match err.downcast_ref::<CliError>() {
+        Some(CliError::Unsupported(_) | CliError::Usage(_)) => 2,
+        None => 1,
+    }
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .without_time()
+        .try_init();
+}
+
+/// `$XDG_DATA_HOME/rbuild`, else `$HOME/.local/share/rbuild`.
+fn default_root() -> PathBuf {
+    if let Some(dir) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir).join("rbuild");
+    }
+    let home = std::env::var_os("HOME").unwrap_or_else(|| "/".into());
+    PathBuf::from(home).join(".local/share/rbuild")
+}
+
+/// Refuses a feature that is not built yet, with the one message users and scripts can rely on.
+pub(crate) fn unsupported(what: &str) -> anyhow::Error {
+    CliError::Unsupported(what.to_string()).into()
+}

@@ -1,0 +1,1 @@
+//! Filesystem snapshots: unpacked base layers, overlay mounts for RUN steps, and diffs of what a step changed.
