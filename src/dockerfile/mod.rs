@@ -5,5 +5,6 @@
 //! `shell/lex.go` semantics); typed instructions are built from nodes.
 
 mod ast;
+pub mod instructions;
 
 pub use ast::{Directives, Dockerfile, Heredoc, Node};

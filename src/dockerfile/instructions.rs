@@ -1,0 +1,1 @@
+//! Typed instructions built from parser [`Node`](super::Node)s, with every flag validated.
