@@ -1,1 +1,0 @@
-//! Typed instructions built from parser [`Node`](super::Node)s, with every flag validated.
