@@ -1,0 +1,292 @@
+//! A real OCI registry for tests: Debian's `docker-registry` (CNCF distribution 2.8) bound to
+//! a free loopback port with temporary storage, optionally with htpasswd auth and TLS from a
+//! CA generated for the test. Killed and reaped on drop.
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a freshly started registry may take to answer on its port.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Attempts at starting on a free port: the port is picked by binding port 0 and releasing
+/// it, so another process can grab it before the registry does.
+const START_ATTEMPTS: usize = 5;
+
+/// Credentials and TLS material of an authenticated registry.
+#[derive(Debug, Clone)]
+struct AuthSetup {
+    user: String,
+    password: String,
+    ca_cert: PathBuf,
+    cert_dir: PathBuf,
+}
+
+/// A running `docker-registry` on `127.0.0.1`. Plain HTTP from [`Registry::start`], HTTPS
+/// with basic auth from [`Registry::start_with_auth`].
+pub struct Registry {
+    child: Child,
+    addr: SocketAddr,
+    dir: tempfile::TempDir,
+    auth: Option<AuthSetup>,
+}
+
+impl Registry {
+    /// Starts an anonymous, plain-HTTP registry and waits until `GET /v2/` answers 200.
+    pub fn start() -> Registry {
+        Registry::start_inner(None)
+    }
+
+    /// Starts a registry that requires HTTP basic auth (`user`/`password`, bcrypt htpasswd)
+    /// over TLS. Its certificate is issued for `127.0.0.1` and `localhost` by a CA created for
+    /// this registry alone; see [`Registry::ca_cert_path`] and [`Registry::cert_dir`].
+    pub fn start_with_auth(user: &str, password: &str) -> Registry {
+        Registry::start_inner(Some((user, password)))
+    }
+
+    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+        let dir = tempfile::Builder::new()
+            .prefix("rbuild-test-registry-")
+            .tempdir()
+            .expect("creating the registry's temp dir");
+        let storage = dir.path().join("storage");
+        std::fs::create_dir(&storage).expect("creating the registry storage dir");
+        let auth = auth.map(|(user, password)| prepare_auth(dir.path(), user, password));
+
+        let mut last_log = String::new();
+        for _ in 0..START_ATTEMPTS {
+            let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
+            let config = dir.path().join("config.yml");
+            write_config(&config, addr, &storage, dir.path(), auth.is_some());
+            let log_path = dir.path().join("registry.log");
+            let log = std::fs::File::create(&log_path).expect("creating registry.log");
+            let mut child = Command::new("docker-registry")
+                .arg("serve")
+                .arg(&config)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().expect("duplicating the log handle"))
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("could not start docker-registry (apt-get install docker-registry): {e}")
+                });
+            if wait_ready(&mut child, addr, auth.is_some()) {
+                return Registry {
+                    child,
+                    addr,
+                    dir,
+                    auth,
+                };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            last_log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        }
+        panic!(
+            "docker-registry did not come up after {START_ATTEMPTS} attempts; last log:\n{last_log}"
+        );
+    }
+
+    /// `127.0.0.1:PORT`, the registry part of image references.
+    pub fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// The port the registry listens on.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Base URL: `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT` for the auth variant.
+    pub fn url(&self) -> String {
+        let scheme = if self.auth.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr)
+    }
+
+    /// `127.0.0.1:PORT/REPO`: convenient for building image references.
+    pub fn repo(&self, repo: &str) -> String {
+        format!("{}/{repo}", self.addr)
+    }
+
+    /// Whether this registry serves TLS with basic auth.
+    pub fn is_tls(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The PEM CA certificate that signed the server certificate (auth variant only).
+    pub fn ca_cert_path(&self) -> Option<&Path> {
+        self.auth.as_ref().map(|a| a.ca_cert.as_path())
+    }
+
+    /// A directory holding only `ca.crt`, in the layout `skopeo --cert-dir` and
+    /// `/etc/docker/certs.d/HOST:PORT/` use (auth variant only).
+    pub fn cert_dir(&self) -> Option<&Path> {
+        self.auth.as_ref().map(|a| a.cert_dir.as_path())
+    }
+
+    /// `(user, password)` of the auth variant.
+    pub fn credentials(&self) -> Option<(&str, &str)> {
+        self.auth
+            .as_ref()
+            .map(|a| (a.user.as_str(), a.password.as_str()))
+    }
+
+    /// Everything the registry printed so far (its request log included), e.g. to check that
+    /// a push used a cross-repository mount (`"mount="` in a request URI).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    /// The registry's filesystem storage root (`docker/registry/v2/...` below it).
+    pub fn storage_dir(&self) -> PathBuf {
+        self.dir.path().join("storage")
+    }
+
+    /// Writes a docker `config.json` with this registry's credentials into `dir` (created if
+    /// needed) and returns its path, for tests that set `DOCKER_CONFIG=dir`.
+    pub fn write_docker_config(&self, dir: &Path) -> PathBuf {
+        use base64::Engine as _;
+        let (user, password) = self
+            .credentials()
+            .expect("write_docker_config needs a registry started with auth");
+        let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        let json = serde_json::json!({ "auths": { self.addr(): { "auth": token } } });
+        std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let path = dir.join("config.json");
+        std::fs::write(
+            &path,
+            serde_json::to_vec_pretty(&json).expect("serialising config.json"),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        path
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls until the registry answers on its port (and, for plain HTTP, until `GET /v2/`
+/// returns 200). False when the process died (e.g. the port was taken) or the timeout passed.
+fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool) -> bool {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(_status)) = child.try_wait() {
+            return false;
+        }
+        if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            // With TLS the certificates are loaded before the listener opens, so an accepted
+            // connection means it serves; without TLS, check that the API answers too.
+            if tls || v2_answers_200(stream) {
+                return true;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("binding 127.0.0.1:0");
+    listener.local_addr().expect("local_addr").port()
+}
+
+fn v2_answers_200(mut stream: TcpStream) -> bool {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let request = "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    if stream.write_all(request.as_bytes()).is_err() {
+        return false;
+    }
+    let mut response = String::new();
+    let _ = stream.read_to_string(&mut response);
+    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+}
+
+fn write_config(config: &Path, addr: SocketAddr, storage: &Path, dir: &Path, tls: bool) {
+    let mut yaml = format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
+         maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: {addr}\n  secret: rbuild-test-secret\n",
+        storage = storage.display(),
+    );
+    if tls {
+        yaml.push_str(&format!(
+            "  tls:\n    certificate: {crt}\n    key: {key}\n\
+             auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {htpasswd}\n",
+            crt = dir.join("tls/server.crt").display(),
+            key = dir.join("tls/server.key").display(),
+            htpasswd = dir.join("htpasswd").display(),
+        ));
+    }
+    std::fs::write(config, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+}
+
+/// Creates the htpasswd file, a CA and a server certificate under `dir`.
+fn prepare_auth(dir: &Path, user: &str, password: &str) -> AuthSetup {
+    let htpasswd = super::run_ok(
+        Command::new("htpasswd")
+            .args(["-Bbn", user, password])
+            .stdin(Stdio::null()),
+    );
+    std::fs::write(dir.join("htpasswd"), htpasswd).expect("writing htpasswd");
+
+    let tls = dir.join("tls");
+    let cert_dir = dir.join("certs");
+    std::fs::create_dir(&tls).expect("creating tls dir");
+    std::fs::create_dir(&cert_dir).expect("creating certs dir");
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    super::run_ok(
+        Command::new("openssl")
+            .current_dir(&tls)
+            .args(["req", "-x509"])
+            .args(ec)
+            .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "7"])
+            .args(["-subj", "/CN=rbuild test CA"])
+            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
+    );
+    super::run_ok(
+        Command::new("openssl")
+            .current_dir(&tls)
+            .arg("req")
+            .args(ec)
+            .args(["-keyout", "server.key", "-out", "server.csr"])
+            .args(["-subj", "/CN=127.0.0.1"]),
+    );
+    std::fs::write(
+        tls.join("server.ext"),
+        "basicConstraints=critical,CA:FALSE\n\
+         keyUsage=critical,digitalSignature,keyEncipherment\n\
+         extendedKeyUsage=serverAuth\n\
+         subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .expect("writing server.ext");
+    super::run_ok(
+        Command::new("openssl")
+            .current_dir(&tls)
+            .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.crt"])
+            .args(["-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt"])
+            .args(["-days", "7", "-extfile", "server.ext"]),
+    );
+    let ca_cert = cert_dir.join("ca.crt");
+    std::fs::copy(tls.join("ca.crt"), &ca_cert).expect("copying ca.crt");
+    AuthSetup {
+        user: user.to_string(),
+        password: password.to_string(),
+        ca_cert,
+        cert_dir,
+    }
+}

@@ -1,0 +1,290 @@
+//! Checks the shared test fixtures themselves: the registry (plain and authenticated over
+//! TLS) and the busybox/debian base images, read back with skopeo and from their layer tars.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{Registry, fixtures, run_ok};
+
+fn skopeo_inspect(args: &[&str], reference: &str) -> Output {
+    Command::new("skopeo")
+        .arg("inspect")
+        .args(args)
+        .arg(format!("docker://{reference}"))
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .output()
+        .expect("running skopeo (apt-get install skopeo)")
+}
+
+/// Rootless skopeo wants a runtime dir it owns.
+fn runtime_dir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rbuild-fixtures-xdg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("creating XDG_RUNTIME_DIR");
+    dir
+}
+
+fn json(out: &Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "skopeo failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("skopeo printed JSON")
+}
+
+fn machine_arch() -> String {
+    let dpkg = run_ok(Command::new("dpkg").arg("--print-architecture"));
+    match dpkg.trim() {
+        "armhf" => "arm".to_string(),
+        "i386" => "386".to_string(),
+        "ppc64el" => "ppc64le".to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[test]
+fn plain_registry_serves_pushed_busybox() {
+    let registry = Registry::start();
+    assert!(registry.url().starts_with("http://127.0.0.1:"));
+    let reference = fixtures::busybox(&registry);
+    assert_eq!(reference, format!("{}/busybox:latest", registry.addr()));
+
+    let info = json(&skopeo_inspect(&["--tls-verify=false"], &reference));
+    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(info["Architecture"], machine_arch().as_str());
+    assert_eq!(info["Os"], "linux");
+    let env = info["Env"].to_string();
+    assert!(env.contains("PATH=/usr/local/sbin:"), "{env}");
+
+    // Pushing again to the same registry is skipped, and the registry really stored the blobs.
+    assert_eq!(fixtures::busybox(&registry), reference);
+    assert!(
+        registry
+            .storage_dir()
+            .join("docker/registry/v2/repositories/busybox")
+            .is_dir()
+    );
+    assert!(
+        registry.log().contains("/v2/busybox/manifests/latest"),
+        "registry log lacks the manifest PUT:\n{}",
+        registry.log()
+    );
+}
+
+#[test]
+fn auth_registry_requires_credentials_and_the_test_ca() {
+    let registry = Registry::start_with_auth("tester", "s3cret pass");
+    assert!(registry.url().starts_with("https://127.0.0.1:"));
+    let cert_dir = registry
+        .cert_dir()
+        .expect("cert dir")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(registry.ca_cert_path().unwrap().is_file());
+    let reference = fixtures::busybox(&registry);
+
+    let ok = skopeo_inspect(
+        &["--creds", "tester:s3cret pass", "--cert-dir", &cert_dir],
+        &reference,
+    );
+    assert_eq!(json(&ok)["Layers"].as_array().map(Vec::len), Some(1));
+
+    let anonymous = skopeo_inspect(&["--cert-dir", &cert_dir], &reference);
+    let stderr = String::from_utf8_lossy(&anonymous.stderr);
+    assert!(!anonymous.status.success(), "anonymous inspect succeeded");
+    assert!(
+        stderr.contains("401") || stderr.contains("unauthorized"),
+        "expected a 401, got: {stderr}"
+    );
+
+    let wrong = skopeo_inspect(
+        &["--creds", "tester:wrong", "--cert-dir", &cert_dir],
+        &reference,
+    );
+    assert!(
+        !wrong.status.success(),
+        "inspect with a wrong password succeeded"
+    );
+
+    // Without the test CA the certificate must not be trusted.
+    let untrusted = skopeo_inspect(&["--creds", "tester:s3cret pass"], &reference);
+    let stderr = String::from_utf8_lossy(&untrusted.stderr);
+    assert!(
+        !untrusted.status.success(),
+        "inspect without the CA succeeded"
+    );
+    assert!(
+        stderr.contains("certificate"),
+        "expected a TLS error, got: {stderr}"
+    );
+
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = registry.write_docker_config(config_dir.path());
+    let written = std::fs::read_to_string(config).unwrap();
+    assert!(written.contains(&registry.addr()), "{written}");
+}
+
+/// The busybox layer, read straight from the cached OCI layout: path -> (mode, link target,
+/// content for small regular files).
+fn busybox_layer() -> BTreeMap<String, (u32, Option<String>, Vec<u8>)> {
+    let layout = fixtures::busybox_layout();
+    let blob = |digest: &str| -> PathBuf {
+        let (algo, hex) = digest.split_once(':').expect("digest");
+        layout.join("blobs").join(algo).join(hex)
+    };
+    let read_json = |path: &Path| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = read_json(&layout.join("index.json"));
+    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let layers = manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{manifest}");
+    let file = std::fs::File::open(blob(layers[0]["digest"].as_str().unwrap())).unwrap();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut entries = BTreeMap::new();
+    for entry in archive.entries().unwrap() {
+        let mut entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        let mode = entry.header().mode().unwrap();
+        let link = entry
+            .link_name()
+            .unwrap()
+            .map(|l| l.to_string_lossy().into_owned());
+        let mut content = Vec::new();
+        if entry.header().entry_type().is_file() && entry.size() < 64 * 1024 {
+            entry.read_to_end(&mut content).unwrap();
+        }
+        assert_eq!(entry.header().uid().unwrap(), 0, "{path} not owned by root");
+        entries.insert(
+            path.trim_end_matches('/').to_string(),
+            (mode, link, content),
+        );
+    }
+    entries
+}
+
+#[test]
+fn busybox_image_is_docker_like() {
+    let entries = busybox_layer();
+    let text = |path: &str| String::from_utf8(entries[path].2.clone()).unwrap();
+
+    let passwd = text("etc/passwd");
+    let users: Vec<(&str, &str, &str)> = passwd
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split(':').collect();
+            (f[0], f[2], f[3])
+        })
+        .collect();
+    assert_eq!(
+        users,
+        [
+            ("root", "0", "0"),
+            ("daemon", "1", "1"),
+            ("bin", "2", "2"),
+            ("sys", "3", "3"),
+            ("sync", "4", "100"),
+            ("mail", "8", "8"),
+            ("www-data", "33", "33"),
+            ("operator", "37", "37"),
+            ("nobody", "65534", "65534"),
+        ]
+    );
+    let group = text("etc/group");
+    let gid_65534: Vec<&str> = group.lines().filter(|l| l.contains(":65534:")).collect();
+    assert_eq!(gid_65534, ["nobody:x:65534:"]);
+    assert!(group.lines().any(|l| l == "wheel:x:10:root"), "{group}");
+    assert_eq!(group.lines().count(), 26, "{group}");
+
+    assert_eq!(entries["tmp"].0, 0o1777);
+    assert_eq!(entries["root"].0, 0o700);
+    assert_eq!(entries["bin/busybox"].0, 0o755);
+    // Applets are hard links to /bin/busybox, as in docker-library's image.
+    for applet in ["sh", "ls", "cat", "wget", "id", "["] {
+        let (_, link, _) = &entries[&format!("bin/{applet}")];
+        assert_eq!(link.as_deref(), Some("bin/busybox"), "bin/{applet}");
+    }
+    assert!(text("bin/adduser").starts_with("#!/bin/sh"));
+    assert_eq!(entries["bin/adduser"].0, 0o755);
+}
+
+/// Runs the image's `/bin/adduser` in a chroot of the unpacked layer: needs root.
+#[test]
+fn busybox_adduser_adds_user_group_and_home() {
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("SKIPPED busybox_adduser_adds_user_group_and_home: needs root for chroot");
+        return;
+    }
+    let layout = fixtures::busybox_layout();
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    let chroot = |args: &[&str]| run_ok(Command::new("chroot").arg(&rootfs).args(args));
+    chroot(&["/bin/adduser", "-D", "app"]);
+    chroot(&[
+        "/bin/adduser",
+        "-D",
+        "-u",
+        "2000",
+        "-G",
+        "users",
+        "-h",
+        "/srv/svc",
+        "svc",
+    ]);
+    chroot(&["/bin/adduser", "-D", "second"]);
+
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
+    assert!(passwd.contains("\napp:x:1000:1000:"), "{passwd}");
+    assert!(
+        passwd.contains("\nsvc:x:2000:100:Linux User,,,:/srv/svc:/bin/sh"),
+        "{passwd}"
+    );
+    assert!(passwd.contains("\nsecond:x:1001:1001:"), "{passwd}");
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap();
+    assert!(group.ends_with("app:x:1000:\nsecond:x:1001:\n"), "{group}");
+    use std::os::unix::fs::MetadataExt;
+    let home = std::fs::metadata(rootfs.join("home/app")).unwrap();
+    assert_eq!((home.uid(), home.gid()), (1000, 1000));
+    assert!(rootfs.join("srv/svc").is_dir());
+    assert_eq!(chroot(&["/bin/id", "-u", "svc"]).trim(), "2000");
+
+    let again = Command::new("chroot")
+        .arg(&rootfs)
+        .args(["/bin/adduser", "-D", "app"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "adding an existing user succeeded");
+}
+
+#[test]
+fn debian_image_pushes() {
+    let registry = Registry::start();
+    let reference = fixtures::debian(&registry);
+    assert_eq!(reference, format!("{}/debian:bookworm", registry.addr()));
+    let info = json(&skopeo_inspect(&["--tls-verify=false"], &reference));
+    assert_eq!(info["Layers"].as_array().map(Vec::len), Some(1), "{info}");
+    assert_eq!(info["Architecture"], machine_arch().as_str());
+    let raw = json(&skopeo_inspect(
+        &["--tls-verify=false", "--config"],
+        &reference,
+    ));
+    assert_eq!(raw["config"]["Cmd"], serde_json::json!(["bash"]));
+    let manifest = json(&skopeo_inspect(
+        &["--tls-verify=false", "--raw"],
+        &reference,
+    ));
+    let size = manifest["layers"][0]["size"].as_u64().unwrap();
+    assert!(size > 20_000_000, "debian layer is only {size} bytes");
+}
