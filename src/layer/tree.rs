@@ -1,0 +1,213 @@
+//! Layer entries from the host filesystem: `append_from_fs` turns one lstat'ed path into an
+//! entry (hard links detected by (dev, ino), xattrs, SOURCE_DATE_EPOCH clamp), and
+//! `write_dir_tree` appends a whole directory in sorted, reproducible order.
+
+use std::fs::{self, File};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use super::meta::{DeviceKind, EntryMeta, EntryOptions, normalize_name, xattr_is_portable};
+use super::writer::LayerWriter;
+use super::{LayerError, Result};
+
+impl<W: std::io::Write> LayerWriter<W> {
+    /// Appends `host_path` (not following a final symlink) as `name_in_layer`, reading mode
+    /// (with setuid/setgid/sticky), owner, mtime and xattrs from disk; `options` override
+    /// owner and mode and clamp the mtime. A file whose inode was already appended by this
+    /// writer becomes a hard link to the first name. Sockets are refused.
+    pub fn append_from_fs(
+        &mut self,
+        name_in_layer: impl AsRef<Path>,
+        host_path: impl AsRef<Path>,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        let host_path = host_path.as_ref();
+        let name = name_in_layer.as_ref();
+        let host_err = |op, source| LayerError::Host {
+            op,
+            path: host_path.to_path_buf(),
+            source,
+        };
+        let md = fs::symlink_metadata(host_path).map_err(|e| host_err("lstat", e))?;
+        let ft = md.file_type();
+        let meta = entry_meta(host_path, &md, options, ft.is_symlink())?;
+
+        if !ft.is_dir() && md.nlink() > 1 {
+            let key = (md.dev(), md.ino());
+            if let Some(first) = self.inodes.get(&key) {
+                let first = PathBuf::from(std::ffi::OsStr::from_bytes_compat(first));
+                return self.append_hardlink(name, first, &meta);
+            }
+            self.inodes.insert(key, normalize_name(name)?);
+        }
+
+        if ft.is_dir() {
+            self.append_dir(name, &meta)
+        } else if ft.is_file() {
+            let file = File::open(host_path).map_err(|e| host_err("open", e))?;
+            self.append_file(name, &meta, file, md.len())
+        } else if ft.is_symlink() {
+            let target = fs::read_link(host_path).map_err(|e| host_err("read link", e))?;
+            self.append_symlink(name, target, &meta)
+        } else if ft.is_char_device() || ft.is_block_device() {
+            let kind = if ft.is_char_device() {
+                DeviceKind::Char
+            } else {
+                DeviceKind::Block
+            };
+            let rdev = md.rdev();
+            self.append_device(
+                name,
+                kind,
+                rustix::fs::major(rdev),
+                rustix::fs::minor(rdev),
+                &meta,
+            )
+        } else if ft.is_fifo() {
+            self.append_fifo(name, &meta)
+        } else {
+            Err(LayerError::UnsupportedFileType {
+                path: host_path.to_path_buf(),
+                kind: "a socket",
+            })
+        }
+    }
+}
+
+/// Bytes back to an `OsStr` (layer names are stored as raw bytes).
+trait FromBytesCompat {
+    fn from_bytes_compat(b: &[u8]) -> &Self;
+}
+
+impl FromBytesCompat for std::ffi::OsStr {
+    fn from_bytes_compat(b: &[u8]) -> &Self {
+        use std::os::unix::ffi::OsStrExt;
+        std::ffi::OsStr::from_bytes(b)
+    }
+}
+
+fn entry_meta(
+    path: &Path,
+    md: &fs::Metadata,
+    options: &EntryOptions,
+    is_symlink: bool,
+) -> Result<EntryMeta> {
+    let mut meta = EntryMeta {
+        mode: match options.mode {
+            Some(mode) if !is_symlink => mode & 0o7777,
+            _ => md.mode() & 0o7777,
+        },
+        uid: options.uid.unwrap_or(md.uid()),
+        gid: options.gid.unwrap_or(md.gid()),
+        mtime: md.mtime(),
+        mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
+        xattrs: Default::default(),
+    };
+    if let Some(epoch) = options.source_date_epoch {
+        meta.clamp_mtime(epoch);
+    }
+    if options.xattrs {
+        read_xattrs(path, &mut meta)?;
+    }
+    Ok(meta)
+}
+
+/// Reads the portable xattrs of `path` without following a symlink. Filesystems without
+/// xattr support simply have none.
+fn read_xattrs(path: &Path, meta: &mut EntryMeta) -> Result<()> {
+    let unsupported = |e: &std::io::Error| {
+        matches!(
+            e.raw_os_error(),
+            Some(libc::ENOTSUP) | Some(libc::ENODATA) | Some(libc::EPERM)
+        )
+    };
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if unsupported(&e) => return Ok(()),
+        Err(source) => {
+            return Err(LayerError::Host {
+                op: "list xattrs of",
+                path: path.to_path_buf(),
+                source,
+            });
+        }
+    };
+    for name in names.filter(|n| xattr_is_portable(n)) {
+        let Some(key) = name.to_str() else { continue };
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => {
+                meta.xattrs.insert(key.to_string(), value);
+            }
+            Ok(None) => {}
+            Err(e) if unsupported(&e) => {}
+            Err(source) => {
+                return Err(LayerError::Host {
+                    op: "read xattrs of",
+                    path: path.to_path_buf(),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Appends everything under `host_root` (depth first, names sorted bytewise, symlinks not
+/// followed) with names under `prefix`. When `prefix` is not empty the root directory itself
+/// is written as `prefix/`; parents of `prefix` are the caller's business. Sockets are skipped
+/// with a warning, as docker does. Returns the number of entries written.
+pub fn write_dir_tree<W: std::io::Write>(
+    writer: &mut LayerWriter<W>,
+    host_root: &Path,
+    prefix: &Path,
+    options: &EntryOptions,
+) -> Result<u64> {
+    let mut count = 0;
+    let walk = walkdir::WalkDir::new(host_root)
+        .follow_links(false)
+        .sort_by_file_name();
+    for entry in walk {
+        let entry = entry.map_err(|e| {
+            let path = e.path().unwrap_or(host_root).to_path_buf();
+            LayerError::Host {
+                op: "walk",
+                path,
+                source: e.into(),
+            }
+        })?;
+        let rel = entry
+            .path()
+            .strip_prefix(host_root)
+            .expect("walkdir yields paths under its root");
+        let name = prefix.join(rel);
+        // The root itself is only an entry when it gets a name in the layer.
+        if rel.as_os_str().is_empty() && normalize_name(prefix).is_err() {
+            continue;
+        }
+        if entry.file_type().is_socket() {
+            tracing::warn!(path = %entry.path().display(), "skipping socket: it cannot be stored in a layer");
+            continue;
+        }
+        writer.append_from_fs(&name, entry.path(), options)?;
+        count += 1;
+    }
+    Ok(count)
+}
+
+/// Sorts layer entry paths the way `write_dir_tree` walks: component by component, so each
+/// directory comes right before its contents and siblings are in byte order.
+pub fn sort_layer_paths<P: AsRef<Path>>(paths: &mut [P]) {
+    paths.sort_by(|a, b| a.as_ref().cmp(b.as_ref()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sorting_matches_the_walk_order() {
+        let mut paths = vec!["a.txt", "a/x", "b", "a", "a/x/y", "A"];
+        sort_layer_paths(&mut paths);
+        assert_eq!(paths, ["A", "a", "a/x", "a/x/y", "a.txt", "b"]);
+    }
+}
