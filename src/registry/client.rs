@@ -1,0 +1,513 @@
+//! The HTTP side of the registry client: one `reqwest` client per registry host with that
+//! host's TLS settings, the `http`/`https` decision, and authentication attached to every
+//! request (anonymous, basic, or bearer tokens from the `WWW-Authenticate` challenge).
+//!
+//! Scheme choice follows docker: HTTPS always comes first. For insecure registries
+//! (`--insecure-registry HOST`, plus `localhost` and `127.0.0.0/8`/`::1`, which docker treats as
+//! insecure by default) certificates are not verified and plain HTTP is used when the HTTPS
+//! attempt fails at the connection level.
+//!
+//! TLS trust: the system roots, plus `/etc/docker/certs.d/<host>/*.crt`,
+//! `/etc/containers/certs.d/<host>/*.crt` and the PEM file named by `RBUILD_REGISTRY_CA`.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use reqwest::{Method, RequestBuilder, Response, StatusCode};
+
+use super::RegistryError;
+use super::auth::{Scope, TokenCache};
+use super::challenge::Challenge;
+use super::credentials::{self, Credential};
+use super::error::{chain_text, describe_body};
+use super::retry::{RetryPolicy, parse_retry_after};
+
+/// Settings of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Hosts (`host[:port]`) allowed plain HTTP and unverified TLS.
+    pub insecure_registries: Vec<String>,
+    /// Retry policy for every operation.
+    pub retry: RetryPolicy,
+    /// Blobs transferred at once per pull or push.
+    pub max_concurrent_transfers: usize,
+    /// Extra PEM CA files trusted for every registry (default: `$RBUILD_REGISTRY_CA`).
+    pub extra_ca_files: Vec<PathBuf>,
+    /// Directories holding `<host>/*.crt` per-registry CAs.
+    pub certs_dirs: Vec<PathBuf>,
+    /// Credentials to use instead of the stored ones, keyed by [`credentials::auth_key`]
+    /// (used by `rbuild login` to check new credentials before storing them).
+    pub credentials: HashMap<String, Credential>,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            insecure_registries: Vec::new(),
+            retry: RetryPolicy::default(),
+            max_concurrent_transfers: 3,
+            extra_ca_files: std::env::var_os("RBUILD_REGISTRY_CA")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .into_iter()
+                .collect(),
+            certs_dirs: vec![
+                "/etc/docker/certs.d".into(),
+                "/etc/containers/certs.d".into(),
+            ],
+            credentials: HashMap::new(),
+        }
+    }
+}
+
+/// A registry client shared by pulls and pushes; cheap to clone. Tokens, schemes and
+/// credentials are remembered per registry host for the client's lifetime.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: ClientOptions,
+    hosts: tokio::sync::Mutex<HashMap<String, Arc<Host>>>,
+}
+
+/// One registry host after its first contact.
+pub(crate) struct Host {
+    /// Registry as the user wrote it (credential key, messages).
+    pub(crate) registry: String,
+    /// `https://host[:port]` or `http://host[:port]`.
+    pub(crate) base: String,
+    pub(crate) http: reqwest::Client,
+    challenge: Mutex<Option<Challenge>>,
+    credential: Option<Credential>,
+    tokens: TokenCache,
+}
+
+impl Client {
+    /// A client with `options`.
+    pub fn new(options: ClientOptions) -> Client {
+        Client {
+            inner: Arc::new(Inner {
+                options,
+                hosts: tokio::sync::Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+
+    /// The options this client was made with.
+    pub fn options(&self) -> &ClientOptions {
+        &self.inner.options
+    }
+
+    /// Whether `host` gets docker's insecure treatment (configured, localhost or loopback).
+    pub fn is_insecure(&self, host: &str) -> bool {
+        let opts = &self.inner.options;
+        if opts.insecure_registries.iter().any(|h| h == host) {
+            return true;
+        }
+        let bare = strip_port(host);
+        bare == "localhost"
+            || bare
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// Connects to `registry` (a [`super::Reference::registry`] value) once: picks the scheme
+    /// and learns the auth challenge from `GET /v2/`.
+    pub(crate) async fn host(&self, registry: &str) -> Result<Arc<Host>, RegistryError> {
+        let mut hosts = self.inner.hosts.lock().await;
+        if let Some(h) = hosts.get(registry) {
+            return Ok(h.clone());
+        }
+        let host = Arc::new(self.connect(registry).await?);
+        hosts.insert(registry.to_string(), host.clone());
+        Ok(host)
+    }
+
+    async fn connect(&self, registry: &str) -> Result<Host, RegistryError> {
+        let api = api_host(registry);
+        let insecure = self.is_insecure(registry);
+        let key = credentials::auth_key(registry);
+        let credential = match self.inner.options.credentials.get(&key) {
+            Some(c) => Some(c.clone()),
+            None => credentials::lookup(registry)?,
+        };
+        let https = self.build_http(&api, insecure)?;
+        let plain = if insecure {
+            Some(self.build_http(&api, true)?)
+        } else {
+            None
+        };
+        let https_base = format!("https://{api}");
+        let http_base = format!("http://{api}");
+        // Each attempt tries HTTPS and, for insecure hosts, plain HTTP right after, so a
+        // plain-HTTP registry does not cost a round of backoff before it is found.
+        let (base, http, challenge) = self
+            .inner
+            .options
+            .retry
+            .run(&format!("contacting {registry}"), |_| async {
+                match ping(&https, registry, &https_base).await {
+                    Ok(c) => Ok((https_base.clone(), https.clone(), c)),
+                    Err(err @ RegistryError::Transport { .. }) => match &plain {
+                        Some(plain) => {
+                            tracing::debug!("{registry}: HTTPS failed ({err}); trying plain HTTP");
+                            let c = ping(plain, registry, &http_base).await?;
+                            Ok((http_base.clone(), plain.clone(), c))
+                        }
+                        None => Err(err),
+                    },
+                    Err(err) => Err(err),
+                }
+            })
+            .await?;
+        tracing::debug!("{registry}: using {base}, challenge {challenge:?}");
+        Ok(Host {
+            registry: registry.to_string(),
+            base,
+            http,
+            challenge: Mutex::new(challenge),
+            credential,
+            tokens: TokenCache::default(),
+        })
+    }
+
+    fn build_http(&self, api: &str, insecure: bool) -> Result<reqwest::Client, RegistryError> {
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(120));
+        if insecure {
+            builder = builder.tls_danger_accept_invalid_certs(true);
+        }
+        let mut certs = Vec::new();
+        for file in self.ca_files(api) {
+            let pem = std::fs::read(&file).map_err(|e| RegistryError::File {
+                path: file.clone(),
+                reason: e.to_string(),
+            })?;
+            let found =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::File {
+                    path: file.clone(),
+                    reason: format!("not a PEM certificate bundle: {e}"),
+                })?;
+            certs.extend(found);
+        }
+        if !certs.is_empty() {
+            builder = builder.tls_certs_merge(certs);
+        }
+        builder.build().map_err(|e| RegistryError::Transport {
+            registry: api.to_string(),
+            action: "setting up the HTTP client".into(),
+            reason: chain_text(&e),
+        })
+    }
+
+    fn ca_files(&self, api: &str) -> Vec<PathBuf> {
+        let mut out = self.inner.options.extra_ca_files.clone();
+        for dir in &self.inner.options.certs_dirs {
+            out.extend(crt_files(&dir.join(api)));
+        }
+        out
+    }
+
+    /// Sends a request built by `make` (called again if the auth challenge has to be
+    /// answered anew) with authentication for `scopes` attached. Returns the response for any
+    /// status except 401, which becomes [`RegistryError::Unauthorized`] after one fresh try.
+    pub(crate) async fn send(
+        &self,
+        host: &Host,
+        repository: &str,
+        action: &str,
+        scopes: &[Scope],
+        make: &mut (dyn FnMut(&reqwest::Client) -> Result<RequestBuilder, RegistryError> + Send),
+    ) -> Result<Response, RegistryError> {
+        let mut refreshed = false;
+        loop {
+            let mut req = make(&host.http)?;
+            req = self.authorize(host, scopes, req).await?;
+            let resp = req.send().await.map_err(|e| RegistryError::Transport {
+                registry: host.registry.clone(),
+                action: action.to_string(),
+                reason: chain_text(&e),
+            })?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return Ok(resp);
+            }
+            let fresh = Challenge::parse_all(
+                resp.headers()
+                    .get_all(reqwest::header::WWW_AUTHENTICATE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok()),
+            );
+            if refreshed || fresh.is_none() {
+                return Err(status_error(host, repository, action, resp).await);
+            }
+            // The registry's challenge may differ from the ping's (e.g. a new realm), or the
+            // cached token no longer suffices: learn it and try once more.
+            *host.challenge.lock().expect("challenge lock poisoned") = fresh;
+            host.tokens.forget(scopes);
+            refreshed = true;
+        }
+    }
+
+    async fn authorize(
+        &self,
+        host: &Host,
+        scopes: &[Scope],
+        req: RequestBuilder,
+    ) -> Result<RequestBuilder, RegistryError> {
+        let challenge = host
+            .challenge
+            .lock()
+            .expect("challenge lock poisoned")
+            .clone();
+        match (challenge, &host.credential) {
+            (None, _) => Ok(req),
+            (Some(Challenge::Basic), Some(Credential::Basic { username, password })) => {
+                Ok(req.basic_auth(username, Some(password)))
+            }
+            (Some(Challenge::Basic), _) => Ok(req),
+            (Some(bearer @ Challenge::Bearer { .. }), cred) => {
+                let token = match host.tokens.get(scopes) {
+                    Some(t) => t,
+                    None => {
+                        host.tokens
+                            .fetch(&host.http, &host.registry, &bearer, cred.as_ref(), scopes)
+                            .await?
+                    }
+                };
+                Ok(req.bearer_auth(token))
+            }
+        }
+    }
+
+    /// Checks credentials the way `docker login` does: `GET /v2/` and, on a token registry,
+    /// a token request with no scope, which the token service only grants to valid logins.
+    pub async fn check_login(&self, registry: &str) -> Result<(), RegistryError> {
+        let host = self.host(registry).await?;
+        let challenge = host
+            .challenge
+            .lock()
+            .expect("challenge lock poisoned")
+            .clone();
+        match challenge {
+            Some(bearer @ Challenge::Bearer { .. }) => {
+                host.tokens
+                    .fetch(&host.http, registry, &bearer, host.credential.as_ref(), &[])
+                    .await?;
+                Ok(())
+            }
+            _ => {
+                let url = format!("{}/v2/", host.base);
+                let resp = self
+                    .send(&host, "", "GET /v2/", &[], &mut |http| Ok(http.get(&url)))
+                    .await?;
+                if resp.status().is_success() {
+                    Ok(())
+                } else {
+                    Err(status_error(&host, "", "GET /v2/", resp).await)
+                }
+            }
+        }
+    }
+
+    /// A generic request helper: `method` on `url` (absolute, or a path below the base).
+    pub(crate) fn url(host: &Host, path_or_url: &str) -> String {
+        if path_or_url.starts_with("http://") || path_or_url.starts_with("https://") {
+            path_or_url.to_string()
+        } else {
+            format!("{}{}", host.base, path_or_url)
+        }
+    }
+
+    /// Shorthand for a body-less request with `headers`.
+    pub(crate) async fn simple(
+        &self,
+        host: &Host,
+        repository: &str,
+        scopes: &[Scope],
+        method: Method,
+        path: &str,
+        accept: Option<&str>,
+    ) -> Result<Response, RegistryError> {
+        let url = Client::url(host, path);
+        let action = format!("{method} {}", path_of(&url));
+        self.send(host, repository, &action, scopes, &mut |http| {
+            let mut r = http.request(method.clone(), &url);
+            if let Some(a) = accept {
+                r = r.header(reqwest::header::ACCEPT, a);
+            }
+            Ok(r)
+        })
+        .await
+    }
+}
+
+/// Turns an unexpected response into an error that says what the registry answered.
+pub(crate) async fn status_error(
+    host: &Host,
+    repository: &str,
+    action: &str,
+    resp: Response,
+) -> RegistryError {
+    let status = resp.status().as_u16();
+    let retry_after = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
+    let body = resp.bytes().await.unwrap_or_default();
+    let message = describe_body(status, &body);
+    if status == 401 || status == 403 {
+        return RegistryError::Unauthorized {
+            registry: host.registry.clone(),
+            repository: repository.to_string(),
+            action: action.to_string(),
+            message,
+            login_server: login_server(&host.registry),
+        };
+    }
+    RegistryError::Status {
+        registry: host.registry.clone(),
+        repository: repository.to_string(),
+        action: action.to_string(),
+        status,
+        message,
+        retry_after,
+    }
+}
+
+/// What to type after `rbuild login` for this registry (nothing for Docker Hub).
+fn login_server(registry: &str) -> String {
+    if registry == super::DOCKER_HUB {
+        String::new()
+    } else {
+        registry.to_string()
+    }
+}
+
+async fn ping(
+    http: &reqwest::Client,
+    registry: &str,
+    base: &str,
+) -> Result<Option<Challenge>, RegistryError> {
+    let url = format!("{base}/v2/");
+    let resp = http
+        .get(&url)
+        .send()
+        .await
+        .map_err(|e| RegistryError::Transport {
+            registry: registry.to_string(),
+            action: format!("GET {url}"),
+            reason: chain_text(&e),
+        })?;
+    let status = resp.status().as_u16();
+    if status == 401 {
+        return Ok(Challenge::parse_all(
+            resp.headers()
+                .get_all(reqwest::header::WWW_AUTHENTICATE)
+                .iter()
+                .filter_map(|v| v.to_str().ok()),
+        ));
+    }
+    if resp.status().is_success() {
+        return Ok(None);
+    }
+    let retry_after = parse_retry_after(resp.headers().get(reqwest::header::RETRY_AFTER));
+    let body = resp.bytes().await.unwrap_or_default();
+    Err(RegistryError::Status {
+        registry: registry.to_string(),
+        repository: String::new(),
+        action: format!("GET {url}"),
+        status,
+        message: describe_body(status, &body),
+        retry_after,
+    })
+}
+
+fn api_host(registry: &str) -> String {
+    if registry == super::DOCKER_HUB {
+        super::DOCKER_HUB_API.to_string()
+    } else {
+        registry.to_string()
+    }
+}
+
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host
+            .split(']')
+            .next()
+            .map_or(host, |h| &host[..h.len() + 1]);
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+pub(crate) fn path_of(url: &str) -> &str {
+    url.find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| &url[i + 3 + j..]))
+        .unwrap_or(url)
+}
+
+fn crt_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    let mut out: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
+        .collect();
+    out.sort();
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loopback_and_configured_hosts_are_insecure() {
+        let c = Client::new(ClientOptions {
+            insecure_registries: vec!["reg.internal:5000".into()],
+            ..ClientOptions::default()
+        });
+        assert!(c.is_insecure("localhost:5000"));
+        assert!(c.is_insecure("localhost"));
+        assert!(c.is_insecure("127.0.0.1:41000"));
+        assert!(c.is_insecure("127.5.6.7"));
+        assert!(c.is_insecure("[::1]:5000"));
+        assert!(c.is_insecure("reg.internal:5000"));
+        assert!(!c.is_insecure("reg.internal"));
+        assert!(!c.is_insecure("ghcr.io"));
+        assert!(!c.is_insecure("docker.io"));
+    }
+
+    #[test]
+    fn urls_and_paths() {
+        assert_eq!(
+            path_of("http://h:1/v2/x/blobs/uploads/?a=b"),
+            "/v2/x/blobs/uploads/?a=b"
+        );
+        assert_eq!(strip_port("h:5000"), "h");
+        assert_eq!(strip_port("[::1]:5000"), "[::1]");
+        assert_eq!(api_host("docker.io"), "registry-1.docker.io");
+    }
+
+    #[test]
+    fn per_host_certificate_files_are_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("reg:5000");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("ca.crt"), "x").unwrap();
+        std::fs::write(host.join("client.key"), "x").unwrap();
+        let c = Client::new(ClientOptions {
+            certs_dirs: vec![dir.path().to_path_buf()],
+            extra_ca_files: vec![],
+            ..ClientOptions::default()
+        });
+        assert_eq!(c.ca_files("reg:5000"), vec![host.join("ca.crt")]);
+        assert!(c.ca_files("other").is_empty());
+    }
+}
