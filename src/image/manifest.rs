@@ -106,6 +106,8 @@ impl ImageIndex {
 }
 
 /// Either kind of manifest, as found behind a tag.
+// Unboxed so callers can match and move out directly; manifests are few and short-lived.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnyManifest {
     /// A single-platform image.

@@ -1,0 +1,264 @@
+//! Garbage collection: `prune` deletes blobs that no image and no registered gc root reaches,
+//! plus temp files left by killed writers. It runs only under the exclusive `gc.lock`, which
+//! every live [`super::BlobWriter`] and [`Store::gc_guard`] holder blocks.
+//!
+//! Other modules (the build cache) keep blobs alive by writing a root file with
+//! [`Store::set_gc_roots`]: `gc-roots/<name>` holds one digest per line. A rooted manifest or
+//! index keeps everything it references, a rooted layer keeps itself.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use super::blob::{TEMP_PREFIX, sync_dir, write_file_atomic};
+use super::{Error, Store, lock};
+use crate::image::{AnyManifest, Digest};
+
+pub(crate) const ROOTS_DIR: &str = "gc-roots";
+/// Manifests and indexes are small; bigger blobs are layers and never parsed during GC.
+const MAX_MANIFEST_SIZE: u64 = 4 << 20;
+/// Temp files outside `blobs/` are written under the index lock, not the gc lock, so only
+/// remove ones old enough to be certainly abandoned.
+const STALE_META_TEMP: Duration = Duration::from_secs(3600);
+
+/// What `prune` removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PruneReport {
+    /// Deleted blobs.
+    pub removed_blobs: Vec<Digest>,
+    /// Deleted leftover temp files.
+    pub removed_temp_files: usize,
+    /// Bytes freed (blobs and temp files).
+    pub reclaimed_bytes: u64,
+}
+
+impl Store {
+    /// Registers (or replaces) the gc root set `name`: these digests and everything they
+    /// reference survive `prune`. Names are file names: letters, digits, `-`, `_`, `.`.
+    pub fn set_gc_roots(&self, name: &str, digests: &[Digest]) -> Result<(), Error> {
+        let path = self.dir.join(ROOTS_DIR).join(check_root_name(name)?);
+        let mut text = String::new();
+        for d in digests {
+            text.push_str(&d.to_string());
+            text.push('\n');
+        }
+        write_file_atomic(&path, text.as_bytes())
+    }
+
+    /// Removes the gc root set `name` (no error if it does not exist).
+    pub fn remove_gc_roots(&self, name: &str) -> Result<(), Error> {
+        let path = self.dir.join(ROOTS_DIR).join(check_root_name(name)?);
+        match fs::remove_file(&path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::Io {
+                op: "remove",
+                path,
+                source: e,
+            }),
+        }
+    }
+
+    /// Every digest named by a gc root file.
+    pub fn gc_roots(&self) -> Result<Vec<Digest>, Error> {
+        let dir = self.dir.join(ROOTS_DIR);
+        let mut out = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", dir.clone()))? {
+            let entry = entry.map_err(Error::io("list", dir.clone()))?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let path = entry.path();
+            let text = fs::read_to_string(&path).map_err(Error::io("read", path.clone()))?;
+            for line in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+                match line.parse::<Digest>() {
+                    Ok(d) => out.push(d),
+                    Err(e) => tracing::warn!(path = %path.display(), "ignoring gc root line: {e}"),
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Removes image records without a name (docker's dangling images); returns how many.
+    pub fn remove_unnamed_images(&self) -> Result<usize, Error> {
+        self.update_tag_index(|images| {
+            let before = images.len();
+            images.retain(|r| r.name.is_some());
+            Ok(before - images.len())
+        })
+    }
+
+    /// Every blob reachable from an image record or a gc root.
+    pub fn reachable_blobs(&self) -> Result<BTreeSet<Digest>, Error> {
+        let mut queue: VecDeque<Digest> = self
+            .list_images()?
+            .into_iter()
+            .map(|r| r.target.digest)
+            .chain(self.gc_roots()?)
+            .collect();
+        let mut seen = BTreeSet::new();
+        while let Some(d) = queue.pop_front() {
+            if !seen.insert(d.clone()) {
+                continue;
+            }
+            let Ok(size) = self.blob_size(&d) else {
+                continue;
+            };
+            if size > MAX_MANIFEST_SIZE {
+                continue;
+            }
+            let Ok(bytes) = self.read_blob(&d) else {
+                continue;
+            };
+            if bytes.first() != Some(&b'{') {
+                continue;
+            }
+            if let Ok(m) = AnyManifest::parse(&bytes) {
+                queue.extend(m.children().into_iter().map(|c| c.digest.clone()));
+            }
+        }
+        Ok(seen)
+    }
+
+    /// Deletes unreachable blobs and stale temp files. Waits for the exclusive gc lock, so it
+    /// must not be called while this process holds a [`Store::gc_guard`] or a blob writer.
+    pub fn prune(&self) -> Result<PruneReport, Error> {
+        let lock_path = self.dir.join("gc.lock");
+        let _guard = match lock::try_exclusive(&lock_path)? {
+            Some(g) => g,
+            None => {
+                tracing::info!("waiting for other rbuild processes to release the store");
+                lock::exclusive(&lock_path)?
+            }
+        };
+        let keep = self.reachable_blobs()?;
+        let mut report = PruneReport::default();
+        for entry in fs::read_dir(&self.blobs).map_err(Error::io("list", self.blobs.clone()))? {
+            let entry = entry.map_err(Error::io("list", self.blobs.clone()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            if name.starts_with(TEMP_PREFIX) {
+                remove(&path)?;
+                report.removed_temp_files += 1;
+                report.reclaimed_bytes += size;
+                continue;
+            }
+            let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
+                continue;
+            };
+            if !keep.contains(&digest) {
+                remove(&path)?;
+                report.reclaimed_bytes += size;
+                report.removed_blobs.push(digest);
+            }
+        }
+        sync_dir(&self.blobs)?;
+        for dir in [self.dir.clone(), self.dir.join(ROOTS_DIR)] {
+            report.removed_temp_files += remove_old_temps(&dir, &mut report.reclaimed_bytes)?;
+        }
+        tracing::info!(
+            blobs = report.removed_blobs.len(),
+            bytes = report.reclaimed_bytes,
+            "pruned store"
+        );
+        Ok(report)
+    }
+}
+
+fn remove(path: &Path) -> Result<(), Error> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            op: "remove",
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+fn remove_old_temps(dir: &Path, reclaimed: &mut u64) -> Result<usize, Error> {
+    let mut n = 0;
+    let now = SystemTime::now();
+    for entry in fs::read_dir(dir).map_err(Error::io("list", dir))? {
+        let entry = entry.map_err(Error::io("list", dir))?;
+        if !entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+            continue;
+        }
+        let Ok(meta) = entry.metadata() else { continue };
+        let old = meta
+            .modified()
+            .ok()
+            .and_then(|m| now.duration_since(m).ok())
+            .is_some_and(|age| age > STALE_META_TEMP);
+        if old {
+            remove(&entry.path())?;
+            *reclaimed += meta.len();
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+fn check_root_name(name: &str) -> Result<&str, Error> {
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(name)
+    } else {
+        Err(Error::InvalidRootName(name.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{Descriptor, ImageConfig, ImageManifest, mediatype};
+
+    #[test]
+    fn prune_keeps_images_and_roots_and_drops_the_rest() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path()).unwrap();
+        let layer = s.write_blob(b"layer bytes").unwrap();
+        let cfg = s
+            .put_config(&ImageConfig {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let m = s
+            .put_manifest(&ImageManifest::new_oci(
+                cfg.clone(),
+                vec![Descriptor::new(mediatype::OCI_LAYER_TAR, layer.clone(), 11)],
+            ))
+            .unwrap();
+        s.put_image("docker.io/library/x:latest", &m.digest)
+            .unwrap();
+        let rooted = s.write_blob(b"cache blob").unwrap();
+        s.set_gc_roots("cache", std::slice::from_ref(&rooted))
+            .unwrap();
+        let junk = s.write_blob(b"junk").unwrap();
+        fs::write(s.blobs.join(".tmp-dead"), b"partial").unwrap();
+
+        let report = s.prune().unwrap();
+        assert_eq!(report.removed_blobs, vec![junk.clone()]);
+        assert_eq!(report.removed_temp_files, 1);
+        assert_eq!(report.reclaimed_bytes, 4 + 7);
+        for d in [&layer, &cfg.digest, &m.digest, &rooted] {
+            assert!(s.has_blob(d), "{d} should survive");
+        }
+        s.remove_gc_roots("cache").unwrap();
+        s.remove_name("docker.io/library/x:latest").unwrap();
+        let report = s.prune().unwrap();
+        assert_eq!(report.removed_blobs.len(), 4);
+        assert!(s.set_gc_roots("../evil", &[]).is_err());
+    }
+}
