@@ -5,6 +5,17 @@
 //! `shell/lex.go` semantics); typed instructions are built from nodes.
 
 mod ast;
+mod dump;
+mod error;
+mod heredoc;
 pub mod instructions;
+mod line_parsers;
+mod parser;
+pub mod shell;
+mod shell_pattern;
 
 pub use ast::{Directives, Dockerfile, Heredoc, Node};
+pub use dump::{dump, dump_node};
+pub use error::ParseError;
+pub use parser::parse;
+pub use shell::{Expansion, Lexer, ShellError, VarLookup};

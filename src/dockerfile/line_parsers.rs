@@ -1,0 +1,411 @@
+//! Per-instruction argument shapes, as BuildKit's `line_parsers.go` and `split_command.go`
+//! build them: flag extraction, JSON (exec) form, whitespace lists, `ENV`/`LABEL` pairs,
+//! `ARG` words, `HEALTHCHECK` sub-command. Quirks are kept on purpose, since BuildKit's
+//! later stages (and ours) rely on these exact shapes.
+
+/// Arguments of one instruction after its line parser ran.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Parsed {
+    pub(crate) args: Vec<String>,
+    pub(crate) json: bool,
+}
+
+/// `[\t\v\f\r ]`, BuildKit's `reWhitespace`.
+fn is_re_ws(c: char) -> bool {
+    matches!(c, '\t' | '\u{0B}' | '\u{0C}' | '\r' | ' ')
+}
+
+/// Splits on runs of `[\t\v\f\r ]` (Go's `regexp.Split(s, n)`, `n == 2` or all).
+fn split_re_ws(s: &str, limit_two: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut rest = s;
+    loop {
+        match rest.find(is_re_ws) {
+            Some(i) if !(limit_two && out.len() == 1) => {
+                out.push(rest[..i].to_string());
+                rest = rest[i..].trim_start_matches(is_re_ws);
+            }
+            _ => {
+                out.push(rest.to_string());
+                return out;
+            }
+        }
+    }
+}
+
+/// Splits a joined line into the instruction name, its `--flags` and the trimmed rest.
+pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
+    let trimmed = line.trim();
+    let (cmd, rest) = match trimmed.find(is_re_ws) {
+        Some(i) => (&trimmed[..i], Some(trimmed[i..].trim_start_matches(is_re_ws))),
+        None => (trimmed, None),
+    };
+    let (args, flags) = match rest {
+        Some(rest) => extract_builder_flags(rest),
+        None => (String::new(), Vec::new()),
+    };
+    (cmd.to_string(), flags, args.trim().to_string())
+}
+
+/// Go's `unicode.IsSpace(rune(b))` on a single byte: the ASCII spaces plus 0x85 and 0xA0.
+fn byte_is_space(b: u8) -> bool {
+    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' | 0x85 | 0xA0)
+}
+
+/// BuildKit's `extractBuilderFlags`. It walks bytes, so a non-ASCII byte inside a flag
+/// becomes the Latin-1 character of that byte (BuildKit does the same).
+fn extract_builder_flags(line: &str) -> (String, Vec<String>) {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let b = line.as_bytes();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = 0u8;
+    let mut blank_ok = false;
+    let rest_at = |pos: usize| String::from_utf8_lossy(&b[pos..]).into_owned();
+    let mut pos = 0;
+    while pos <= b.len() {
+        let ch = if pos < b.len() { b[pos] } else { 0 };
+        if phase == Phase::Spaces {
+            if pos == b.len() {
+                break;
+            }
+            if byte_is_space(ch) {
+                pos += 1;
+                continue;
+            }
+            if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
+                return (rest_at(pos), words);
+            }
+            phase = Phase::Word;
+        }
+        if pos == b.len() {
+            if word != "--" && (blank_ok || !word.is_empty()) {
+                words.push(word);
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if byte_is_space(ch) {
+                phase = Phase::Spaces;
+                if word == "--" {
+                    return (rest_at(pos), words);
+                }
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                word.clear();
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == b'\'' || ch == b'"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+                pos += 1;
+                continue;
+            }
+            let mut c = ch;
+            if c == b'\\' {
+                if pos + 1 == b.len() {
+                    pos += 1;
+                    continue;
+                }
+                pos += 1;
+                c = b[pos];
+            }
+            word.push(char::from(c));
+            pos += 1;
+            continue;
+        }
+        // Phase::Quote
+        if ch == quote {
+            phase = Phase::Word;
+            pos += 1;
+            continue;
+        }
+        let mut c = ch;
+        if c == b'\\' {
+            if pos + 1 == b.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            c = b[pos];
+        }
+        word.push(char::from(c));
+        pos += 1;
+    }
+    (String::new(), words)
+}
+
+/// BuildKit's `parseWords`: splits on whitespace, keeping quotes and escapes in the words.
+pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
+    #[derive(PartialEq)]
+    enum Phase {
+        Spaces,
+        Word,
+        Quote,
+    }
+    let chars: Vec<char> = rest.chars().collect();
+    let mut words = Vec::new();
+    let mut phase = Phase::Spaces;
+    let mut word = String::new();
+    let mut quote = '\0';
+    let mut blank_ok = false;
+    let mut pos = 0;
+    while pos <= chars.len() {
+        let mut ch = chars.get(pos).copied().unwrap_or('\0');
+        if phase == Phase::Spaces {
+            if pos == chars.len() {
+                break;
+            }
+            if ch.is_whitespace() {
+                pos += 1;
+                continue;
+            }
+            phase = Phase::Word;
+        }
+        if pos == chars.len() {
+            if blank_ok || !word.is_empty() {
+                words.push(std::mem::take(&mut word));
+            }
+            break;
+        }
+        if phase == Phase::Word {
+            if ch.is_whitespace() {
+                phase = Phase::Spaces;
+                if blank_ok || !word.is_empty() {
+                    words.push(std::mem::take(&mut word));
+                }
+                blank_ok = false;
+                pos += 1;
+                continue;
+            }
+            if ch == '\'' || ch == '"' {
+                quote = ch;
+                blank_ok = true;
+                phase = Phase::Quote;
+            }
+            if ch == escape {
+                if pos + 1 == chars.len() {
+                    pos += 1;
+                    continue;
+                }
+                word.push(ch);
+                pos += 1;
+                ch = chars[pos];
+            }
+            word.push(ch);
+            pos += 1;
+            continue;
+        }
+        // Phase::Quote
+        if ch == quote {
+            phase = Phase::Word;
+        }
+        if ch == escape && quote != '\'' {
+            if pos + 1 == chars.len() {
+                phase = Phase::Word;
+                pos += 1;
+                continue;
+            }
+            pos += 1;
+            word.push(ch);
+            ch = chars[pos];
+        }
+        word.push(ch);
+        pos += 1;
+    }
+    words
+}
+
+const NOT_STRING_ARRAY: &str =
+    "when using JSON array syntax, arrays must be comprised of strings only";
+
+/// `Ok(Some)` for a JSON array of strings, `Ok(None)` when the text is not a JSON array,
+/// `Err` for a JSON array holding something other than strings.
+fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
+    let rest = rest.trim_start();
+    if !rest.starts_with('[') {
+        return Ok(None);
+    }
+    let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(rest)
+    else {
+        return Ok(None);
+    };
+    items
+        .into_iter()
+        .map(|v| match v {
+            serde_json::Value::String(s) => Ok(s),
+            _ => Err(NOT_STRING_ARRAY.to_string()),
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`: JSON array or the whole rest as one string.
+pub(crate) fn maybe_json(rest: &str) -> Result<Parsed, String> {
+    if rest.is_empty() {
+        return Ok(Parsed::default());
+    }
+    Ok(match parse_json(rest)? {
+        Some(args) => Parsed { args, json: true },
+        None => Parsed {
+            args: vec![rest.to_string()],
+            json: false,
+        },
+    })
+}
+
+/// `ADD`, `COPY`, `VOLUME`: JSON array or whitespace-separated words.
+pub(crate) fn maybe_json_to_list(rest: &str) -> Result<Parsed, String> {
+    Ok(match parse_json(rest)? {
+        Some(args) => Parsed { args, json: true },
+        None => whitespace_delimited(rest),
+    })
+}
+
+/// `FROM`, `EXPOSE`: whitespace-separated words.
+pub(crate) fn whitespace_delimited(rest: &str) -> Parsed {
+    if rest.is_empty() {
+        return Parsed::default();
+    }
+    Parsed {
+        args: split_re_ws(rest, false),
+        json: false,
+    }
+}
+
+/// `USER`, `WORKDIR`, `STOPSIGNAL`, `MAINTAINER`: the rest as one string.
+pub(crate) fn single_string(rest: &str) -> Parsed {
+    Parsed {
+        args: if rest.is_empty() { vec![] } else { vec![rest.to_string()] },
+        json: false,
+    }
+}
+
+/// `ARG`: words, quotes kept.
+pub(crate) fn name_or_name_val(rest: &str, escape: char) -> Parsed {
+    Parsed {
+        args: parse_words(rest, escape),
+        json: false,
+    }
+}
+
+/// `ENV`, `LABEL`: key, value, key, value...; the legacy `KEY value with spaces` form when the
+/// first word has no `=`. `what` is the instruction name used in error messages.
+pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, String> {
+    let words = parse_words(rest, escape);
+    if words.is_empty() {
+        return Ok(Parsed::default());
+    }
+    if !words[0].contains('=') {
+        let parts = split_re_ws(rest, true);
+        if parts.len() < 2 {
+            return Err(format!("{what} must have two arguments"));
+        }
+        return Ok(Parsed {
+            args: parts,
+            json: false,
+        });
+    }
+    let mut args = Vec::with_capacity(words.len() * 2);
+    for word in words {
+        let Some((k, v)) = word.split_once('=') else {
+            return Err(format!(
+                "Syntax error - can't find = in {}. Must be of the form: name=value",
+                super::dump::go_quote(&word)
+            ));
+        };
+        args.push(k.to_string());
+        args.push(v.to_string());
+    }
+    Ok(Parsed { args, json: false })
+}
+
+/// `HEALTHCHECK`: the first word (`CMD`, `NONE`...) then the command as `maybe_json` reads it.
+pub(crate) fn health_config(rest: &str) -> Result<Parsed, String> {
+    let b = rest.as_bytes();
+    let sep = b.iter().position(|&c| byte_is_space(c)).unwrap_or(b.len());
+    if sep == 0 {
+        return Ok(Parsed::default());
+    }
+    let next = b[sep..]
+        .iter()
+        .position(|&c| !byte_is_space(c))
+        .map_or(b.len(), |i| sep + i);
+    let typ = String::from_utf8_lossy(&b[..sep]).into_owned();
+    let cmd = maybe_json(&String::from_utf8_lossy(&b[next..]))?;
+    let mut args = vec![typ];
+    args.extend(cmd.args);
+    Ok(Parsed {
+        args,
+        json: cmd.json,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_are_extracted() {
+        let (cmd, flags, rest) = split_command("COPY --from=b --chown=\"a b\" --link src dst");
+        assert_eq!(cmd, "COPY");
+        assert_eq!(flags, ["--from=b", "--chown=a b", "--link"]);
+        assert_eq!(rest, "src dst");
+        let (_, flags, rest) = split_command("RUN -- --x");
+        assert!(flags.is_empty());
+        assert_eq!(rest, "--x");
+        let (_, flags, rest) = split_command("RUN --a=é x");
+        assert_eq!(flags, ["--a=Ã©"]);
+        assert_eq!(rest, "x");
+        let (_, flags, rest) = split_command("RUN --");
+        assert!(flags.is_empty() && rest.is_empty());
+    }
+
+    #[test]
+    fn words_keep_quotes() {
+        assert_eq!(parse_words("foo bar 'abc xyz'", '\\'), ["foo", "bar", "'abc xyz'"]);
+        assert_eq!(parse_words("foo\\ bar", '\\'), ["foo\\ bar"]);
+        assert_eq!(parse_words("föo bàr \"âbc xÿz\"", '\\'), ["föo", "bàr", "\"âbc xÿz\""]);
+        assert_eq!(parse_words("a=\"\" b", '\\'), ["a=\"\"", "b"]);
+    }
+
+    #[test]
+    fn json_or_shell() {
+        assert_eq!(maybe_json("[\"a\", \"b\"]").unwrap(), Parsed { args: vec!["a".into(), "b".into()], json: true });
+        assert_eq!(maybe_json("[\"a\"] x").unwrap(), Parsed { args: vec!["[\"a\"] x".into()], json: false });
+        assert_eq!(maybe_json("[not json]").unwrap().json, false);
+        assert_eq!(maybe_json("[\"a\", 1]").unwrap_err(), NOT_STRING_ARRAY);
+        assert_eq!(maybe_json("[]").unwrap(), Parsed { args: vec![], json: true });
+        assert_eq!(maybe_json_to_list("a  b\tc").unwrap().args, ["a", "b", "c"]);
+    }
+
+    #[test]
+    fn env_shapes() {
+        assert_eq!(name_val("a=b c=\"d e\"", "ENV", '\\').unwrap().args, ["a", "b", "c", "\"d e\""]);
+        assert_eq!(name_val("x y  z", "ENV", '\\').unwrap().args, ["x", "y  z"]);
+        assert_eq!(name_val("x", "ENV", '\\').unwrap_err(), "ENV must have two arguments");
+        assert_eq!(
+            name_val("a=b c", "LABEL", '\\').unwrap_err(),
+            "Syntax error - can't find = in \"c\". Must be of the form: name=value"
+        );
+    }
+
+    #[test]
+    fn healthcheck_shape() {
+        assert_eq!(health_config("CMD   a b").unwrap().args, ["CMD", "a b"]);
+        assert_eq!(health_config("NONE").unwrap().args, ["NONE"]);
+        let p = health_config("CMD [\"x\"]").unwrap();
+        assert_eq!((p.args, p.json), (vec!["CMD".to_string(), "x".to_string()], true));
+    }
+}

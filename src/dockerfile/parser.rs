@@ -1,0 +1,334 @@
+//! The Dockerfile line scanner, after BuildKit's `parser.Parse`: parser directives, comments,
+//! line continuations (with comment and blank lines inside them), heredoc bodies, and one
+//! [`Node`] per instruction.
+
+use super::ast::{Directives, Dockerfile, Node};
+use super::error::{ParseError, suggest_instruction};
+use super::heredoc::heredocs_from_line;
+use super::line_parsers::{self as lp, Parsed};
+
+/// BuildKit reads lines with a 64 KiB `bufio.Scanner`.
+const MAX_LINE: usize = 64 * 1024;
+
+/// Parses Dockerfile text into nodes, the way BuildKit's parser does.
+pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
+    let mut lines = split_lines(text);
+    let mut dirs = DirectiveState::default();
+    let mut nodes = Vec::new();
+    let mut warnings = Vec::new();
+    let mut current = 0usize;
+
+    while let Some(raw) = lines.next() {
+        let raw = if current == 0 { raw.strip_prefix('\u{FEFF}').unwrap_or(raw) } else { raw };
+        check_len(raw, current + 1)?;
+        let first = process_line(&mut dirs, raw, true, current + 1)?;
+        current += 1;
+        let start_line = current;
+        let (first, mut eol) = trim_continuation(first, dirs.escape);
+        if eol && first.is_empty() {
+            continue;
+        }
+        let mut line = first.to_string();
+        let mut empty_continuation = false;
+        while !eol {
+            let Some(raw) = lines.next() else { break };
+            check_len(raw, current + 1)?;
+            let processed = process_line(&mut dirs, raw, false, current + 1)?;
+            current += 1;
+            if is_comment(raw) {
+                continue;
+            }
+            if processed.trim_start().is_empty() {
+                empty_continuation = true;
+                continue;
+            }
+            let (part, end) = trim_continuation(processed, dirs.escape);
+            eol = end;
+            line.push_str(part);
+        }
+        if empty_continuation {
+            warnings.push(format!(
+                "line {current}: Empty continuation line found in: {line}"
+            ));
+        }
+
+        let mut node = node_from_line(&line, dirs.escape, start_line, current)?;
+        if can_contain_heredoc(&node) && line.contains("<<") {
+            let openers = heredocs_from_line(&line).map_err(|message| {
+                ParseError::Instruction {
+                    line: start_line,
+                    end_line: current,
+                    message,
+                }
+            })?;
+            for opener in openers {
+                let mut content = String::new();
+                let mut terminated = false;
+                for raw in lines.by_ref() {
+                    current += 1;
+                    let candidate = raw.trim_end_matches(['\r', '\n']);
+                    let candidate = if opener.chomp {
+                        candidate.trim_start_matches('\t')
+                    } else {
+                        candidate
+                    };
+                    if candidate == opener.name {
+                        terminated = true;
+                        break;
+                    }
+                    content.push_str(raw);
+                }
+                if !terminated {
+                    return Err(ParseError::UnterminatedHeredoc {
+                        line: start_line,
+                        end_line: current,
+                    });
+                }
+                if node.onbuild.is_none() {
+                    node.original.push('\n');
+                    node.original.push_str(&content);
+                    node.original.push_str(&opener.name);
+                }
+                node.heredocs.push(opener.into_heredoc(content));
+            }
+            if !node.heredocs.is_empty() && node.onbuild.is_none() {
+                node.original.push('\n');
+            }
+        }
+        set_lines(&mut node, start_line, current);
+        nodes.push(node);
+    }
+
+    if nodes.is_empty() {
+        return Err(ParseError::NoInstructions { line: current });
+    }
+    Ok(Dockerfile {
+        directives: dirs.into_directives(),
+        nodes,
+        warnings,
+    })
+}
+
+fn set_lines(node: &mut Node, start: usize, end: usize) {
+    node.start_line = start;
+    node.end_line = end;
+    if let Some(inner) = node.onbuild.as_deref_mut() {
+        set_lines(inner, start, end);
+    }
+}
+
+fn check_len(raw: &str, line: usize) -> Result<(), ParseError> {
+    if raw.len() > MAX_LINE {
+        return Err(ParseError::LineTooLong { line });
+    }
+    Ok(())
+}
+
+/// Lines with their endings kept (BuildKit's `scanLines`).
+fn split_lines(text: &str) -> impl Iterator<Item = &str> {
+    text.split_inclusive('\n')
+}
+
+/// Whether the raw line is a comment (after leading whitespace).
+fn is_comment(raw: &str) -> bool {
+    raw.trim_end_matches(['\r', '\n']).trim_start().starts_with('#')
+}
+
+/// Trims the line ending (and, on an instruction's first line, leading whitespace), looks
+/// for a parser directive, and blanks a comment line.
+fn process_line<'a>(
+    dirs: &mut DirectiveState,
+    raw: &'a str,
+    strip_left: bool,
+    line_no: usize,
+) -> Result<&'a str, ParseError> {
+    let mut token = raw.trim_end_matches(['\r', '\n']);
+    if strip_left {
+        token = token.trim_start();
+    }
+    dirs.possible_directive(token, line_no)?;
+    Ok(if token.starts_with('#') { "" } else { token })
+}
+
+/// Strips a trailing escape (plus spaces/tabs) that continues the line, unless the escape is
+/// itself escaped. Returns the text and whether the instruction ends here.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let body = line.trim_end_matches([' ', '\t']);
+    let Some(before) = body.strip_suffix(escape) else {
+        return (line, true);
+    };
+    if before.is_empty() {
+        return ("", false);
+    }
+    if before.ends_with(escape) {
+        return (line, true);
+    }
+    (before, false)
+}
+
+/// Directive scanning state: BuildKit stops looking at the first line that is not a
+/// recognised `# key=value` directive.
+struct DirectiveState {
+    done: bool,
+    escape: char,
+    syntax: Option<String>,
+    check: Option<String>,
+    seen_escape: bool,
+}
+
+impl Default for DirectiveState {
+    fn default() -> Self {
+        DirectiveState {
+            done: false,
+            escape: '\\',
+            syntax: None,
+            check: None,
+            seen_escape: false,
+        }
+    }
+}
+
+impl DirectiveState {
+    fn possible_directive(&mut self, line: &str, line_no: usize) -> Result<(), ParseError> {
+        if self.done {
+            return Ok(());
+        }
+        let Some((key, value)) = directive_parts(line) else {
+            self.done = true;
+            return Ok(());
+        };
+        let key = key.to_ascii_lowercase();
+        let err = |message: String| ParseError::Directive {
+            line: line_no,
+            message,
+        };
+        let seen = match key.as_str() {
+            "escape" => std::mem::replace(&mut self.seen_escape, true),
+            "syntax" => self.syntax.is_some(),
+            "check" => self.check.is_some(),
+            _ => {
+                self.done = true;
+                return Ok(());
+            }
+        };
+        if seen {
+            return Err(err(format!("only one {key} parser directive can be used")));
+        }
+        match key.as_str() {
+            "escape" => match value {
+                "\\" => self.escape = '\\',
+                "`" => self.escape = '`',
+                other => {
+                    return Err(err(format!(
+                        "invalid escape token '{other}' does not match ` or \\"
+                    )));
+                }
+            },
+            "syntax" => self.syntax = Some(value.to_string()),
+            _ => self.check = Some(value.to_string()),
+        }
+        Ok(())
+    }
+
+    fn into_directives(self) -> Directives {
+        Directives {
+            syntax: self.syntax,
+            escape: self.escape,
+            check: self.check,
+        }
+    }
+}
+
+/// `#` then `\s*([a-zA-Z][a-zA-Z0-9]*)\s*=\s*(.+?)\s*$` (Go's `\s` is ASCII only).
+fn directive_parts(line: &str) -> Option<(&str, &str)> {
+    let is_s = |c: char| matches!(c, '\t' | '\n' | '\u{0C}' | '\r' | ' ');
+    let rest = line.strip_prefix('#')?.trim_start();
+    let key_len = rest
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_alphabetic() || (i > 0 && c.is_ascii_digit())))
+        .map_or(rest.len(), |(i, _)| i);
+    if key_len == 0 {
+        return None;
+    }
+    let (key, after) = rest.split_at(key_len);
+    let raw = after.trim_start_matches(is_s).strip_prefix('=')?;
+    let value = raw.trim_start_matches(is_s).trim_end_matches(is_s);
+    if value.is_empty() {
+        // `(.+?)` still needs one character: the regex settles on the last whitespace one.
+        let last = raw.char_indices().last()?.0;
+        return Some((key, &raw[last..]));
+    }
+    Some((key, value))
+}
+
+fn can_contain_heredoc(node: &Node) -> bool {
+    let target = node.onbuild.as_deref().unwrap_or(node);
+    matches!(target.instruction.as_str(), "ADD" | "COPY" | "RUN") && !target.json_form
+}
+
+/// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`).
+fn node_from_line(
+    line: &str,
+    escape: char,
+    start: usize,
+    end: usize,
+) -> Result<Node, ParseError> {
+    let (cmd, flags, rest) = lp::split_command(line);
+    let upper = cmd.to_ascii_uppercase();
+    let fail = |message: String| ParseError::Instruction {
+        line: start,
+        end_line: end,
+        message,
+    };
+    let mut onbuild = None;
+    let parsed = match upper.as_str() {
+        "ADD" | "COPY" | "VOLUME" => lp::maybe_json_to_list(&rest).map_err(fail)?,
+        "ARG" => lp::name_or_name_val(&rest, escape),
+        "CMD" | "ENTRYPOINT" | "RUN" | "SHELL" => lp::maybe_json(&rest).map_err(fail)?,
+        "ENV" | "LABEL" => lp::name_val(&rest, &upper, escape).map_err(fail)?,
+        "EXPOSE" | "FROM" => lp::whitespace_delimited(&rest),
+        "HEALTHCHECK" => lp::health_config(&rest).map_err(fail)?,
+        "MAINTAINER" | "STOPSIGNAL" | "USER" | "WORKDIR" => lp::single_string(&rest),
+        "ONBUILD" => {
+            if !rest.is_empty() {
+                let inner = node_from_line(&rest, escape, start, end)?;
+                match inner.instruction.as_str() {
+                    "ONBUILD" => {
+                        return Err(fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()));
+                    }
+                    "FROM" | "MAINTAINER" => {
+                        return Err(fail(format!(
+                            "{} isn't allowed as an ONBUILD trigger",
+                            inner.instruction
+                        )));
+                    }
+                    _ => onbuild = Some(Box::new(inner)),
+                }
+            }
+            Parsed {
+                args: if rest.is_empty() { vec![] } else { vec![rest.clone()] },
+                json: false,
+            }
+        }
+        _ => {
+            let column = line.chars().take_while(|c| c.is_whitespace()).count() + 1;
+            return Err(ParseError::UnknownInstruction {
+                line: start,
+                column,
+                suggestion: suggest_instruction(&cmd),
+                instruction: cmd,
+            });
+        }
+    };
+    Ok(Node {
+        instruction: upper,
+        flags,
+        args: parsed.args,
+        json_form: parsed.json,
+        start_line: start,
+        end_line: end,
+        heredocs: Vec::new(),
+        onbuild,
+        original: line.to_string(),
+    })
+}

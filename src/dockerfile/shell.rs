@@ -1,0 +1,645 @@
+//! Shell word expansion and splitting with BuildKit's `shell/lex.go` semantics: quotes,
+//! escapes, `$a`, `${a}`, `${a:-b}` `${a-b}` `${a:+b}` `${a+b}` `${a:?m}` `${a?m}`,
+//! `${a#p}` `${a##p}` `${a%p}` `${a%%p}` `${a/p/r}` `${a//p/r}`. It does not run commands:
+//! `$(...)` and backticks stay literal text, as in BuildKit.
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use rbuild::dockerfile::Lexer;
+//! let env = HashMap::from([("V".to_string(), "1.2.3".to_string())]);
+//! let lex = Lexer::new('\\');
+//! assert_eq!(lex.process_word("v${V%%.*}", &env).unwrap(), "v1");
+//! assert_eq!(lex.process_words("a 'b c' $V", &env).unwrap(), ["a", "b c", "1.2.3"]);
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::hash::BuildHasher;
+
+use super::shell_pattern::Pattern;
+
+/// Where the lexer looks variables up. `None` means unset (which differs from empty for
+/// `${a-b}`, `${a+b}` and `${a?m}`).
+pub trait VarLookup {
+    /// The value of `name`, if set.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl<S: BuildHasher> VarLookup for HashMap<String, String, S> {
+    fn get(&self, name: &str) -> Option<String> {
+        HashMap::get(self, name).cloned()
+    }
+}
+
+impl VarLookup for BTreeMap<String, String> {
+    fn get(&self, name: &str) -> Option<String> {
+        BTreeMap::get(self, name).cloned()
+    }
+}
+
+/// An ordered env list: a later entry overrides an earlier one with the same name.
+impl VarLookup for [(String, String)] {
+    fn get(&self, name: &str) -> Option<String> {
+        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+    }
+}
+
+impl VarLookup for Vec<(String, String)> {
+    fn get(&self, name: &str) -> Option<String> {
+        VarLookup::get(self.as_slice(), name)
+    }
+}
+
+/// A word expansion failure, worded as BuildKit words it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("failed to process {word:?}: {message}")]
+pub struct ShellError {
+    /// The word being expanded.
+    pub word: String,
+    /// What went wrong (`syntax error: bad substitution`, `A: is not allowed to be unset`...).
+    pub message: String,
+}
+
+/// The result of [`Lexer::process_word_with_matches`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Expansion {
+    /// The expanded word, spaces kept (what `process_word` returns).
+    pub value: String,
+    /// The expanded word split into words (what `process_words` returns).
+    pub words: Vec<String>,
+    /// Variable names that were referenced and set.
+    pub matched: BTreeSet<String>,
+    /// Variable names that were referenced but unset.
+    pub unmatched: BTreeSet<String>,
+}
+
+/// BuildKit's lexer knobs that only the parser needs (heredoc detection).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LexMode {
+    /// Keep quote characters in the output.
+    pub(crate) raw_quotes: bool,
+    /// Keep escape characters in the output.
+    pub(crate) raw_escapes: bool,
+    /// Leave references to unset variables as written.
+    pub(crate) skip_unset_env: bool,
+}
+
+/// Shell-like word processor; `escape` is the Dockerfile's escape character (`\` or `` ` ``).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lexer {
+    /// The escape character.
+    pub escape: char,
+}
+
+impl Default for Lexer {
+    fn default() -> Self {
+        Lexer { escape: '\\' }
+    }
+}
+
+impl Lexer {
+    /// A lexer using `escape` as its escape character.
+    pub fn new(escape: char) -> Self {
+        Lexer { escape }
+    }
+
+    /// Expands variables and removes quotes, keeping the whitespace between words.
+    pub fn process_word(&self, word: &str, env: &dyn VarLookup) -> Result<String, ShellError> {
+        Ok(self.process_mode(word, env, LexMode::default())?.value)
+    }
+
+    /// Expands variables, then splits into words (quoted whitespace does not split; whitespace
+    /// coming from a variable's value does).
+    pub fn process_words(
+        &self,
+        word: &str,
+        env: &dyn VarLookup,
+    ) -> Result<Vec<String>, ShellError> {
+        Ok(self.process_mode(word, env, LexMode::default())?.words)
+    }
+
+    /// Like [`Lexer::process_word`], also reporting which variables were referenced.
+    pub fn process_word_with_matches(
+        &self,
+        word: &str,
+        env: &dyn VarLookup,
+    ) -> Result<Expansion, ShellError> {
+        self.process_mode(word, env, LexMode::default())
+    }
+
+    pub(crate) fn process_mode(
+        &self,
+        word: &str,
+        env: &dyn VarLookup,
+        mode: LexMode,
+    ) -> Result<Expansion, ShellError> {
+        let mut chars: Vec<char> = word.chars().collect();
+        // Go's text/scanner drops a leading byte-order mark.
+        if chars.first() == Some(&'\u{FEFF}') {
+            chars.remove(0);
+        }
+        let mut sw = ShellWord {
+            chars,
+            pos: 0,
+            env,
+            escape: self.escape,
+            mode,
+            matched: BTreeSet::new(),
+            unmatched: BTreeSet::new(),
+        };
+        let raw = mode.raw_escapes;
+        match sw.process_stop_on(None, raw) {
+            Ok((value, words)) => Ok(Expansion {
+                value,
+                words,
+                matched: sw.matched,
+                unmatched: sw.unmatched,
+            }),
+            Err(message) => Err(ShellError {
+                word: word.to_string(),
+                message,
+            }),
+        }
+    }
+}
+
+struct ShellWord<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    env: &'a dyn VarLookup,
+    escape: char,
+    mode: LexMode,
+    matched: BTreeSet<String>,
+    unmatched: BTreeSet<String>,
+}
+
+/// Builds the split-words view alongside the plain result.
+#[derive(Default)]
+struct Words {
+    buf: String,
+    words: Vec<String>,
+    in_word: bool,
+}
+
+impl Words {
+    fn add_char(&mut self, ch: char) {
+        if ch.is_whitespace() {
+            if self.in_word && !self.buf.is_empty() {
+                self.words.push(std::mem::take(&mut self.buf));
+                self.in_word = false;
+            }
+        } else {
+            self.add_raw_char(ch);
+        }
+    }
+    fn add_raw_char(&mut self, ch: char) {
+        self.buf.push(ch);
+        self.in_word = true;
+    }
+    fn add_string(&mut self, s: &str) {
+        s.chars().for_each(|c| self.add_char(c));
+    }
+    fn add_raw_string(&mut self, s: &str) {
+        self.buf.push_str(s);
+        self.in_word = true;
+    }
+    fn finish(mut self) -> Vec<String> {
+        if !self.buf.is_empty() {
+            self.words.push(std::mem::take(&mut self.buf));
+        }
+        self.words
+    }
+}
+
+/// What Go prints for `string(scanner.EOF)`.
+const EOF_CHAR: char = '\u{FFFD}';
+
+impl ShellWord<'_> {
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        if c.is_some() {
+            self.pos += 1;
+        }
+        c
+    }
+
+    fn process_stop_on(
+        &mut self,
+        stop: Option<char>,
+        raw_escapes: bool,
+    ) -> Result<(String, Vec<String>), String> {
+        let saved = self.mode.raw_escapes;
+        self.mode.raw_escapes = raw_escapes;
+        let out = self.stop_on_inner(stop);
+        self.mode.raw_escapes = saved;
+        out
+    }
+
+    fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+        let mut result = String::new();
+        let mut words = Words::default();
+        while let Some(ch) = self.peek() {
+            if stop == Some(ch) {
+                self.next();
+                return Ok((result, words.finish()));
+            }
+            match ch {
+                '$' => {
+                    let tmp = self.process_dollar()?;
+                    result.push_str(&tmp);
+                    words.add_string(&tmp);
+                }
+                '\'' => {
+                    let tmp = self.process_single_quote()?;
+                    result.push_str(&tmp);
+                    words.add_raw_string(&tmp);
+                }
+                '"' => {
+                    let tmp = self.process_double_quote()?;
+                    result.push_str(&tmp);
+                    words.add_raw_string(&tmp);
+                }
+                _ => {
+                    self.next();
+                    if ch == self.escape {
+                        if self.mode.raw_escapes {
+                            words.add_raw_char(ch);
+                            result.push(ch);
+                        }
+                        let Some(escaped) = self.next() else { break };
+                        words.add_raw_char(escaped);
+                        result.push(escaped);
+                    } else {
+                        words.add_char(ch);
+                        result.push(ch);
+                    }
+                }
+            }
+        }
+        if let Some(stop) = stop {
+            return Err(format!(
+                "unexpected end of statement while looking for matching {stop}"
+            ));
+        }
+        Ok((result, words.finish()))
+    }
+
+    fn process_single_quote(&mut self) -> Result<String, String> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.mode.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.next() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching single-quote"
+                            .into(),
+                    );
+                }
+                Some('\'') => {
+                    if self.mode.raw_quotes {
+                        result.push('\'');
+                    }
+                    return Ok(result);
+                }
+                Some(c) => result.push(c),
+            }
+        }
+    }
+
+    fn process_double_quote(&mut self) -> Result<String, String> {
+        let mut result = String::new();
+        let open = self.next();
+        if self.mode.raw_quotes {
+            result.extend(open);
+        }
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching double-quote"
+                            .into(),
+                    );
+                }
+                Some('"') => {
+                    self.next();
+                    if self.mode.raw_quotes {
+                        result.push('"');
+                    }
+                    return Ok(result);
+                }
+                Some('$') => {
+                    let value = self.process_dollar()?;
+                    result.push_str(&value);
+                }
+                Some(_) => {
+                    let mut ch = self.next().unwrap_or(EOF_CHAR);
+                    if ch == self.escape {
+                        if self.mode.raw_escapes {
+                            result.push(ch);
+                        }
+                        match self.peek() {
+                            None => continue,
+                            Some(n) if n == '"' || n == '$' || n == self.escape => {
+                                ch = n;
+                                self.next();
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    result.push(ch);
+                }
+            }
+        }
+    }
+
+    fn lookup(&mut self, name: &str) -> Option<String> {
+        let v = self.env.get(name);
+        if v.is_some() {
+            self.matched.insert(name.to_string());
+        } else {
+            self.unmatched.insert(name.to_string());
+        }
+        v
+    }
+
+    fn process_dollar(&mut self) -> Result<String, String> {
+        self.next();
+        if self.peek() != Some('{') {
+            let name = self.process_name();
+            if name.is_empty() {
+                return Ok("$".into());
+            }
+            return Ok(match self.lookup(&name) {
+                Some(v) => v,
+                None if self.mode.skip_unset_env => format!("${name}"),
+                None => String::new(),
+            });
+        }
+        self.next();
+        match self.peek() {
+            None => return Err("syntax error: missing '}'".into()),
+            Some('{' | '}' | ':') => return Err("syntax error: bad substitution".into()),
+            Some(_) => {}
+        }
+        let name = self.process_name();
+        let first = self.next();
+        let mut modifier = first.unwrap_or(EOF_CHAR);
+        let mut chs = modifier.to_string();
+        let mut null_is_unset = false;
+        match first {
+            Some('}') => {
+                return Ok(match self.lookup(&name) {
+                    Some(v) => v,
+                    None if self.mode.skip_unset_env => format!("${{{name}}}"),
+                    None => String::new(),
+                });
+            }
+            Some(':') => {
+                null_is_unset = true;
+                modifier = self.next().unwrap_or(EOF_CHAR);
+                chs.push(modifier);
+            }
+            Some('+' | '-' | '?' | '#' | '%') => {}
+            Some('/') => return self.process_replace(&name),
+            _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
+        }
+        let raw = modifier == '#' || modifier == '%';
+        if null_is_unset && raw {
+            return Err(format!("unsupported modifier ({chs}) in substitution"));
+        }
+        let word = match self.process_stop_on(Some('}'), raw) {
+            Ok((w, _)) => w,
+            Err(e) if self.peek().is_none() => {
+                let _ = e;
+                return Err("syntax error: missing '}'".into());
+            }
+            Err(e) => return Err(e),
+        };
+        let value = self.lookup(&name);
+        if self.mode.skip_unset_env && value.is_none() {
+            return Ok(format!("${{{name}{chs}{word}}}"));
+        }
+        let unset_or_null = match &value {
+            None => true,
+            Some(v) => null_is_unset && v.is_empty(),
+        };
+        match modifier {
+            '-' => Ok(if unset_or_null { word } else { value.unwrap_or_default() }),
+            '+' => Ok(if unset_or_null { String::new() } else { word }),
+            '?' => {
+                if value.is_none() || unset_or_null {
+                    let default = if value.is_none() {
+                        "is not allowed to be unset"
+                    } else {
+                        "is not allowed to be empty"
+                    };
+                    let message = if word.is_empty() { default } else { &word };
+                    return Err(format!("{name}: {message}"));
+                }
+                Ok(value.unwrap_or_default())
+            }
+            '#' | '%' => {
+                let value = value.unwrap_or_default();
+                let (greedy, pat) = match word.strip_prefix(modifier) {
+                    Some(rest) => (true, rest.to_string()),
+                    None => (false, word),
+                };
+                let pattern = Pattern::compile(&pat)
+                    .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
+                Ok(if modifier == '%' {
+                    pattern.trim_suffix(&value, greedy)
+                } else {
+                    pattern.trim_prefix(&value, greedy)
+                })
+            }
+            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+        }
+    }
+
+    fn process_replace(&mut self, name: &str) -> Result<String, String> {
+        let all = self.peek() == Some('/');
+        if all {
+            self.next();
+        }
+        let pattern = match self.process_stop_on(Some('/'), true) {
+            Ok((p, _)) => p,
+            Err(_) if self.peek().is_none() => {
+                return Err("syntax error: missing '/' in ${}".into());
+            }
+            Err(e) => return Err(e),
+        };
+        let replacement = match self.process_stop_on(Some('}'), true) {
+            Ok((r, _)) => r,
+            Err(_) if self.peek().is_none() => return Err("syntax error: missing '}'".into()),
+            Err(e) => return Err(e),
+        };
+        let Some(value) = self.lookup(name) else {
+            if self.mode.skip_unset_env {
+                return Ok(format!("${{{name}/{pattern}/{replacement}}}"));
+            }
+            return Ok(String::new());
+        };
+        let compiled = Pattern::compile(&pattern)
+            .map_err(|e| format!("invalid pattern ({pattern}) in substitution: {e}"))?;
+        Ok(compiled.replace(&value, &replacement, all))
+    }
+
+    fn process_name(&mut self) -> String {
+        let mut name = String::new();
+        while let Some(ch) = self.peek() {
+            if name.is_empty() && ch.is_ascii_digit() {
+                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
+                    name.push(d);
+                    self.next();
+                }
+                return name;
+            }
+            if name.is_empty() && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+                self.next();
+                return ch.to_string();
+            }
+            if !ch.is_alphanumeric() && ch != '_' {
+                break;
+            }
+            name.push(ch);
+            self.next();
+        }
+        name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env() -> HashMap<String, String> {
+        [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn word(s: &str) -> Result<String, ShellError> {
+        Lexer::new('\\').process_word(s, &env())
+    }
+
+    #[test]
+    fn quotes_and_escapes() {
+        assert_eq!(word("he'll'o").unwrap(), "hello");
+        assert_eq!(word("he\"ll\"o").unwrap(), "hello");
+        assert_eq!(word("he\\'llo").unwrap(), "he'llo");
+        assert_eq!(word("'$PWD'").unwrap(), "$PWD");
+        assert_eq!(word("\"a\\\"b\\c\"").unwrap(), "a\"b\\c");
+        assert_eq!(word("\"\\$PWD\"").unwrap(), "$PWD");
+        assert!(word("he'llo").is_err());
+        assert!(word("\"x").is_err());
+        assert_eq!(word("abc\\").unwrap(), "abc");
+    }
+
+    #[test]
+    fn plain_variables() {
+        assert_eq!(word("$PWD/x").unwrap(), "/home/x");
+        assert_eq!(word("${PWD}x").unwrap(), "/homex");
+        assert_eq!(word("$KOREAN").unwrap(), "한국어");
+        assert_eq!(word("$").unwrap(), "$");
+        assert_eq!(word("$ x").unwrap(), "$ x");
+        assert_eq!(word("$UNSET.").unwrap(), ".");
+        assert_eq!(word("$1x").unwrap(), "x");
+        assert_eq!(word("${}").unwrap_err().message, "syntax error: bad substitution");
+        assert_eq!(word("${PWD").unwrap_err().message, "unsupported modifier (\u{FFFD}) in substitution");
+        assert_eq!(word("${").unwrap_err().message, "syntax error: missing '}'");
+    }
+
+    #[test]
+    fn default_and_alternate() {
+        assert_eq!(word("${NULL:-d}").unwrap(), "d");
+        assert_eq!(word("${NULL-d}").unwrap(), "");
+        assert_eq!(word("${UNSET-d}").unwrap(), "d");
+        assert_eq!(word("${PWD:+alt}").unwrap(), "alt");
+        assert_eq!(word("${NULL:+alt}").unwrap(), "");
+        assert_eq!(word("${NULL+alt}").unwrap(), "alt");
+        assert_eq!(word("${UNSET:-$PWD}").unwrap(), "/home");
+        assert_eq!(word("${UNSET:-'a b'}").unwrap(), "a b");
+        assert_eq!(word("${PWD:x}").unwrap_err().message, "unsupported modifier (:x) in substitution");
+        assert_eq!(word("${PWD:-x").unwrap_err().message, "syntax error: missing '}'");
+    }
+
+    #[test]
+    fn required() {
+        assert_eq!(word("${UNSET?}").unwrap_err().message, "UNSET: is not allowed to be unset");
+        assert_eq!(word("${NULL:?}").unwrap_err().message, "NULL: is not allowed to be empty");
+        assert_eq!(word("${UNSET:?oops}").unwrap_err().message, "UNSET: oops");
+        assert_eq!(word("${NULL?}").unwrap(), "");
+        assert_eq!(
+            word("${UNSET?}").unwrap_err().to_string(),
+            "failed to process \"${UNSET?}\": UNSET: is not allowed to be unset"
+        );
+    }
+
+    #[test]
+    fn trimming_and_replacing() {
+        let mut e = env();
+        e.insert("V".into(), "a.b.c".into());
+        let lex = Lexer::new('\\');
+        assert_eq!(lex.process_word("${V#*.}", &e).unwrap(), "b.c");
+        assert_eq!(lex.process_word("${V##*.}", &e).unwrap(), "c");
+        assert_eq!(lex.process_word("${V%.*}", &e).unwrap(), "a.b");
+        assert_eq!(lex.process_word("${V%%.*}", &e).unwrap(), "a");
+        assert_eq!(lex.process_word("${V/./-}", &e).unwrap(), "a-b.c");
+        assert_eq!(lex.process_word("${V//./-}", &e).unwrap(), "a-b-c");
+        assert_eq!(lex.process_word("${V//\\./-}", &e).unwrap_err().message,
+            "invalid pattern (\\.) in substitution: invalid escape '\\.'");
+        assert_eq!(lex.process_word("${V:#x}", &e).unwrap_err().message,
+            "unsupported modifier (:#) in substitution");
+        assert_eq!(lex.process_word("${UNSET//a/b}", &e).unwrap(), "");
+    }
+
+    #[test]
+    fn word_splitting() {
+        let mut e = env();
+        e.insert("W".into(), " x  y ".into());
+        let lex = Lexer::new('\\');
+        assert_eq!(lex.process_words("a $W b", &e).unwrap(), ["a", "x", "y", "b"]);
+        assert_eq!(lex.process_words("a \"$W\" b", &e).unwrap(), ["a", " x  y ", "b"]);
+        assert_eq!(lex.process_words("a\\ b c", &e).unwrap(), ["a b", "c"]);
+        assert_eq!(lex.process_words("''", &e).unwrap(), Vec::<String>::new());
+        assert!(lex.process_words("", &e).unwrap().is_empty());
+    }
+
+    #[test]
+    fn backtick_escape() {
+        let lex = Lexer::new('`');
+        assert_eq!(lex.process_word("a`$PWD\\b", &env()).unwrap(), "a$PWD\\b");
+        assert_eq!(lex.process_word("\"`\"\"", &env()).unwrap(), "\"");
+    }
+
+    #[test]
+    fn matches_are_reported() {
+        let x = Lexer::new('\\')
+            .process_word_with_matches("$PWD ${NOPE:-x} ${SHELL}", &env())
+            .unwrap();
+        assert_eq!(x.value, "/home x bash");
+        assert_eq!(x.matched.into_iter().collect::<Vec<_>>(), ["PWD", "SHELL"]);
+        assert_eq!(x.unmatched.into_iter().collect::<Vec<_>>(), ["NOPE"]);
+    }
+
+    #[test]
+    fn ordered_env_list_lookup() {
+        let list = vec![("A".to_string(), "1".to_string()), ("A".to_string(), "2".to_string())];
+        assert_eq!(Lexer::default().process_word("$A", &list).unwrap(), "2");
+    }
+
+    #[test]
+    fn skip_unset_and_raw_modes() {
+        let mode = LexMode { raw_quotes: true, raw_escapes: true, skip_unset_env: true };
+        let x = Lexer::new('\\')
+            .process_mode("<<'E\\OF' $X ${Y:-z} \"q\"", &HashMap::<String, String>::new(), mode)
+            .unwrap();
+        assert_eq!(x.words, ["<<'E\\OF'", "$X", "${Y:-z}", "\"q\""]);
+    }
+}
