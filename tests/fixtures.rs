@@ -288,3 +288,95 @@ fn debian_image_pushes() {
     let size = manifest["layers"][0]["size"].as_u64().unwrap();
     assert!(size > 20_000_000, "debian layer is only {size} bytes");
 }
+
+#[test]
+fn pulled_image_reads_layers_and_whiteouts() {
+    let registry = Registry::start();
+    // A two-layer image: busybox, then a layer deleting /etc/group and /var and adding a file.
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("oci");
+    run_ok(
+        Command::new("cp")
+            .arg("-a")
+            .arg(fixtures::busybox_layout())
+            .arg(&layout),
+    );
+    let image = format!("{}:latest", layout.display());
+    let bundle = work.path().join("bundle");
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--rootless", "--image", &image])
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    std::fs::remove_file(rootfs.join("etc/group")).unwrap();
+    std::fs::remove_dir_all(rootfs.join("var")).unwrap();
+    std::fs::write(rootfs.join("etc/motd"), "hello\n").unwrap();
+    run_ok(
+        Command::new("umoci")
+            .args(["repack", "--image", &image])
+            .arg(&bundle),
+    );
+    let reference = registry.repo("layered:1");
+    run_ok(
+        Command::new("skopeo")
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--quiet",
+                "--dest-tls-verify=false",
+            ])
+            .arg(format!("oci:{image}"))
+            .arg(format!("docker://{reference}"))
+            .env("XDG_RUNTIME_DIR", runtime_dir()),
+    );
+
+    let pulled = common::PulledImage::pull(&registry, &reference);
+    assert_eq!(pulled.layer_count(), 2);
+    let top: Vec<String> = pulled.layer(1).into_iter().map(|e| e.path).collect();
+    assert!(top.contains(&"etc/.wh.group".to_string()), "{top:?}");
+    assert!(top.contains(&".wh.var".to_string()), "{top:?}");
+    let merged = pulled.merged();
+    assert!(!merged.contains_key("etc/group"));
+    assert!(!merged.contains_key("var/spool/mail"));
+    assert_eq!(merged["etc/motd"].content, b"hello\n");
+    assert_eq!(merged["etc/passwd"].uid, 0);
+    assert_eq!(merged["bin/sh"].link.as_deref(), Some("bin/busybox"));
+    assert_eq!(pulled.config()["config"]["Cmd"], serde_json::json!(["sh"]));
+
+    let summary = common::image::inspect_summary(&registry, &reference);
+    assert_eq!(summary["Layers"].as_array().map(Vec::len), Some(2));
+    let raw = common::image::raw_manifest(&registry, &reference);
+    assert_eq!(raw["layers"].as_array().map(Vec::len), Some(2));
+    let config = common::image::image_config(&registry, &reference);
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(2)
+    );
+}
+
+#[test]
+fn context_builder_writes_files_modes_and_links() {
+    let context = common::Context::new()
+        .dockerfile("FROM scratch\nCOPY . /\n")
+        .file("src/a.txt", "a")
+        .executable("bin/run", "#!/bin/sh\n")
+        .dir("empty/dir")
+        .symlink("link", "src/a.txt");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::read_to_string(context.join("Dockerfile")).unwrap(),
+        "FROM scratch\nCOPY . /\n"
+    );
+    let mode = std::fs::metadata(context.join("bin/run"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o755);
+    assert!(context.join("empty/dir").is_dir());
+    assert_eq!(
+        std::fs::read_link(context.join("link")).unwrap(),
+        Path::new("src/a.txt")
+    );
+    assert_eq!(std::fs::read_to_string(context.join("link")).unwrap(), "a");
+}

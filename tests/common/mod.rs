@@ -2,15 +2,19 @@
 //! from Debian packages, and a way to run the `rbuild` binary against a private store.
 //!
 //! Each test binary pulls this in with `mod common;` and uses only part of it, hence the
-//! crate-wide `dead_code` allowance.
-#![allow(dead_code)]
+//! crate-wide `dead_code`/`unused_imports` allowance.
+#![allow(dead_code, unused_imports)]
 
+pub mod context;
 pub mod fixtures;
+pub mod image;
 pub mod registry;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+pub use context::Context;
+pub use image::PulledImage;
 pub use registry::Registry;
 
 /// A `rbuild` command (the binary built for this test run) whose `--root` is a fresh
