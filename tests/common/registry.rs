@@ -162,6 +162,18 @@ impl Registry {
         .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         path
     }
+
+    /// Points an rbuild (or docker-like) command at this registry's trust and credentials: for
+    /// the auth variant, writes `config.json` into `docker_config_dir`, sets `DOCKER_CONFIG` to it
+    /// and `RBUILD_REGISTRY_CA` (read by rbuild's registry client) to the test CA. A plain
+    /// registry needs nothing: rbuild treats `127.0.0.0/8` as insecure, like docker.
+    pub fn configure_client(&self, cmd: &mut Command, docker_config_dir: &Path) {
+        if let Some(ca) = self.ca_cert_path() {
+            self.write_docker_config(docker_config_dir);
+            cmd.env("DOCKER_CONFIG", docker_config_dir)
+                .env("RBUILD_REGISTRY_CA", ca);
+        }
+    }
 }
 
 impl Drop for Registry {
