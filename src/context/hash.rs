@@ -1,0 +1,283 @@
+//! Content hashes for COPY/ADD cache keys: a digest per selected file over (relative path,
+//! kind, mode, uid, gid, symlink target, content), never mtime, and a memo on disk under
+//! `<root>/context-hash-v1/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
+//! is not read again on the next build.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Write};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::ContextError;
+use super::copy::CopyRequest;
+use super::select::{SelectOptions, Selected, select_sources};
+use crate::image::{Digest, Hasher};
+
+/// The on-disk format version; bump the directory name instead of migrating.
+const MEMO_DIR: &str = "context-hash-v1";
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Record {
+    size: u64,
+    mtime_ns: i128,
+    ino: u64,
+    ctime_ns: i128,
+    digest: Digest,
+}
+
+impl Record {
+    fn matches(&self, meta: &std::fs::Metadata) -> bool {
+        self.size == meta.len()
+            && self.mtime_ns == ns(meta.mtime(), meta.mtime_nsec())
+            && self.ino == meta.ino()
+            && self.ctime_ns == ns(meta.ctime(), meta.ctime_nsec())
+    }
+}
+
+fn ns(secs: i64, nsec: i64) -> i128 {
+    secs as i128 * 1_000_000_000 + nsec as i128
+}
+
+/// Counters showing how much work the memo saved.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MemoStats {
+    /// Files whose digest came from the memo.
+    pub hits: u64,
+    /// Files that had to be read.
+    pub misses: u64,
+    /// Content bytes read while hashing.
+    pub bytes_read: u64,
+}
+
+#[derive(Debug, Default)]
+struct RootMemo {
+    records: HashMap<String, Record>,
+    dirty: bool,
+}
+
+/// Remembered file digests, one JSON file per source root under `<root>/context-hash-v1/`.
+#[derive(Debug, Default)]
+pub struct HashMemo {
+    dir: Option<PathBuf>,
+    roots: HashMap<PathBuf, RootMemo>,
+    stats: MemoStats,
+}
+
+impl HashMemo {
+    /// A memo persisted under `store_root/context-hash-v1/` (created on first save).
+    pub fn open(store_root: &Path) -> HashMemo {
+        HashMemo {
+            dir: Some(store_root.join(MEMO_DIR)),
+            ..Default::default()
+        }
+    }
+
+    /// A memo that lives only in memory.
+    pub fn in_memory() -> HashMemo {
+        HashMemo::default()
+    }
+
+    /// Counters since this memo was opened.
+    pub fn stats(&self) -> MemoStats {
+        self.stats
+    }
+
+    fn memo_file(&self, root: &Path) -> Option<PathBuf> {
+        let name = Digest::of(root.as_os_str().as_encoded_bytes());
+        self.dir
+            .as_ref()
+            .map(|d| d.join(format!("{}.json", name.hex())))
+    }
+
+    fn root_memo(&mut self, root: &Path) -> &mut RootMemo {
+        if !self.roots.contains_key(root) {
+            let mut memo = RootMemo::default();
+            if let Some(file) = self.memo_file(root) {
+                // A missing or unreadable memo only costs a re-read of the files.
+                if let Ok(bytes) = std::fs::read(&file) {
+                    match serde_json::from_slice(&bytes) {
+                        Ok(records) => memo.records = records,
+                        Err(e) => {
+                            tracing::warn!(file = %file.display(), "ignoring corrupt hash memo: {e}")
+                        }
+                    }
+                }
+            }
+            self.roots.insert(root.to_path_buf(), memo);
+        }
+        self.roots.get_mut(root).expect("inserted above")
+    }
+
+    /// The content digest of the regular file `root/rel`, from the memo when its size, mtime,
+    /// inode and ctime are unchanged.
+    pub fn file_digest(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        meta: &std::fs::Metadata,
+    ) -> Result<Digest, ContextError> {
+        if let Some(rec) = self.root_memo(root).records.get(rel) {
+            if rec.matches(meta) {
+                let digest = rec.digest.clone();
+                self.stats.hits += 1;
+                return Ok(digest);
+            }
+        }
+        let path = root.join(rel);
+        let mut f = File::open(&path).map_err(|e| ContextError::io(&path, e))?;
+        let mut h = Hasher::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut read = 0u64;
+        loop {
+            let n = f.read(&mut buf).map_err(|e| ContextError::io(&path, e))?;
+            if n == 0 {
+                break;
+            }
+            h.update(&buf[..n]);
+            read += n as u64;
+        }
+        let digest = h.finish();
+        // Re-stat: a file changing while read must not be remembered with the new stamp.
+        let after = std::fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
+        self.stats.misses += 1;
+        self.stats.bytes_read += read;
+        let record = Record {
+            size: after.len(),
+            mtime_ns: ns(after.mtime(), after.mtime_nsec()),
+            ino: after.ino(),
+            ctime_ns: ns(after.ctime(), after.ctime_nsec()),
+            digest: digest.clone(),
+        };
+        if record.matches(meta) {
+            let memo = self.root_memo(root);
+            memo.records.insert(rel.to_string(), record);
+            memo.dirty = true;
+        }
+        Ok(digest)
+    }
+
+    /// Writes changed memo files atomically (temp file, fsync, rename).
+    pub fn save(&mut self) -> Result<(), ContextError> {
+        let Some(dir) = self.dir.clone() else {
+            return Ok(());
+        };
+        let dirty: Vec<PathBuf> = self
+            .roots
+            .iter()
+            .filter(|(_, m)| m.dirty)
+            .map(|(r, _)| r.clone())
+            .collect();
+        if dirty.is_empty() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&dir).map_err(|e| ContextError::io(&dir, e))?;
+        for root in dirty {
+            let file = self.memo_file(&root).expect("dir is set");
+            let memo = self.roots.get_mut(&root).expect("listed above");
+            let bytes = serde_json::to_vec(&memo.records).expect("records serialize");
+            let mut tmp =
+                tempfile::NamedTempFile::new_in(&dir).map_err(|e| ContextError::io(&dir, e))?;
+            tmp.write_all(&bytes)
+                .and_then(|_| tmp.as_file().sync_all())
+                .map_err(|e| ContextError::io(tmp.path(), e))?;
+            tmp.persist(&file)
+                .map_err(|e| ContextError::io(&file, e.error))?;
+            memo.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// The digest of one selected item: relative path, kind, mode, owner, link target, content.
+fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String, ContextError> {
+    let meta = &sel.meta;
+    let path = sel.root_path();
+    let ft = meta.file_type();
+    let (kind, detail) = if ft.is_dir() {
+        ("dir", String::new())
+    } else if ft.is_symlink() {
+        let t = match &sel.link_target {
+            Some(t) => t.clone(),
+            None => std::fs::read_link(&sel.host)
+                .map_err(|e| ContextError::io(&sel.host, e))?
+                .to_string_lossy()
+                .into_owned(),
+        };
+        ("symlink", t)
+    } else if ft.is_file() {
+        ("file", memo.file_digest(root, &path, meta)?.to_string())
+    } else {
+        ("special", String::new())
+    };
+    Ok(format!(
+        "{}\0{}\0{}\0{:o}\0{}\0{}\0{}\n",
+        sel.source_index,
+        path,
+        kind,
+        meta.mode(),
+        meta.uid(),
+        meta.gid(),
+        detail
+    ))
+}
+
+/// The cache-key digest of exactly what a COPY/ADD selects from its source root: sources after
+/// wildcard expansion, `--exclude` and `.dockerignore`, every file's content via the memo. URL
+/// sources contribute their URL and `--checksum` (their content is only known once fetched).
+pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest, ContextError> {
+    let local: Vec<String> = req
+        .sources
+        .iter()
+        .filter(|s| !s.starts_with("http://") && !s.starts_with("https://"))
+        .cloned()
+        .collect();
+    let opts = SelectOptions {
+        ignore: if req.from_context {
+            req.ignore.as_ref()
+        } else {
+            None
+        },
+        excludes: req.excludes.clone(),
+        scoped_symlinks: !req.from_context,
+    };
+    let selected = select_sources(&req.source_root, &local, &opts)?;
+    let mut h = Hasher::new();
+    for sel in &selected {
+        h.update(item_line(&req.source_root, sel, memo)?.as_bytes());
+    }
+    for url in req.sources.iter().filter(|s| !local.contains(s)) {
+        h.update(format!("url\0{url}\0{}\n", req.checksum.as_deref().unwrap_or("")).as_bytes());
+    }
+    Ok(h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memo_skips_unchanged_files_and_notices_changes() {
+        let ctx = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("a"), "one").unwrap();
+        let meta = std::fs::symlink_metadata(ctx.path().join("a")).unwrap();
+        let mut memo = HashMemo::open(store.path());
+        let d1 = memo.file_digest(ctx.path(), "a", &meta).unwrap();
+        assert_eq!(d1, Digest::of(b"one"));
+        memo.save().unwrap();
+        let mut memo = HashMemo::open(store.path());
+        assert_eq!(memo.file_digest(ctx.path(), "a", &meta).unwrap(), d1);
+        assert_eq!(memo.stats().hits, 1);
+        assert_eq!(memo.stats().bytes_read, 0);
+        std::fs::write(ctx.path().join("a"), "two!").unwrap();
+        let meta = std::fs::symlink_metadata(ctx.path().join("a")).unwrap();
+        assert_eq!(
+            memo.file_digest(ctx.path(), "a", &meta).unwrap(),
+            Digest::of(b"two!")
+        );
+        assert_eq!(memo.stats().misses, 1);
+    }
+}
