@@ -5,13 +5,15 @@
 //! already variable-expanded) and gets a [`CopyPlan`]: the ordered [`LayerEntry`] list to write
 //! into a layer. For cache keys it calls [`selection_digest`], which reads the same sources the
 //! copy would, hashing content through an on-disk [`HashMemo`] so an unchanged context is not
-//! re-read. This module never writes into an image root; it only reads the source root and
-//! inspects the destination root (for `/etc/passwd`, `/etc/group` and existing directories).
+//! re-read. [`CopyPlan::write_to`] streams the entries into a [`crate::layer::LayerWriter`].
+//! This module never writes into an image root; it only reads the source root and inspects the
+//! destination root (for `/etc/passwd`, `/etc/group` and existing directories).
 
 mod add;
 mod chmod;
 mod copy;
 mod dockerignore;
+mod emit;
 mod entry;
 mod hash;
 mod owner;
@@ -24,6 +26,7 @@ pub use add::{ArchiveFormat, detect_archive};
 pub use chmod::Chmod;
 pub use copy::{CopyPlan, CopyRequest, plan_copy};
 pub use dockerignore::{IgnoreMatcher, Pattern, parse_dockerignore};
+pub use emit::EmitTimes;
 pub use entry::{EntryKind, LayerEntry, Mtime};
 pub use hash::{HashMemo, MemoStats, selection_digest};
 pub use owner::{Chown, ChownSpec};
@@ -110,6 +113,14 @@ pub enum ContextError {
         expected: String,
         /// What the content hashed to.
         actual: String,
+    },
+    /// The layer writer refused an entry.
+    #[error("writing {path} into the layer: {source}")]
+    Layer {
+        /// Image path of the entry.
+        path: String,
+        /// The layer error.
+        source: crate::layer::LayerError,
     },
     /// A feature that rbuild does not implement yet.
     #[error("{0} is not supported yet")]
