@@ -7,18 +7,18 @@
 //! any `Write` sink (the store's blob writer computes the compressed digest) and the reader takes
 //! any `Read`.
 
-// mod apply;
+mod apply;
 mod compression;
 mod header;
 mod meta;
-// mod rootfd;
+mod rootfd;
 mod tree;
 mod writer;
 
 use std::io;
 use std::path::PathBuf;
 
-// pub use apply::{ApplyOptions, ApplyStats, apply};
+pub use apply::{ApplyOptions, ApplyStats, apply};
 pub use compression::{ArchiveFormat, Compression, detect_format, open_decompressed};
 pub use meta::{DeviceKind, EntryMeta, EntryOptions};
 pub use tree::{sort_layer_paths, write_dir_tree};

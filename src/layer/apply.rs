@@ -1,0 +1,564 @@
+//! `apply`: unpacks a (possibly compressed) layer onto a directory the way a container
+//! runtime stacks layers — whiteouts delete, opaque markers hide lower contents — while
+//! treating the layer as hostile: every path is resolved inside the destination through
+//! [`super::rootfd`], so `..`, absolute names and symlinks (absolute or relative, from this
+//! layer or lower ones) cannot reach outside it, and hard links can only target files inside.
+
+use std::collections::HashSet;
+use std::ffi::OsStr;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timespec, Timestamps, XattrFlags};
+use tar::EntryType;
+
+use super::header::parse_pax_time;
+use super::rootfd::{self, Root};
+use super::{LayerError, Result, open_decompressed};
+
+const WHITEOUT_PREFIX: &[u8] = b".wh.";
+const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
+
+/// How `apply` treats ownership and attributes it may not be allowed to set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplyOptions {
+    /// Set owners from the layer. Defaults to true when running as uid 0 (in the current
+    /// user namespace); without it files belong to the applying user. A chown that fails
+    /// while enabled is an error (for example an id the user namespace does not map).
+    pub chown: bool,
+    /// Restore extended attributes (best effort: failures are counted, not fatal).
+    pub xattrs: bool,
+}
+
+impl Default for ApplyOptions {
+    fn default() -> Self {
+        ApplyOptions {
+            chown: rustix::process::geteuid().is_root(),
+            xattrs: true,
+        }
+    }
+}
+
+/// What `apply` did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyStats {
+    /// Regular files written.
+    pub files: u64,
+    /// Directories created or updated.
+    pub dirs: u64,
+    /// Symbolic links created.
+    pub symlinks: u64,
+    /// Hard links created.
+    pub hardlinks: u64,
+    /// Device nodes and FIFOs created.
+    pub nodes: u64,
+    /// Whiteouts applied (`.wh.<name>`).
+    pub whiteouts: u64,
+    /// Opaque directory markers applied (`.wh..wh..opq`).
+    pub opaques: u64,
+    /// Bytes of regular file content written.
+    pub bytes: u64,
+    /// Device nodes skipped because mknod was not permitted (rootless).
+    pub skipped_devices: u64,
+    /// Extended attributes that could not be set.
+    pub xattr_failures: u64,
+}
+
+/// Applies the tar layer read from `layer` (plain, gzip, zstd, bzip2 or xz) onto `dest`.
+pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> Result<ApplyStats> {
+    let root = Root::open(dest).map_err(|source| LayerError::Destination {
+        path: dest.to_path_buf(),
+        source,
+    })?;
+    let mut archive = tar::Archive::new(open_decompressed(layer)?);
+    let mut state = State {
+        root,
+        options,
+        stats: ApplyStats::default(),
+        created: HashSet::new(),
+        deferred_dirs: Vec::new(),
+    };
+    let entries = archive
+        .entries()
+        .map_err(|source| LayerError::Archive { source })?;
+    for entry in entries {
+        let entry = entry.map_err(|source| LayerError::Archive { source })?;
+        state.apply_entry(entry)?;
+    }
+    state.finish_dirs()?;
+    Ok(state.stats)
+}
+
+/// Metadata of one entry after PAX overrides.
+struct Attrs {
+    mode: u32,
+    uid: u32,
+    gid: u32,
+    mtime: i64,
+    mtime_nsec: u32,
+    xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+struct State<'o> {
+    root: Root,
+    options: &'o ApplyOptions,
+    stats: ApplyStats,
+    /// Paths written by this layer; an opaque marker keeps them and hides the rest.
+    created: HashSet<Vec<u8>>,
+    /// Directory modes and mtimes, set at the end: later entries would change the mtime, and
+    /// a read-only mode would stop a non-root applier from filling the directory.
+    deferred_dirs: Vec<(Vec<u8>, u32, i64, u32)>,
+}
+
+impl State<'_> {
+    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>) -> Result<()> {
+        let raw = entry.path_bytes().into_owned();
+        let shown = String::from_utf8_lossy(&raw).into_owned();
+        let kind = entry.header().entry_type();
+        if matches!(
+            kind,
+            EntryType::XGlobalHeader
+                | EntryType::XHeader
+                | EntryType::GNULongName
+                | EntryType::GNULongLink
+        ) {
+            return Ok(());
+        }
+        let comps = clean_components(&raw);
+        let attrs = read_attrs(&mut entry, &shown)?;
+        let fail = |op: &'static str| {
+            let entry = shown.clone();
+            move |source: io::Error| LayerError::Apply { entry, op, source }
+        };
+
+        let Some((base, parents)) = comps.split_last() else {
+            // The root itself (`./`): only a directory entry means something here.
+            if kind == EntryType::Directory {
+                let fd = self.root.open_dir(b"").map_err(fail("open root"))?;
+                self.set_owner_and_xattrs(&fd, &attrs, &shown)?;
+                self.deferred_dirs
+                    .push((Vec::new(), attrs.mode, attrs.mtime, attrs.mtime_nsec));
+            }
+            return Ok(());
+        };
+        let parent_rel = parents.join(&b'/');
+
+        if base.starts_with(WHITEOUT_PREFIX) {
+            return self.apply_whiteout(&parent_rel, base, &shown);
+        }
+
+        let parent = self
+            .root
+            .create_dirs(parents)
+            .map_err(fail("create parent directories"))?;
+        let existing = rootfd::file_type_at(&parent, base).map_err(fail("stat"))?;
+        let keep_dir = kind == EntryType::Directory && existing == Some(FileType::Directory);
+        if existing.is_some() && !keep_dir {
+            rootfd::remove_at(&parent, base).map_err(fail("remove existing"))?;
+        }
+        let name = OsStr::from_bytes(base);
+        let rel = comps.join(&b'/');
+
+        match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::WRONLY
+                        | OFlags::CREATE
+                        | OFlags::EXCL
+                        | OFlags::NOFOLLOW
+                        | OFlags::CLOEXEC,
+                    Mode::from(0o600),
+                )
+                .map_err(|e| fail("create")(e.into()))?;
+                let mut file = File::from(fd);
+                let n = io::copy(&mut entry, &mut file).map_err(fail("write content"))?;
+                self.stats.files += 1;
+                self.stats.bytes += n;
+                let fd = OwnedFd::from(file);
+                self.set_owner_and_xattrs(&fd, &attrs, &shown)?;
+                // After chown, which clears setuid/setgid.
+                rustix::fs::fchmod(&fd, Mode::from_raw_mode(attrs.mode & 0o7777))
+                    .map_err(|e| fail("chmod")(e.into()))?;
+                rustix::fs::futimens(&fd, &timestamps(&attrs))
+                    .map_err(|e| fail("set times")(e.into()))?;
+            }
+            EntryType::Directory => {
+                if !keep_dir {
+                    rustix::fs::mkdirat(&parent, name, Mode::from(0o700))
+                        .map_err(|e| fail("mkdir")(e.into()))?;
+                }
+                let fd = rustix::fs::openat(
+                    &parent,
+                    name,
+                    OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                    Mode::empty(),
+                )
+                .map_err(|e| fail("open directory")(e.into()))?;
+                self.set_owner_and_xattrs(&fd, &attrs, &shown)?;
+                self.deferred_dirs
+                    .push((rel.clone(), attrs.mode, attrs.mtime, attrs.mtime_nsec));
+                self.stats.dirs += 1;
+            }
+            EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), &parent, name)
+                    .map_err(|e| fail("symlink")(e.into()))?;
+                if self.options.chown {
+                    rustix::fs::chownat(
+                        &parent,
+                        name,
+                        Some(uid(attrs.uid)),
+                        Some(gid(attrs.gid)),
+                        AtFlags::SYMLINK_NOFOLLOW,
+                    )
+                    .map_err(|e| fail("chown")(e.into()))?;
+                }
+                rustix::fs::utimensat(
+                    &parent,
+                    name,
+                    &timestamps(&attrs),
+                    AtFlags::SYMLINK_NOFOLLOW,
+                )
+                .map_err(|e| fail("set times")(e.into()))?;
+                self.stats.symlinks += 1;
+            }
+            EntryType::Link => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|t| t.into_owned())
+                    .unwrap_or_default();
+                let tcomps = clean_components(&target);
+                let Some((tbase, tparents)) = tcomps.split_last() else {
+                    return Err(LayerError::UnsupportedEntry {
+                        entry: shown,
+                        reason: "hard link to the layer root".to_string(),
+                    });
+                };
+                let tdir = self
+                    .root
+                    .open_dir(&tparents.join(&b'/'))
+                    .map_err(fail("resolve hard link target"))?;
+                // No AT_SYMLINK_FOLLOW: a link to a symlink links the symlink itself, and the
+                // target name is a single component inside a directory resolved in the root.
+                rustix::fs::linkat(
+                    &tdir,
+                    OsStr::from_bytes(tbase),
+                    &parent,
+                    name,
+                    AtFlags::empty(),
+                )
+                .map_err(|e| fail("hard link")(e.into()))?;
+                self.stats.hardlinks += 1;
+            }
+            EntryType::Char | EntryType::Block | EntryType::Fifo => {
+                if !self.make_node(&parent, name, kind, &entry, &attrs, &shown)? {
+                    return Ok(());
+                }
+            }
+            other => {
+                return Err(LayerError::UnsupportedEntry {
+                    entry: shown,
+                    reason: format!("tar entry type {:?}", other.as_byte() as char),
+                });
+            }
+        }
+        self.created.insert(rel);
+        Ok(())
+    }
+
+    /// Creates a device node or FIFO; returns false when a device was skipped for lack of
+    /// permission (rootless), as rootless docker does.
+    fn make_node<R: Read>(
+        &mut self,
+        parent: &OwnedFd,
+        name: &OsStr,
+        kind: EntryType,
+        entry: &tar::Entry<'_, R>,
+        attrs: &Attrs,
+        shown: &str,
+    ) -> Result<bool> {
+        let fail = |op: &'static str| {
+            move |e: rustix::io::Errno| LayerError::Apply {
+                entry: shown.to_string(),
+                op,
+                source: e.into(),
+            }
+        };
+        let header = entry.header();
+        let major = header.device_major().ok().flatten().unwrap_or(0);
+        let minor = header.device_minor().ok().flatten().unwrap_or(0);
+        let ft = match kind {
+            EntryType::Char => FileType::CharacterDevice,
+            EntryType::Block => FileType::BlockDevice,
+            _ => FileType::Fifo,
+        };
+        let dev = rustix::fs::makedev(major, minor);
+        match rustix::fs::mknodat(parent, name, ft, Mode::from(0o600), dev) {
+            Ok(()) => {}
+            Err(rustix::io::Errno::PERM) if kind != EntryType::Fifo => {
+                tracing::warn!(
+                    entry = %shown,
+                    "skipping device node: mknod is not permitted"
+                );
+                self.stats.skipped_devices += 1;
+                return Ok(false);
+            }
+            Err(e) => return Err(fail("mknod")(e)),
+        }
+        if self.options.chown {
+            rustix::fs::chownat(
+                parent,
+                name,
+                Some(uid(attrs.uid)),
+                Some(gid(attrs.gid)),
+                AtFlags::SYMLINK_NOFOLLOW,
+            )
+            .map_err(fail("chown"))?;
+        }
+        // The name was just created as a node, not a symlink, so following is harmless.
+        rustix::fs::chmodat(
+            parent,
+            name,
+            Mode::from_raw_mode(attrs.mode & 0o7777),
+            AtFlags::empty(),
+        )
+        .map_err(fail("chmod"))?;
+        rustix::fs::utimensat(parent, name, &timestamps(attrs), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(fail("set times"))?;
+        self.stats.nodes += 1;
+        Ok(true)
+    }
+
+    fn apply_whiteout(&mut self, parent_rel: &[u8], base: &[u8], shown: &str) -> Result<()> {
+        let fail = |op: &'static str| {
+            move |source: io::Error| LayerError::Apply {
+                entry: shown.to_string(),
+                op,
+                source,
+            }
+        };
+        let parent = match self.root.open_dir(parent_rel) {
+            Ok(fd) => fd,
+            // Nothing below to hide.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                return Ok(());
+            }
+            Err(e) => return Err(fail("open whiteout directory")(e)),
+        };
+        if base == OPAQUE_MARKER {
+            for child in rootfd::list_names(&parent).map_err(fail("list opaque directory"))? {
+                let mut path = parent_rel.to_vec();
+                if !path.is_empty() {
+                    path.push(b'/');
+                }
+                path.extend_from_slice(&child);
+                if !self.created.contains(&path) {
+                    rootfd::remove_at(&parent, &child).map_err(fail("clear opaque directory"))?;
+                }
+            }
+            self.stats.opaques += 1;
+            return Ok(());
+        }
+        let target = &base[WHITEOUT_PREFIX.len()..];
+        if target.is_empty()
+            || target == b"."
+            || target == b".."
+            || target.starts_with(WHITEOUT_PREFIX)
+        {
+            // `.wh..wh.*` other than the opaque marker are aufs metadata; `.wh..` is hostile.
+            tracing::debug!(
+                entry = %shown,
+                "ignoring aufs metadata or invalid whiteout"
+            );
+            return Ok(());
+        }
+        rootfd::remove_at(&parent, target).map_err(fail("whiteout"))?;
+        self.stats.whiteouts += 1;
+        Ok(())
+    }
+
+    fn set_owner_and_xattrs(&mut self, fd: &OwnedFd, attrs: &Attrs, shown: &str) -> Result<()> {
+        if self.options.chown {
+            rustix::fs::fchown(fd, Some(uid(attrs.uid)), Some(gid(attrs.gid))).map_err(|e| {
+                LayerError::Apply {
+                    entry: shown.to_string(),
+                    op: "chown",
+                    source: e.into(),
+                }
+            })?;
+        }
+        if self.options.xattrs {
+            for (name, value) in &attrs.xattrs {
+                if let Err(e) = rustix::fs::fsetxattr(
+                    fd.as_fd(),
+                    OsStr::from_bytes(name),
+                    value,
+                    XattrFlags::empty(),
+                ) {
+                    tracing::warn!(entry = %shown, xattr = %String::from_utf8_lossy(name), error = %e, "could not set xattr");
+                    self.stats.xattr_failures += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish_dirs(&mut self) -> Result<()> {
+        for (rel, mode, mtime, nsec) in std::mem::take(&mut self.deferred_dirs).into_iter().rev() {
+            let shown = String::from_utf8_lossy(&rel).into_owned();
+            let fd = match self.root.open_dir(&rel) {
+                Ok(fd) => fd,
+                // Removed or replaced later in the layer.
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                    continue;
+                }
+                Err(source) => {
+                    return Err(LayerError::Apply {
+                        entry: shown,
+                        op: "reopen directory",
+                        source,
+                    });
+                }
+            };
+            let times = Timestamps {
+                last_access: timespec(mtime, nsec),
+                last_modification: timespec(mtime, nsec),
+            };
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(mode & 0o7777))
+                .and_then(|()| rustix::fs::futimens(&fd, &times))
+                .map_err(|e| LayerError::Apply {
+                    entry: shown,
+                    op: "set directory mode and times",
+                    source: e.into(),
+                })?;
+        }
+        Ok(())
+    }
+}
+
+/// The components of an entry name, cleaned as if rooted at `/` (so `..` stops at the root,
+/// like containerd's `fs.RootPath`): `../x` and `/x` both mean `x`.
+fn clean_components(raw: &[u8]) -> Vec<&[u8]> {
+    let mut out: Vec<&[u8]> = Vec::new();
+    for part in raw.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                out.pop();
+            }
+            p => out.push(p),
+        }
+    }
+    out
+}
+
+fn read_attrs<R: Read>(entry: &mut tar::Entry<'_, R>, shown: &str) -> Result<Attrs> {
+    let header = entry.header();
+    let bad = |what: &str| LayerError::UnsupportedEntry {
+        entry: shown.to_string(),
+        reason: format!("unreadable {what} in the tar header"),
+    };
+    let old = header.as_old();
+    let mut attrs = Attrs {
+        mode: numeric(header.mode().map(u64::from), &old.mode).ok_or_else(|| bad("mode"))? as u32,
+        uid: numeric(header.uid(), &old.uid)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| bad("uid"))?,
+        gid: numeric(header.gid(), &old.gid)
+            .and_then(|v| u32::try_from(v).ok())
+            .ok_or_else(|| bad("gid"))?,
+        mtime: numeric(header.mtime(), &old.mtime).ok_or_else(|| bad("mtime"))? as i64,
+        mtime_nsec: 0,
+        xattrs: Vec::new(),
+    };
+    if let Some(pax) = entry
+        .pax_extensions()
+        .map_err(|source| LayerError::Archive { source })?
+    {
+        for ext in pax {
+            let ext = ext.map_err(|source| LayerError::Archive { source })?;
+            let key = ext.key_bytes();
+            let value = ext.value_bytes();
+            let text = std::str::from_utf8(value).unwrap_or("");
+            match key {
+                b"uid" => attrs.uid = text.parse().map_err(|_| bad("PAX uid"))?,
+                b"gid" => attrs.gid = text.parse().map_err(|_| bad("PAX gid"))?,
+                b"mtime" => {
+                    (attrs.mtime, attrs.mtime_nsec) =
+                        parse_pax_time(text).ok_or_else(|| bad("PAX mtime"))?
+                }
+                k if k.starts_with(b"SCHILY.xattr.") => {
+                    attrs
+                        .xattrs
+                        .push((k[b"SCHILY.xattr.".len()..].to_vec(), value.to_vec()));
+                }
+                _ => {}
+            }
+        }
+    }
+    if attrs.uid == u32::MAX || attrs.gid == u32::MAX {
+        return Err(bad("owner (-1)"));
+    }
+    Ok(attrs)
+}
+
+/// A numeric header field; an all-NUL or all-space field reads as 0, as Go's archive/tar
+/// (which wrote most layers in the wild) does.
+fn numeric(parsed: io::Result<u64>, raw: &[u8]) -> Option<u64> {
+    match parsed {
+        Ok(v) => Some(v),
+        Err(_) if raw.iter().all(|&b| b == 0 || b == b' ') => Some(0),
+        Err(_) => None,
+    }
+}
+
+fn uid(raw: u32) -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(raw)
+}
+
+fn gid(raw: u32) -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(raw)
+}
+
+fn timespec(secs: i64, nsec: u32) -> Timespec {
+    Timespec {
+        tv_sec: secs,
+        tv_nsec: nsec.into(),
+    }
+}
+
+fn timestamps(attrs: &Attrs) -> Timestamps {
+    let t = timespec(attrs.mtime, attrs.mtime_nsec);
+    Timestamps {
+        last_access: t,
+        last_modification: t,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_cleaned_as_if_rooted() {
+        let c = |s: &str| {
+            clean_components(s.as_bytes())
+                .iter()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .collect::<Vec<_>>()
+                .join("/")
+        };
+        assert_eq!(c("../../etc/passwd"), "etc/passwd");
+        assert_eq!(c("/abs/./x/"), "abs/x");
+        assert_eq!(c("a/../../b"), "b");
+        assert_eq!(c("./"), "");
+    }
+}
