@@ -147,25 +147,29 @@ impl Client {
         let http_base = format!("http://{api}");
         // Each attempt tries HTTPS and, for insecure hosts, plain HTTP right after, so a
         // plain-HTTP registry does not cost a round of backoff before it is found.
-        let (base, http, challenge) = self
-            .inner
-            .options
-            .retry
-            .run(&format!("contacting {registry}"), |_| async {
-                match ping(&https, registry, &https_base).await {
-                    Ok(c) => Ok((https_base.clone(), https.clone(), c)),
-                    Err(err @ RegistryError::Transport { .. }) => match &plain {
-                        Some(plain) => {
-                            tracing::debug!("{registry}: HTTPS failed ({err}); trying plain HTTP");
-                            let c = ping(plain, registry, &http_base).await?;
-                            Ok((http_base.clone(), plain.clone(), c))
-                        }
-                        None => Err(err),
-                    },
-                    Err(err) => Err(err),
-                }
-            })
-            .await?;
+        let policy = &self.inner.options.retry;
+        let what = format!("contacting {registry}");
+        let mut attempt = 1;
+        let (base, http, challenge) = loop {
+            let outcome = match ping(&https, registry, &https_base).await {
+                Ok(c) => Ok((https_base.clone(), https.clone(), c)),
+                Err(err @ RegistryError::Transport { .. }) => match &plain {
+                    Some(plain) => {
+                        tracing::debug!("{registry}: HTTPS failed ({err}); trying plain HTTP");
+                        ping(plain, registry, &http_base)
+                            .await
+                            .map(|c| (http_base.clone(), plain.clone(), c))
+                    }
+                    None => Err(err),
+                },
+                Err(err) => Err(err),
+            };
+            match outcome {
+                Ok(v) => break v,
+                Err(e) => policy.backoff(&what, attempt, e).await?,
+            }
+            attempt += 1;
+        };
         tracing::debug!("{registry}: using {base}, challenge {challenge:?}");
         Ok(Host {
             registry: registry.to_string(),

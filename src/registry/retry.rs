@@ -6,7 +6,6 @@
 //! `base_delay` up to `max_delay`, with up to 50% random jitter, and a `Retry-After` from the
 //! registry is honoured (capped at `max_delay`).
 
-use std::future::Future;
 use std::time::Duration;
 
 use super::RegistryError;
@@ -48,33 +47,44 @@ impl RetryPolicy {
     }
 
     /// Runs `op` until it succeeds, fails permanently, or attempts run out. `op` receives the
-    /// attempt number (1-based) so it can resume rather than restart where that makes sense.
+    /// attempt number (1-based).
     pub async fn run<T, F, Fut>(&self, what: &str, mut op: F) -> Result<T, RegistryError>
     where
         F: FnMut(u32) -> Fut,
-        Fut: Future<Output = Result<T, RegistryError>>,
+        Fut: std::future::Future<Output = Result<T, RegistryError>>,
     {
         let mut attempt = 1;
         loop {
             match op(attempt).await {
                 Ok(v) => return Ok(v),
-                Err(err) if err.is_transient() && attempt < self.max_attempts => {
-                    let wait = self.delay(attempt, &err);
-                    tracing::warn!(
-                        "{what}: attempt {attempt}/{} failed: {err}; retrying in {wait:?}",
-                        self.max_attempts
-                    );
-                    tokio::time::sleep(wait).await;
-                    attempt += 1;
-                }
-                Err(err) => {
-                    if attempt > 1 {
-                        tracing::warn!("{what}: giving up after {attempt} attempts");
-                    }
-                    return Err(err);
-                }
+                Err(err) => self.backoff(what, attempt, err).await?,
             }
+            attempt += 1;
         }
+    }
+
+    /// Decides after failed attempt `attempt` (1-based): returns the error when it is
+    /// permanent or attempts are used up, else waits the backoff delay and returns `Ok`.
+    /// For loops that keep state between attempts (e.g. a download resuming with `Range`).
+    pub async fn backoff(
+        &self,
+        what: &str,
+        attempt: u32,
+        err: RegistryError,
+    ) -> Result<(), RegistryError> {
+        if !err.is_transient() || attempt >= self.max_attempts {
+            if attempt > 1 {
+                tracing::warn!("{what}: giving up after {attempt} attempts");
+            }
+            return Err(err);
+        }
+        let wait = self.delay(attempt, &err);
+        tracing::warn!(
+            "{what}: attempt {attempt}/{} failed: {err}; retrying in {wait:?}",
+            self.max_attempts
+        );
+        tokio::time::sleep(wait).await;
+        Ok(())
     }
 }
 

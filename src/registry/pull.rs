@@ -1,0 +1,308 @@
+//! Pull: resolve a reference to a manifest (picking a platform from an index), fetch the
+//! missing config and layer blobs concurrently into the store, store the manifest bytes as
+//! received, and name the image in the store under its normalised reference.
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+
+use crate::image::{AnyManifest, Descriptor, Digest, ImageIndex, Platform, mediatype};
+use crate::store::Store;
+
+use super::auth::Scope;
+use super::client::{Client, Host, status_error};
+use super::error::chain_text;
+use super::sources::BlobSources;
+use super::{Reference, RegistryError, blob};
+
+/// Every manifest type rbuild understands, for the `Accept` header.
+const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
+/// Manifests larger than this are refused (distribution's own limit is 4 MiB).
+const MAX_MANIFEST: usize = 4 * 1024 * 1024;
+
+/// What to pull.
+#[derive(Debug, Clone, Default)]
+pub struct PullOptions {
+    /// Platform to pick from a multi-platform image; the host platform when `None`.
+    pub platform: Option<Platform>,
+}
+
+/// The result of a pull.
+#[derive(Debug, Clone)]
+pub struct PulledImage {
+    /// The normalised reference the image is recorded under in the store.
+    pub name: String,
+    /// Digest the reference resolved to on the registry (an index for multi-platform images);
+    /// `name@digest` pins exactly what was pulled.
+    pub digest: Digest,
+    /// Descriptor of the single-platform manifest stored locally.
+    pub manifest: Descriptor,
+    /// Digest of the image config (docker's image ID).
+    pub config: Digest,
+    /// Whether any blob had to be downloaded (false: the image was up to date).
+    pub downloaded: bool,
+}
+
+/// Pulls `reference` into `store` and names it there as `reference.to_string()`.
+pub async fn pull(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<PulledImage, RegistryError> {
+    let host = client.host(reference.registry()).await?;
+    let repo = reference.repository();
+    let (top_bytes, top_digest) =
+        fetch_manifest(client, &host, reference, &reference.manifest_ref()).await?;
+    if let Some(pinned) = reference.digest()
+        && *pinned != top_digest
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: reference.registry().to_string(),
+            repository: repo.to_string(),
+            expected: pinned.clone(),
+            actual: top_digest,
+        });
+    }
+    let bad = |reason: String| RegistryError::BadManifest {
+        reference: reference.to_string(),
+        reason,
+    };
+    let parsed = AnyManifest::parse(&top_bytes).map_err(|e| bad(e.to_string()))?;
+    let (manifest_bytes, manifest_digest, manifest) = match parsed {
+        AnyManifest::Image(m) => (top_bytes, top_digest.clone(), m),
+        AnyManifest::Index(index) => {
+            let want = options.platform.clone().unwrap_or_else(Platform::host);
+            let child = select_platform(&index, &want).ok_or_else(|| {
+                RegistryError::NoMatchingPlatform {
+                    reference: reference.to_string(),
+                    wanted: want.to_string(),
+                    available: available_platforms(&index),
+                }
+            })?;
+            let (bytes, digest) =
+                fetch_manifest(client, &host, reference, &child.digest.to_string()).await?;
+            if digest != child.digest {
+                return Err(RegistryError::DigestMismatch {
+                    registry: reference.registry().to_string(),
+                    repository: repo.to_string(),
+                    expected: child.digest.clone(),
+                    actual: digest,
+                });
+            }
+            match AnyManifest::parse(&bytes).map_err(|e| bad(e.to_string()))? {
+                AnyManifest::Image(m) => (bytes, digest, m),
+                AnyManifest::Index(_) => {
+                    return Err(RegistryError::Unsupported(format!(
+                        "{reference}: nested image indexes"
+                    )));
+                }
+            }
+        }
+    };
+    // Hold off `prune` from the first blob until the image is named.
+    let _gc = store
+        .gc_guard()
+        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    let mut wanted = vec![manifest.config.clone()];
+    wanted.extend(manifest.layers.iter().cloned());
+    let missing: Vec<Descriptor> = wanted
+        .iter()
+        .filter(|d| !store.has_blob(&d.digest))
+        .cloned()
+        .collect();
+    let downloaded = !missing.is_empty();
+    fetch_all(client, &host, repo, store, missing).await?;
+    let stored = store
+        .write_blob(&manifest_bytes)
+        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    debug_assert_eq!(stored, manifest_digest);
+    let name = reference.to_string();
+    store
+        .put_image(&name, &manifest_digest)
+        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    let digests: Vec<Digest> = wanted.iter().map(|d| d.digest.clone()).collect();
+    if let Some(root) = store.dir().parent()
+        && let Err(e) = BlobSources::new(root).record(reference.registry(), repo, &digests)
+    {
+        tracing::warn!("not remembering blob sources: {e}");
+    }
+    Ok(PulledImage {
+        name,
+        digest: top_digest,
+        manifest: Descriptor::new(
+            manifest.effective_media_type(),
+            manifest_digest,
+            manifest_bytes.len() as u64,
+        ),
+        config: manifest.config.digest.clone(),
+        downloaded,
+    })
+}
+
+/// Downloads `blobs` with at most `max_concurrent_transfers` at a time.
+async fn fetch_all(
+    client: &Client,
+    host: &Arc<Host>,
+    repository: &str,
+    store: &Store,
+    blobs: Vec<Descriptor>,
+) -> Result<(), RegistryError> {
+    let limit = Arc::new(tokio::sync::Semaphore::new(
+        client.options().max_concurrent_transfers.max(1),
+    ));
+    let mut tasks = tokio::task::JoinSet::new();
+    for desc in blobs {
+        let (client, host, store, limit) =
+            (client.clone(), host.clone(), store.clone(), limit.clone());
+        let repository = repository.to_string();
+        tasks.spawn(async move {
+            let _permit = limit.acquire_owned().await.expect("semaphore never closed");
+            tracing::info!("pulling {} ({} bytes)", desc.digest, desc.size);
+            blob::download(&client, &host, &repository, &desc, &store).await
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        match joined {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e),
+            Err(e) => return Err(RegistryError::Store(format!("download task failed: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+/// GETs a manifest by tag or digest; returns its bytes and their digest.
+pub(crate) async fn fetch_manifest(
+    client: &Client,
+    host: &Host,
+    reference: &Reference,
+    tag_or_digest: &str,
+) -> Result<(Vec<u8>, Digest), RegistryError> {
+    let repo = reference.repository();
+    let path = format!("/v2/{repo}/manifests/{tag_or_digest}");
+    let action = format!("GET {path}");
+    let policy = client.options().retry.clone();
+    {
+        let mut attempt = 1;
+        loop {
+            let outcome = async {
+                let resp = client
+                    .simple(
+                        host,
+                        repo,
+                        &[Scope::pull(repo)],
+                        Method::GET,
+                        &path,
+                        Some(ACCEPT_MANIFESTS),
+                    )
+                    .await?;
+                if resp.status() != StatusCode::OK {
+                    return Err(status_error(host, repo, &action, resp).await);
+                }
+                let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
+                    registry: host.registry.clone(),
+                    action: action.clone(),
+                    reason: chain_text(&e),
+                })?;
+                if bytes.len() > MAX_MANIFEST {
+                    return Err(RegistryError::BadManifest {
+                        reference: reference.to_string(),
+                        reason: format!(
+                            "manifest is {} bytes, more than the 4 MiB limit",
+                            bytes.len()
+                        ),
+                    });
+                }
+                let digest = Digest::of(&bytes);
+                Ok((bytes.to_vec(), digest))
+            }
+            .await;
+            match outcome {
+                Ok(v) => break Ok::<_, RegistryError>(v),
+                Err(e) => policy.backoff(&action, attempt, e).await?,
+            }
+            attempt += 1;
+        }
+    }
+}
+
+/// Picks the index entry for `want`: same OS and architecture, the same variant when `want`
+/// has one (arm64's `v8` equals no variant), never attestation entries (`unknown/unknown`).
+pub(crate) fn select_platform<'a>(
+    index: &'a ImageIndex,
+    want: &Platform,
+) -> Option<&'a Descriptor> {
+    let norm = |p: &Platform| -> (String, String, Option<String>) {
+        let variant = match (p.architecture.as_str(), p.variant.as_deref()) {
+            ("arm64", Some("v8")) => None,
+            (_, v) => v.map(str::to_string),
+        };
+        (p.os.clone(), p.architecture.clone(), variant)
+    };
+    let (os, arch, variant) = norm(want);
+    let candidates = index.manifests.iter().filter(|d| {
+        d.platform.as_ref().is_some_and(|p| {
+            let (pos, parch, _) = norm(p);
+            pos == os && parch == arch
+        }) && !mediatype::is_index(&d.media_type)
+    });
+    let mut fallback = None;
+    for d in candidates {
+        let (_, _, pvar) = norm(d.platform.as_ref().expect("filtered on platform"));
+        if pvar == variant {
+            return Some(d);
+        }
+        // No variant asked for: take the first entry of that OS/arch, like containerd.
+        if variant.is_none() && fallback.is_none() {
+            fallback = Some(d);
+        }
+    }
+    fallback
+}
+
+fn available_platforms(index: &ImageIndex) -> String {
+    let list: Vec<String> = index
+        .manifests
+        .iter()
+        .filter_map(|d| d.platform.as_ref())
+        .filter(|p| p.os != "unknown")
+        .map(Platform::to_string)
+        .collect();
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(platform: &str, byte: &[u8]) -> Descriptor {
+        let mut d = Descriptor::new(mediatype::OCI_MANIFEST, Digest::of(byte), 1);
+        d.platform = Some(platform.parse().unwrap());
+        d
+    }
+
+    #[test]
+    fn platform_selection_matches_os_arch_and_variant() {
+        let index = ImageIndex::new_oci(vec![
+            entry("unknown/unknown", b"att"),
+            entry("linux/arm/v6", b"armv6"),
+            entry("linux/arm/v7", b"armv7"),
+            entry("linux/amd64", b"amd64"),
+            entry("linux/arm64", b"arm64"),
+        ]);
+        let pick = |p: &str| select_platform(&index, &p.parse().unwrap()).map(|d| d.digest.clone());
+        assert_eq!(pick("linux/amd64"), Some(Digest::of(b"amd64")));
+        assert_eq!(pick("linux/arm/v7"), Some(Digest::of(b"armv7")));
+        assert_eq!(pick("linux/arm64/v8"), Some(Digest::of(b"arm64")));
+        assert_eq!(pick("linux/s390x"), None);
+        assert_eq!(
+            available_platforms(&index),
+            "linux/arm/v6, linux/arm/v7, linux/amd64, linux/arm64"
+        );
+    }
+}
