@@ -17,7 +17,7 @@ pub struct CopyInstr {
     pub from: Option<String>,
     /// `--chown=user[:group]`.
     pub chown: Option<String>,
-    /// `--chmod=` (octal).
+    /// `--chmod=` (octal or symbolic; checked by the planner).
     pub chmod: Option<String>,
     /// `--link`.
     pub link: bool,
@@ -36,7 +36,7 @@ pub struct AddInstr {
     pub dest: String,
     /// `--chown=user[:group]`.
     pub chown: Option<String>,
-    /// `--chmod=` (octal).
+    /// `--chmod=` (octal or symbolic; checked by the planner).
     pub chmod: Option<String>,
     /// `--link`.
     pub link: bool,
@@ -83,23 +83,10 @@ fn non_empty(v: Option<String>) -> Option<String> {
     v.filter(|s| !s.is_empty())
 }
 
-/// Validates a `--chmod` value that holds no variables: octal digits only, at most `7777`.
-pub(crate) fn check_chmod(v: &str) -> Result<u32, String> {
-    u32::from_str_radix(v, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777)
-        .ok_or_else(|| {
-            format!("invalid chmod parameter: {v:?} (only octal modes such as 0755 are supported)")
-        })
-}
-
 pub(crate) fn parse_copy(flag_words: &[String], args: &[String]) -> Result<CopyInstr, String> {
     let flags = Flags::parse(flag_words, COPY_FLAGS)?;
     let (sources, dest) = split_sources(args, "COPY")?;
     let chmod = non_empty(flags.string("chmod"));
-    if let Some(m) = chmod.as_deref().filter(|m| !m.contains('$')) {
-        check_chmod(m)?;
-    }
     Ok(CopyInstr {
         sources,
         dest,
@@ -116,9 +103,6 @@ pub(crate) fn parse_add(flag_words: &[String], args: &[String]) -> Result<AddIns
     let flags = Flags::parse(flag_words, ADD_FLAGS)?;
     let (sources, dest) = split_sources(args, "ADD")?;
     let chmod = non_empty(flags.string("chmod"));
-    if let Some(m) = chmod.as_deref().filter(|m| !m.contains('$')) {
-        check_chmod(m)?;
-    }
     let checksum = non_empty(flags.string("checksum"));
     if let Some(c) = checksum.as_deref().filter(|c| !c.contains('$')) {
         let ok = c.split_once(':').is_some_and(|(alg, hex)| {
@@ -199,7 +183,6 @@ mod tests {
             parse_copy(&w(&["--checksum=sha256:ab"]), &w(&["a", "b"])).unwrap_err(),
             "unknown flag: --checksum"
         );
-        assert!(parse_copy(&w(&["--chmod=u+x"]), &w(&["a", "b"])).is_err());
         assert!(parse_copy(&w(&["--chmod=$MODE"]), &w(&["a", "b"])).is_ok());
         assert!(parse_add(&w(&["--checksum=md5:ab"]), &w(&["a", "b"])).is_err());
     }

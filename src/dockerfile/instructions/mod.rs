@@ -17,9 +17,6 @@ pub use copy::{AddInstr, CopyInstr};
 pub use healthcheck::Healthcheck;
 pub use run::{CacheSharing, MountKind, NetworkMode, RunMount, SecurityMode};
 
-pub(crate) use copy::check_chmod;
-pub(crate) use healthcheck::parse_go_duration;
-
 use super::{Heredoc, Node};
 use flags::{FlagKind, Flags};
 

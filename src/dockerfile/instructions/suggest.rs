@@ -3,8 +3,8 @@
 
 /// The closest candidate to `word` if it is close enough to be a plausible typo.
 ///
-/// Matching is case-insensitive; a candidate qualifies when its edit distance is at most a third
-/// of the longer word (at least 1), which is what BuildKit's `suggest.Search` accepts.
+/// Matching is case-insensitive; a candidate qualifies when its edit distance is at most half
+/// of the longer word (at least 1), close to what BuildKit's `suggest.Search` accepts.
 pub(crate) fn did_you_mean<'a, I>(word: &str, candidates: I) -> Option<String>
 where
     I: IntoIterator<Item = &'a str>,
@@ -13,7 +13,7 @@ where
     let mut best: Option<(usize, &str)> = None;
     for cand in candidates {
         let dist = levenshtein(&lower, &cand.to_lowercase());
-        let limit = (lower.chars().count().max(cand.chars().count()) / 3).max(1);
+        let limit = (lower.chars().count().max(cand.chars().count()) / 2).max(1);
         if dist == 0 || dist > limit {
             continue;
         }

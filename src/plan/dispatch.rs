@@ -1,0 +1,250 @@
+//! Phase 2 of planning: each needed stage's instructions expanded with that stage's variables
+//! and turned into [`Step`]s, while the image config evolves exactly as BuildKit's
+//! `dockerfile2llb` dispatch changes it (history lines included).
+
+use std::collections::BTreeMap;
+
+use super::args::{self, PROXY_ARGS};
+use super::expand::{self, Vars};
+use super::meta;
+use super::{Plan, PlanError, Source, Stage, Step};
+use crate::dockerfile::Node;
+use crate::dockerfile::instructions::Instruction;
+use crate::image::{Digest, ImageConfig, Platform};
+
+/// Docker's default PATH for Linux, set on images built from scratch.
+pub(crate) const DEFAULT_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// An image a stage starts from, as the driver found it.
+#[derive(Debug, Clone)]
+pub struct ResolvedImage {
+    /// Normalised reference (`docker.io/library/busybox:latest`).
+    pub name: String,
+    /// The manifest digest in the local store, if any.
+    pub manifest_digest: Option<Digest>,
+    /// The image config.
+    pub config: ImageConfig,
+}
+
+/// Finds base images (in the local store, pulling if needed) for the planner.
+pub trait ImageResolver: Sync {
+    /// The image `reference` (as written in the Dockerfile) for `platform`.
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String>;
+}
+
+/// One needed stage after dispatch.
+#[derive(Debug, Clone)]
+pub struct StageDispatch {
+    /// Stage index.
+    pub index: usize,
+    /// The resolved base.
+    pub base: Source,
+    /// The base image, when the base is an image.
+    pub base_image: Option<ResolvedImage>,
+    /// The stage's steps (ONBUILD triggers of the base first).
+    pub steps: Vec<Step>,
+    /// The final image config: the base's config and history plus one history entry per step
+    /// (with `created` unset; the driver stamps it). `rootfs.diff_ids` holds only the base's.
+    pub config: ImageConfig,
+    /// Index into `config.history` of the first entry this stage added.
+    pub first_new_history: usize,
+}
+
+/// Stage state while dispatching.
+pub(crate) struct State<'a> {
+    pub plan: &'a Plan,
+    pub stage: &'a Stage,
+    pub config: ImageConfig,
+    /// Declared stage ARGs with their values, in declaration order.
+    pub args: Vec<(String, Option<String>)>,
+    pub cmd_set: bool,
+    pub predefined: Vars,
+}
+
+impl State<'_> {
+    /// Variables for expansion: stage ARGs, overridden by ENV.
+    pub(crate) fn vars(&self) -> Vars {
+        let mut v = Vars::new();
+        for (k, val) in &self.args {
+            match val {
+                Some(val) => v.insert(k.clone(), val.clone()),
+                None => v.remove(k),
+            };
+        }
+        for e in &self.config.config.env {
+            let (k, val) = e.split_once('=').unwrap_or((e, ""));
+            v.insert(k.to_string(), val.to_string());
+        }
+        v
+    }
+
+    pub(crate) fn expand(&self, node: &Node, word: &str) -> Result<String, PlanError> {
+        expand::expand(word, &self.vars(), self.plan.escape)
+            .map_err(|m| PlanError::invalid(node, m))
+    }
+
+    pub(crate) fn workdir(&self) -> String {
+        self.config
+            .config
+            .working_dir
+            .clone()
+            .filter(|w| !w.is_empty())
+            .unwrap_or_else(|| "/".into())
+    }
+
+    /// What `--from=name` (already expanded) means from this stage.
+    pub(crate) fn resolve_from(&self, node: &Node, name: &str) -> Result<Source, PlanError> {
+        if self.plan.options.named_contexts.contains(name) {
+            return Ok(Source::Context(name.to_string()));
+        }
+        let lower = name.to_lowercase();
+        let by_name = self
+            .plan
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(lower.as_str()));
+        let found = by_name
+            .map(|s| s.index)
+            .or_else(|| name.parse::<usize>().ok());
+        match found {
+            Some(i) if i < self.stage.index => Ok(Source::Stage(i)),
+            Some(i) if i < self.plan.stages.len() => Err(PlanError::ForwardReference {
+                name: name.to_string(),
+                line: node.start_line,
+                defined_line: self.plan.stages[i].from.start_line,
+            }),
+            _ => Ok(Source::Image(name.to_string())),
+        }
+    }
+
+    /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
+    pub(crate) fn run_env(&self) -> Vec<String> {
+        let mut env = self.config.config.env.clone();
+        let has = |env: &[String], k: &str| {
+            env.iter()
+                .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == k)
+        };
+        if !has(&env, "PATH") {
+            env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        for (k, v) in &self.args {
+            if let Some(v) = v
+                && !has(&env, k)
+            {
+                env.push(format!("{k}={v}"));
+            }
+        }
+        for p in PROXY_ARGS {
+            if let Some(v) = self.plan.options.build_args.get(p)
+                && !has(&env, p)
+            {
+                env.push(format!("{p}={v}"));
+            }
+        }
+        env
+    }
+}
+
+impl Plan {
+    /// Dispatches every needed stage in dependency order (phase 2). `parse_trigger` parses one
+    /// ONBUILD trigger expression of a base image into a node.
+    pub fn dispatch(
+        &self,
+        resolver: &dyn ImageResolver,
+        parse_trigger: &dyn Fn(&str) -> Result<Node, String>,
+    ) -> Result<BTreeMap<usize, StageDispatch>, PlanError> {
+        let mut done: BTreeMap<usize, StageDispatch> = BTreeMap::new();
+        let target_name = self.stages[self.target].name.clone().unwrap_or_default();
+        let predefined = args::predefined(
+            &self.options.target_platform,
+            &self.options.build_platform,
+            &target_name,
+        );
+        for &i in &self.order {
+            let stage = &self.stages[i];
+            let platform = match &stage.platform {
+                Some(p) => p
+                    .parse::<Platform>()
+                    .map_err(|e| PlanError::invalid(&stage.from, e.to_string()))?,
+                None => self.options.target_platform.clone(),
+            };
+            let (config, base_image) = match &stage.base {
+                Source::Stage(p) => (done[p].config.clone(), None),
+                Source::Image(r) => {
+                    let img =
+                        resolver
+                            .resolve(r, &platform)
+                            .map_err(|message| PlanError::Base {
+                                line: stage.from.start_line,
+                                image: r.clone(),
+                                message,
+                            })?;
+                    let mut c = img.config.clone();
+                    c.created = None;
+                    (c, Some(img))
+                }
+                Source::Scratch | Source::Context(_) | Source::MainContext => {
+                    (empty_config(&platform), None)
+                }
+            };
+            let mut state = State {
+                plan: self,
+                stage,
+                config,
+                args: Vec::new(),
+                cmd_set: false,
+                predefined: predefined.clone(),
+            };
+            let first_new_history = state.config.history.len();
+            let mut steps = Vec::new();
+            if base_image.is_some() && !state.config.config.on_build.is_empty() {
+                let triggers = std::mem::take(&mut state.config.config.on_build);
+                for t in triggers {
+                    let node = parse_trigger(&t).map_err(|m| {
+                        PlanError::invalid(&stage.from, format!("ONBUILD trigger {t:?}: {m}"))
+                    })?;
+                    let instr = Instruction::parse(&node)?;
+                    steps.push(meta::dispatch_one(&mut state, &node, &instr)?);
+                }
+            }
+            for (node, instr) in &stage.commands {
+                steps.push(meta::dispatch_one(&mut state, node, instr)?);
+            }
+            for step in &steps {
+                state.config.history.push(crate::image::History {
+                    created: None,
+                    created_by: Some(step.created_by.clone()),
+                    author: None,
+                    comment: Some("buildkit.dockerfile.v0".into()),
+                    empty_layer: step.empty_layer,
+                });
+            }
+            done.insert(
+                i,
+                StageDispatch {
+                    index: i,
+                    base: stage.base.clone(),
+                    base_image,
+                    steps,
+                    config: state.config,
+                    first_new_history,
+                },
+            );
+        }
+        Ok(done)
+    }
+}
+
+/// BuildKit's `emptyImage`: the platform, default PATH and `/` as working directory.
+pub(crate) fn empty_config(platform: &Platform) -> ImageConfig {
+    let mut c = ImageConfig {
+        architecture: platform.architecture.clone(),
+        os: platform.os.clone(),
+        variant: platform.variant.clone(),
+        ..Default::default()
+    };
+    c.config.env = vec![format!("PATH={DEFAULT_PATH}")];
+    c.config.working_dir = Some("/".into());
+    c
+}

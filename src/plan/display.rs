@@ -1,0 +1,78 @@
+//! `rbuild build --dry-run`: the plan as text (stages that run, in order, what each needs, and
+//! each step with its history line).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use super::{Op, Plan, Source, StageDispatch};
+
+fn source_text(plan: &Plan, s: &Source) -> String {
+    match s {
+        Source::Scratch => "scratch".into(),
+        Source::Stage(i) => format!("stage {}", plan.stages[*i].label()),
+        Source::Image(r) => format!("image {r}"),
+        Source::Context(c) => format!("context {c}"),
+        Source::MainContext => "context".into(),
+    }
+}
+
+impl Plan {
+    /// The dry-run report. `dispatched` (from [`Plan::dispatch`]) adds each stage's steps.
+    pub fn render(&self, dispatched: Option<&BTreeMap<usize, StageDispatch>>) -> String {
+        let mut out = String::new();
+        let target = &self.stages[self.target];
+        let _ = writeln!(out, "target: {} (stage {})", target.label(), target.index);
+        let order: Vec<String> = self.order.iter().map(|&i| self.stages[i].label()).collect();
+        let _ = writeln!(out, "order: {}", order.join(" -> "));
+        let skipped: Vec<String> = self
+            .stages
+            .iter()
+            .filter(|s| !self.order.contains(&s.index))
+            .map(Stage::label)
+            .collect();
+        if !skipped.is_empty() {
+            let _ = writeln!(out, "skipped: {}", skipped.join(", "));
+        }
+        for &i in &self.order {
+            let s = &self.stages[i];
+            let deps: Vec<String> = s.deps.iter().map(|d| self.stages[*d].label()).collect();
+            let _ = writeln!(
+                out,
+                "stage {} [{}] line {}: FROM {}{}",
+                s.index,
+                s.label(),
+                s.from.start_line,
+                source_text(self, &s.base),
+                s.platform
+                    .as_deref()
+                    .map(|p| format!(" (platform {p})"))
+                    .unwrap_or_default()
+            );
+            if !deps.is_empty() {
+                let _ = writeln!(out, "  needs: {}", deps.join(", "));
+            }
+            match dispatched.and_then(|d| d.get(&i)) {
+                Some(d) => {
+                    for step in &d.steps {
+                        let kind = match &step.op {
+                            Op::Metadata => "meta".to_string(),
+                            Op::Mkdir { .. } => "mkdir".to_string(),
+                            Op::Copy(c) => format!("copy from {}", source_text(self, &c.from)),
+                            Op::Run(_) => "exec".to_string(),
+                        };
+                        let _ = writeln!(out, "  line {} {}: {}", step.line, kind, step.created_by);
+                    }
+                }
+                None => {
+                    for (node, _) in &s.commands {
+                        let _ =
+                            writeln!(out, "  line {}: {}", node.start_line, node.original.trim());
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+use super::Stage;
