@@ -155,9 +155,10 @@ pub(crate) fn extract_archive(
         let mode = header.mode().map_err(|e| bad(e.to_string()))? & 0o7777;
         let (uid, gid) = match chown {
             Some(c) => (c.uid, c.gid),
+            // Like Go's archive/tar, an empty numeric field reads as 0.
             None => (
-                header.uid().map_err(|e| bad(e.to_string()))? as u32,
-                header.gid().map_err(|e| bad(e.to_string()))? as u32,
+                header.uid().unwrap_or(0) as u32,
+                header.gid().unwrap_or(0) as u32,
             ),
         };
         let mtime = Some(Mtime {

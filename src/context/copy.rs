@@ -244,6 +244,10 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
     let tops = selected.iter().filter(|s| s.rel.is_empty()).count()
         + req.sources.iter().filter(|s| is_url(s)).count();
     let (dest, dest_is_dir) = resolve_dest(req, tops > 1)?;
+    let dest_explicit_dir = req.dest.is_empty()
+        || req.dest == "."
+        || req.dest.ends_with('/')
+        || req.dest.ends_with("/.");
 
     let mut set = EntrySet::new(req.dest_root.as_deref(), owner);
     let mut staging: Option<TempDir> = None;
@@ -291,7 +295,11 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         let mtime = Some(Mtime::of(&sel.meta));
         let ft = sel.meta.file_type();
         let entry = if is_dir {
-            if target.is_empty() || (sel.rel.is_empty() && set.existing_dir(&target)) {
+            // A destination written with a trailing slash is created (0755) before the copy,
+            // as BuildKit's CreateDestPath does, so it keeps that metadata.
+            let precreated = sel.rel.is_empty() && dest_explicit_dir && !req.parents;
+            if target.is_empty() || (sel.rel.is_empty() && set.existing_dir(&target)) || precreated
+            {
                 // Copying contents into the root or an existing directory keeps its metadata.
                 if !target.is_empty() {
                     set.ensure_parents(&format!("{target}/x"));

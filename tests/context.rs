@@ -1,0 +1,530 @@
+//! COPY/ADD resolution against real temporary contexts: wildcards, destination rules, directory
+//! contents, `--parents`, `--exclude`, `.dockerignore` re-includes, symlink escapes, chown/chmod,
+//! ADD archives in every compression, ADD from a local HTTP server, and the hash memo.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+
+use common::Context;
+use rbuild::context::{
+    ContextError, CopyRequest, EmitTimes, EntryKind, HashMemo, IgnoreMatcher, LayerEntry,
+    plan_copy, selection_digest,
+};
+
+fn req(ctx: &Context, sources: &[&str], dest: &str) -> CopyRequest {
+    CopyRequest {
+        source_root: ctx.path().to_path_buf(),
+        from_context: true,
+        ignore: Some(IgnoreMatcher::for_build(ctx.path(), None).unwrap()),
+        sources: sources.iter().map(|s| s.to_string()).collect(),
+        dest: dest.to_string(),
+        workdir: "/".into(),
+        ..Default::default()
+    }
+}
+
+fn paths(entries: &[LayerEntry]) -> Vec<String> {
+    entries
+        .iter()
+        .map(|e| match &e.kind {
+            EntryKind::Dir => format!("{}/", e.path),
+            EntryKind::Symlink { target } => format!("{} -> {target}", e.path),
+            EntryKind::Hardlink { target } => format!("{} => {target}", e.path),
+            EntryKind::File { .. } => e.path.clone(),
+        })
+        .collect()
+}
+
+fn copy(r: &CopyRequest) -> Vec<String> {
+    paths(&plan_copy(r).unwrap().entries)
+}
+
+fn content(e: &LayerEntry) -> String {
+    match &e.kind {
+        EntryKind::File { source, .. } => std::fs::read_to_string(source).unwrap(),
+        other => panic!("{} is not a file: {other:?}", e.path),
+    }
+}
+
+#[test]
+fn wildcards_follow_go_filepath_match() {
+    let ctx = Context::new()
+        .file("a.txt", "a")
+        .file("b.txt", "b")
+        .file("c.md", "c")
+        .file("sub/d.txt", "d");
+    assert_eq!(
+        copy(&req(&ctx, &["*.txt"], "/dst/")),
+        ["dst/", "dst/a.txt", "dst/b.txt"]
+    );
+    assert_eq!(copy(&req(&ctx, &["?.md"], "/dst/")), ["dst/", "dst/c.md"]);
+    assert_eq!(
+        copy(&req(&ctx, &["[ac].*"], "/dst/")),
+        ["dst/", "dst/a.txt", "dst/c.md"]
+    );
+    // `*` does not cross `/`.
+    assert_eq!(
+        copy(&req(&ctx, &["*/*.txt"], "/dst/")),
+        ["dst/", "dst/d.txt"]
+    );
+    // An empty wildcard is allowed (BuildKit's AllowEmptyWildcard) but still creates the dir.
+    assert_eq!(copy(&req(&ctx, &["*.none"], "/dst/")), ["dst/"]);
+}
+
+#[test]
+fn destination_slash_rules() {
+    let ctx = Context::new().file("a.txt", "a").file("b.txt", "b");
+    assert_eq!(copy(&req(&ctx, &["a.txt"], "/x")), ["x"]);
+    assert_eq!(copy(&req(&ctx, &["a.txt"], "/x/")), ["x/", "x/a.txt"]);
+    // A single wildcard match to a non-slash destination names the file (COPY *.jar app.jar).
+    assert_eq!(copy(&req(&ctx, &["a.*"], "/app.jar")), ["app.jar"]);
+    // Several sources make the destination a directory.
+    assert_eq!(
+        copy(&req(&ctx, &["a.txt", "b.txt"], "/d")),
+        ["d/", "d/a.txt", "d/b.txt"]
+    );
+    assert_eq!(
+        copy(&req(&ctx, &["*.txt"], "/d")),
+        ["d/", "d/a.txt", "d/b.txt"]
+    );
+    // Relative destinations are relative to WORKDIR; `.` is the WORKDIR itself.
+    let mut r = req(&ctx, &["a.txt"], "rel/x");
+    r.workdir = "/srv/app".into();
+    assert_eq!(
+        copy(&r),
+        ["srv/", "srv/app/", "srv/app/rel/", "srv/app/rel/x"]
+    );
+    r.dest = ".".into();
+    assert_eq!(copy(&r), ["srv/", "srv/app/", "srv/app/a.txt"]);
+}
+
+#[test]
+fn existing_destination_directory_receives_the_file() {
+    let ctx = Context::new().file("a.txt", "a");
+    let image = Context::new().dir("opt/tools");
+    let mut r = req(&ctx, &["a.txt"], "/opt/tools");
+    r.dest_root = Some(image.path().to_path_buf());
+    let plan = plan_copy(&r).unwrap();
+    assert_eq!(
+        paths(&plan.entries),
+        ["opt/", "opt/tools/", "opt/tools/a.txt"]
+    );
+    assert!(plan.entries[0].existing_parent && plan.entries[1].existing_parent);
+    assert!(!plan.entries[2].existing_parent);
+}
+
+#[test]
+fn directory_source_copies_its_contents() {
+    let ctx = Context::new()
+        .file("dir/f1", "1")
+        .file("dir/sub/f2", "2")
+        .symlink("dir/link", "f1");
+    assert_eq!(
+        copy(&req(&ctx, &["dir"], "/d/")),
+        ["d/", "d/f1", "d/link -> f1", "d/sub/", "d/sub/f2"]
+    );
+    // The whole context into the root writes no entry for `/` itself.
+    let ctx = Context::new().file("x", "x");
+    assert_eq!(copy(&req(&ctx, &["."], "/")), ["x"]);
+}
+
+#[test]
+fn parents_keep_source_directories() {
+    let ctx = Context::new()
+        .file("x/a.txt", "a")
+        .file("y/b.txt", "b")
+        .file("p/q/c.txt", "c");
+    let mut r = req(&ctx, &["x/a.txt", "y/b.txt"], "/out/");
+    r.parents = true;
+    assert_eq!(
+        copy(&r),
+        ["out/", "out/x/", "out/x/a.txt", "out/y/", "out/y/b.txt"]
+    );
+    let mut r = req(&ctx, &["./p/./q/*.txt"], "/out/");
+    r.parents = true;
+    assert_eq!(copy(&r), ["out/", "out/q/", "out/q/c.txt"]);
+}
+
+#[test]
+fn exclude_flag_filters_the_selection() {
+    let ctx = Context::new()
+        .file("a.txt", "a")
+        .file("README.md", "r")
+        .file("docs/x.md", "x")
+        .file("docs/y.txt", "y");
+    let mut r = req(&ctx, &["."], "/app/");
+    r.excludes = vec!["*.md".into(), "docs/*.md".into()];
+    assert_eq!(
+        copy(&r),
+        ["app/", "app/a.txt", "app/docs/", "app/docs/y.txt"]
+    );
+    let mut r = req(&ctx, &["*"], "/app/");
+    r.excludes = vec!["*.md".into()];
+    // Inside a matched directory, patterns apply to paths relative to that directory.
+    assert_eq!(copy(&r), ["app/", "app/a.txt", "app/y.txt"]);
+}
+
+#[test]
+fn dockerignore_exceptions_reinclude_files_under_excluded_dirs() {
+    let ctx = Context::new()
+        .file(
+            ".dockerignore",
+            "# comment\nvendor\n!vendor/keep.txt\n*.log\n",
+        )
+        .file("vendor/keep.txt", "k")
+        .file("vendor/drop.txt", "d")
+        .file("app.log", "l")
+        .file("main.go", "m");
+    assert_eq!(
+        copy(&req(&ctx, &["."], "/src/")),
+        [
+            "src/",
+            "src/.dockerignore",
+            "src/main.go",
+            "src/vendor/",
+            "src/vendor/keep.txt"
+        ]
+    );
+    // A per-Dockerfile ignore file wins over the context's.
+    let ctx = ctx
+        .file("build/App.Dockerfile", "FROM scratch")
+        .file("build/App.Dockerfile.dockerignore", "main.go\n");
+    let ig = IgnoreMatcher::for_build(ctx.path(), Some(&ctx.join("build/App.Dockerfile"))).unwrap();
+    assert!(ig.is_excluded("main.go") && !ig.is_excluded("app.log"));
+}
+
+#[test]
+fn missing_source_names_the_ignore_pattern() {
+    let ctx = Context::new()
+        .file(".dockerignore", "secrets/\n")
+        .file("secrets/key", "k");
+    let err = plan_copy(&req(&ctx, &["secrets/key"], "/")).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ContextError::SourceNotFound { .. }), "{text}");
+    assert!(
+        text.contains("secrets/key") && text.contains("\"secrets\""),
+        "{text}"
+    );
+    let err = plan_copy(&req(&ctx, &["nope.txt"], "/"))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(err, "nope.txt: not found");
+}
+
+#[test]
+fn symlinks_never_read_outside_the_context() {
+    let ctx = Context::new()
+        .symlink("x", "/etc/passwd")
+        .symlink("up", "..")
+        .symlink("rel", "../../../etc/passwd")
+        .file("real.txt", "r")
+        .symlink("inside", "real.txt");
+    for src in ["x", "up/etc/passwd", "rel", "up"] {
+        let err = plan_copy(&req(&ctx, &[src], "/out/")).unwrap_err();
+        assert!(
+            matches!(err, ContextError::OutsideRoot { .. }),
+            "{src}: {err}"
+        );
+    }
+    // A top-level symlink inside the context is followed, as BuildKit's FollowSymlinks.
+    let plan = plan_copy(&req(&ctx, &["inside"], "/out/")).unwrap();
+    assert_eq!(paths(&plan.entries), ["out/", "out/inside"]);
+    assert_eq!(content(&plan.entries[1]), "r");
+    // Copying the whole context keeps the links as links and never follows them.
+    let all = copy(&req(&ctx, &["."], "/c/"));
+    assert!(all.contains(&"c/x -> /etc/passwd".to_string()), "{all:?}");
+    assert!(all.contains(&"c/up -> ..".to_string()), "{all:?}");
+}
+
+#[test]
+fn chown_and_chmod_apply_to_files_dirs_and_created_parents() {
+    let ctx = Context::new()
+        .executable("bin/tool", "t")
+        .file("bin/conf", "c");
+    let image = Context::new()
+        .file(
+            "etc/passwd",
+            "root:x:0:0::/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+        )
+        .file("etc/group", "root:x:0:\napp:x:1000:\nstaff:x:50:\n");
+    let mut r = req(&ctx, &["bin"], "/opt/app/");
+    r.dest_root = Some(image.path().to_path_buf());
+    r.chown = Some("app:staff".into());
+    r.chmod = Some("go-rwx".into());
+    let plan = plan_copy(&r).unwrap();
+    let got: Vec<(String, u32, u32, u32)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e.mode, e.uid, e.gid))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("opt".into(), 0o755, 1000, 50),
+            ("opt/app".into(), 0o755, 1000, 50),
+            ("opt/app/conf".into(), 0o600, 1000, 50),
+            ("opt/app/tool".into(), 0o700, 1000, 50),
+        ]
+    );
+    r.chown = Some("ghost".into());
+    let err = plan_copy(&r).unwrap_err().to_string();
+    assert!(
+        err.contains("\"ghost\"") && err.contains("/etc/passwd"),
+        "{err}"
+    );
+    // Context files are owned by root without --chown.
+    let plan = plan_copy(&req(&ctx, &["bin/conf"], "/c")).unwrap();
+    assert_eq!((plan.entries[0].uid, plan.entries[0].gid), (0, 0));
+}
+
+fn tar_bytes() -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o750);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_size(0);
+    b.append_data(&mut h, "pkg/", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o640);
+    h.set_uid(7);
+    h.set_gid(8);
+    h.set_mtime(1_600_000_000);
+    h.set_size(5);
+    b.append_data(&mut h, "pkg/hello.txt", &b"hello"[..])
+        .unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Symlink);
+    h.set_size(0);
+    h.set_mode(0o777);
+    b.append_link(&mut h, "pkg/link", "hello.txt").unwrap();
+    b.into_inner().unwrap()
+}
+
+fn compress(kind: &str, data: &[u8]) -> Vec<u8> {
+    match kind {
+        "tar" => data.to_vec(),
+        "gz" => {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "bz2" => {
+            let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "xz" => {
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        }
+        "zst" => zstd::encode_all(data, 3).unwrap(),
+        _ => unreachable!(),
+    }
+}
+
+#[test]
+fn add_extracts_local_archives_in_every_compression() {
+    for kind in ["tar", "gz", "bz2", "xz", "zst"] {
+        let name = format!("bundle.{kind}");
+        let ctx = Context::new().file(&name, compress(kind, &tar_bytes()));
+        let mut r = req(&ctx, &[&name], "/opt");
+        r.is_add = true;
+        let plan = plan_copy(&r).unwrap();
+        assert_eq!(
+            paths(&plan.entries),
+            [
+                "opt/",
+                "opt/pkg/",
+                "opt/pkg/hello.txt",
+                "opt/pkg/link -> hello.txt"
+            ],
+            "{kind}"
+        );
+        let f = &plan.entries[2];
+        assert_eq!((f.mode, f.uid, f.gid), (0o640, 7, 8), "{kind}");
+        assert_eq!(f.mtime.unwrap().secs, 1_600_000_000);
+        assert_eq!(content(f), "hello");
+        // --unpack=false and COPY keep the archive as a file.
+        r.unpack = Some(false);
+        assert_eq!(copy(&r), ["opt"], "{kind}");
+        let r = req(&ctx, &[&name], "/opt/");
+        assert_eq!(copy(&r), ["opt/", format!("opt/{name}").as_str()]);
+    }
+}
+
+#[test]
+fn add_checksum_is_only_for_urls() {
+    let ctx = Context::new().file("a", "a");
+    let mut r = req(&ctx, &["a"], "/");
+    r.is_add = true;
+    r.checksum = Some(format!("sha256:{}", "0".repeat(64)));
+    let err = plan_copy(&r).unwrap_err().to_string();
+    assert!(err.contains("non-HTTP"), "{err}");
+    let mut r = req(&ctx, &["https://example.invalid/x.git"], "/");
+    r.is_add = true;
+    assert!(matches!(plan_copy(&r), Err(ContextError::Unsupported(_))));
+    let r = req(&ctx, &["http://127.0.0.1:1/x"], "/");
+    assert!(
+        plan_copy(&r)
+            .unwrap_err()
+            .to_string()
+            .contains("can't be a URL for COPY")
+    );
+}
+
+/// Serves `body` for every request on 127.0.0.1 (a fixed number of times).
+fn serve(body: Vec<u8>, requests: usize) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for _ in 0..requests {
+            let Ok((mut s, _)) = listener.accept() else {
+                return;
+            };
+            let mut buf = [0u8; 4096];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).unwrap_or(0);
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    format!("http://{addr}")
+}
+
+#[test]
+fn add_downloads_urls_with_checksum_and_last_modified() {
+    let body = b"remote content\n".to_vec();
+    let base = serve(body.clone(), 4);
+    let ctx = Context::new();
+    let mut r = req(&ctx, &[&format!("{base}/files/tool.sh")], "/usr/local/bin/");
+    r.is_add = true;
+    r.checksum = Some(rbuild::image::Digest::of(&body).to_string());
+    let plan = plan_copy(&r).unwrap();
+    assert_eq!(
+        paths(&plan.entries),
+        [
+            "usr/",
+            "usr/local/",
+            "usr/local/bin/",
+            "usr/local/bin/tool.sh"
+        ]
+    );
+    let f = &plan.entries[3];
+    assert_eq!(f.mode, 0o600);
+    assert_eq!(f.mtime.unwrap().secs, 1_445_412_480);
+    assert_eq!(content(f), "remote content\n");
+    // A non-slash destination names the file.
+    let mut r2 = req(&ctx, &[&format!("{base}/x")], "/named");
+    r2.is_add = true;
+    assert_eq!(copy(&r2), ["named"]);
+    // A wrong checksum fails and says both digests.
+    r.checksum = Some(format!("sha256:{}", "a".repeat(64)));
+    let err = plan_copy(&r).unwrap_err();
+    assert!(
+        matches!(err, ContextError::ChecksumMismatch { .. }),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains(&rbuild::image::Digest::of(&body).to_string())
+    );
+}
+
+#[test]
+fn add_unpacks_remote_archives_only_when_asked() {
+    let base = serve(compress("gz", &tar_bytes()), 2);
+    let ctx = Context::new();
+    let mut r = req(&ctx, &[&format!("{base}/b.tar.gz")], "/x/");
+    r.is_add = true;
+    assert_eq!(copy(&r), ["x/", "x/b.tar.gz"]);
+    r.unpack = Some(true);
+    assert_eq!(
+        copy(&r),
+        ["x/", "x/pkg/", "x/pkg/hello.txt", "x/pkg/link -> hello.txt"]
+    );
+}
+
+#[test]
+fn hash_memo_skips_unchanged_files() {
+    let ctx = Context::new()
+        .file("a.txt", "aaaa")
+        .file("dir/b.txt", "bbbb")
+        .file("ignored.log", "llll")
+        .file(".dockerignore", "*.log\n");
+    let store = tempfile::tempdir().unwrap();
+    let r = req(&ctx, &["."], "/app/");
+    let mut memo = HashMemo::open(store.path());
+    let d1 = selection_digest(&r, &mut memo).unwrap();
+    assert!(memo.stats().bytes_read > 0);
+    memo.save().unwrap();
+    assert!(store.path().join("context-hash-v1").is_dir());
+
+    let mut memo = HashMemo::open(store.path());
+    let d2 = selection_digest(&r, &mut memo).unwrap();
+    assert_eq!(d1, d2);
+    assert_eq!(memo.stats().bytes_read, 0, "{:?}", memo.stats());
+    assert_eq!(memo.stats().hits, 3, "{:?}", memo.stats());
+
+    // An ignored file does not change the digest; a selected one does.
+    std::fs::write(ctx.join("ignored.log"), "changed").unwrap();
+    assert_eq!(selection_digest(&r, &mut memo).unwrap(), d1);
+    std::fs::write(ctx.join("dir/b.txt"), "BBBB").unwrap();
+    let d3 = selection_digest(&r, &mut memo).unwrap();
+    assert_ne!(d3, d1);
+    // mtime alone is not part of the key.
+    let f = std::fs::File::options()
+        .write(true)
+        .open(ctx.join("a.txt"))
+        .unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+    assert_eq!(selection_digest(&r, &mut memo).unwrap(), d3);
+    // A narrower COPY selects (and hashes) less.
+    let one = req(&ctx, &["a.txt"], "/app/");
+    assert_ne!(selection_digest(&one, &mut memo).unwrap(), d3);
+}
+
+#[test]
+fn plan_writes_into_a_layer() {
+    use rbuild::layer::{Compression, LayerWriter};
+    let ctx = Context::new()
+        .file("dir/a.txt", "hello")
+        .symlink("dir/l", "a.txt");
+    let plan = plan_copy(&req(&ctx, &["dir"], "/app/")).unwrap();
+    let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed).unwrap();
+    plan.write_to(
+        &mut w,
+        EmitTimes {
+            created: 1000,
+            clamp: None,
+        },
+    )
+    .unwrap();
+    let bytes = w.finish().unwrap().sink;
+    let mut ar = tar::Archive::new(&bytes[..]);
+    let mut seen = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().to_string_lossy().into_owned();
+        let mut s = String::new();
+        if e.header().entry_type().is_file() {
+            e.read_to_string(&mut s).unwrap();
+        }
+        seen.push(format!("{name}:{s}"));
+    }
+    assert_eq!(seen, ["app/:", "app/a.txt:hello", "app/l:"]);
+}
