@@ -69,6 +69,37 @@ pub struct EntryOptions {
     /// Record extended attributes. Overlayfs-internal (`trusted.overlay.*`,
     /// `user.overlay.*`) and `security.selinux` labels of the host are never recorded.
     pub xattrs: bool,
+    /// Translates host uids (for example subuids owning a rootless RUN's upper dir) back to
+    /// container uids. Empty means ids are written as they are on disk. Applied before the
+    /// `uid` override, which wins.
+    pub uid_map: Vec<IdMapping>,
+    /// Like `uid_map`, for gids.
+    pub gid_map: Vec<IdMapping>,
+}
+
+/// One range of a user namespace id map (a line of `/proc/<pid>/uid_map`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdMapping {
+    /// First id inside the container.
+    pub container_id: u32,
+    /// First id on the host.
+    pub host_id: u32,
+    /// Number of ids in the range.
+    pub size: u32,
+}
+
+/// The id the kernel shows for unmapped ids (`/proc/sys/kernel/overflowuid`).
+const OVERFLOW_ID: u32 = 65534;
+
+/// Maps a host id to its container id; unmapped ids become the overflow id 65534, as the
+/// kernel shows them inside the namespace. An empty map is the identity.
+pub(crate) fn host_to_container(map: &[IdMapping], host: u32) -> u32 {
+    if map.is_empty() {
+        return host;
+    }
+    map.iter()
+        .find(|m| host >= m.host_id && u64::from(host) < u64::from(m.host_id) + u64::from(m.size))
+        .map_or(OVERFLOW_ID, |m| m.container_id + (host - m.host_id))
 }
 
 impl Default for EntryOptions {
@@ -79,6 +110,8 @@ impl Default for EntryOptions {
             mode: None,
             source_date_epoch: None,
             xattrs: true,
+            uid_map: Vec::new(),
+            gid_map: Vec::new(),
         }
     }
 }
@@ -152,6 +185,27 @@ mod tests {
         m.mtime = 300;
         m.clamp_mtime(100);
         assert_eq!(m.mtime, 100);
+    }
+
+    #[test]
+    fn host_ids_map_back_to_container_ids() {
+        let map = [
+            IdMapping {
+                container_id: 0,
+                host_id: 1000,
+                size: 1,
+            },
+            IdMapping {
+                container_id: 1,
+                host_id: 100_000,
+                size: 65_536,
+            },
+        ];
+        assert_eq!(host_to_container(&map, 1000), 0);
+        assert_eq!(host_to_container(&map, 100_000), 1);
+        assert_eq!(host_to_container(&map, 100_999), 1000);
+        assert_eq!(host_to_container(&map, 5), 65534);
+        assert_eq!(host_to_container(&[], 5), 5);
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod compression;
 mod header;
 mod meta;
 mod rootfd;
+mod tar_meta;
 mod tree;
 mod writer;
 
@@ -20,7 +21,7 @@ use std::path::PathBuf;
 
 pub use apply::{ApplyOptions, ApplyStats, apply};
 pub use compression::{ArchiveFormat, Compression, detect_format, open_decompressed};
-pub use meta::{DeviceKind, EntryMeta, EntryOptions};
+pub use meta::{DeviceKind, EntryMeta, EntryOptions, IdMapping};
 pub use tree::{sort_layer_paths, write_dir_tree};
 pub use writer::{LayerSummary, LayerWriter};
 

@@ -3,10 +3,13 @@
 //! `write_dir_tree` appends a whole directory in sorted, reproducible order.
 
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
-use super::meta::{DeviceKind, EntryMeta, EntryOptions, normalize_name, xattr_is_portable};
+use super::meta::{
+    DeviceKind, EntryMeta, EntryOptions, host_to_container, normalize_name, xattr_is_portable,
+};
 use super::writer::LayerWriter;
 use super::{LayerError, Result};
 
@@ -35,7 +38,7 @@ impl<W: std::io::Write> LayerWriter<W> {
         if !ft.is_dir() && md.nlink() > 1 {
             let key = (md.dev(), md.ino());
             if let Some(first) = self.inodes.get(&key) {
-                let first = PathBuf::from(std::ffi::OsStr::from_bytes_compat(first));
+                let first = PathBuf::from(std::ffi::OsStr::from_bytes(first));
                 return self.append_hardlink(name, first, &meta);
             }
             self.inodes.insert(key, normalize_name(name)?);
@@ -74,18 +77,6 @@ impl<W: std::io::Write> LayerWriter<W> {
     }
 }
 
-/// Bytes back to an `OsStr` (layer names are stored as raw bytes).
-trait FromBytesCompat {
-    fn from_bytes_compat(b: &[u8]) -> &Self;
-}
-
-impl FromBytesCompat for std::ffi::OsStr {
-    fn from_bytes_compat(b: &[u8]) -> &Self {
-        use std::os::unix::ffi::OsStrExt;
-        std::ffi::OsStr::from_bytes(b)
-    }
-}
-
 fn entry_meta(
     path: &Path,
     md: &fs::Metadata,
@@ -97,8 +88,12 @@ fn entry_meta(
             Some(mode) if !is_symlink => mode & 0o7777,
             _ => md.mode() & 0o7777,
         },
-        uid: options.uid.unwrap_or(md.uid()),
-        gid: options.gid.unwrap_or(md.gid()),
+        uid: options
+            .uid
+            .unwrap_or_else(|| host_to_container(&options.uid_map, md.uid())),
+        gid: options
+            .gid
+            .unwrap_or_else(|| host_to_container(&options.gid_map, md.gid())),
         mtime: md.mtime(),
         mtime_nsec: md.mtime_nsec().clamp(0, 999_999_999) as u32,
         xattrs: Default::default(),
