@@ -1,0 +1,318 @@
+//! The rootless executor and snapshots against a real busybox root filesystem.
+//!
+//! `scripts/test` runs this file twice: as root and as the unprivileged `rbuild-test` user
+//! (which has `/etc/subuid` ranges). The root filesystem is assembled from the host's
+//! `busybox-static` in a temp dir, so no image or registry is involved.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Once;
+use std::time::{Duration, Instant};
+
+use rbuild::exec::{
+    CacheInit, CacheMounts, CancelHandle, ExitStatus, MountSpec, Network, RootSpec, RunSpec,
+    Sharing, Stream, run, run_cancellable,
+};
+
+fn setup() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| rbuild::exec::set_helper_program(env!("CARGO_BIN_EXE_rbuild").into()));
+}
+
+/// A busybox root: `/bin/busybox`, a symlink per applet, `/etc/passwd`, `/etc/group`, `/tmp`.
+fn busybox_root(dir: &Path) {
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox-static is installed");
+    fs::create_dir_all(dir.join("bin")).unwrap();
+    fs::copy(busybox, dir.join("bin/busybox")).unwrap();
+    let list = Command::new(busybox).arg("--list").output().unwrap();
+    for applet in String::from_utf8(list.stdout).unwrap().lines() {
+        if applet != "busybox" {
+            let _ = symlink("busybox", dir.join("bin").join(applet));
+        }
+    }
+    fs::create_dir_all(dir.join("etc")).unwrap();
+    fs::write(
+        dir.join("etc/passwd"),
+        "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
+    )
+    .unwrap();
+    fs::write(dir.join("etc/group"), "root:x:0:\nwheel:x:10:root\napp:x:1000:\n").unwrap();
+    fs::create_dir_all(dir.join("root")).unwrap();
+    fs::create_dir_all(dir.join("tmp")).unwrap();
+}
+
+/// Gives `path` (recursively) to the sandbox's root user: a no-op for ordinary users, who are
+/// root in their sandboxes; host root's sandboxes run as a high mapped id instead.
+fn hand_to_sandbox_root(path: &Path) {
+    if !rustix::process::geteuid().is_root() {
+        return;
+    }
+    let map = rbuild::exec::IdMapping::current();
+    let owner = format!("{}:{}", map.host_uid(0).unwrap(), map.host_gid(0).unwrap());
+    let st = Command::new("chown").arg("-hR").arg(owner).arg(path).status().unwrap();
+    assert!(st.success());
+}
+
+fn sandbox_dir(path: &Path) -> PathBuf {
+    fs::create_dir_all(path).unwrap();
+    hand_to_sandbox_root(path);
+    path.to_path_buf()
+}
+
+struct Sandbox {
+    _dir: tempfile::TempDir,
+    rootfs: PathBuf,
+}
+
+fn sandbox() -> Sandbox {
+    setup();
+    let dir = tempfile::tempdir().unwrap();
+    let rootfs = dir.path().join("rootfs");
+    busybox_root(&rootfs);
+    hand_to_sandbox_root(&rootfs);
+    Sandbox { _dir: dir, rootfs }
+}
+
+fn sh(root: RootSpec, script: &str) -> RunSpec {
+    let mut spec = RunSpec::new(root, vec!["/bin/sh".into(), "-c".into(), script.into()]);
+    spec.env.push("PATH=/bin".into());
+    spec
+}
+
+/// Runs `spec`, returning (status, stdout, stderr).
+fn exec(spec: &RunSpec) -> (ExitStatus, String, String) {
+    let (mut out, mut err) = (String::new(), String::new());
+    let status = run(spec, &mut |stream, line| {
+        let text = String::from_utf8_lossy(line);
+        match stream {
+            Stream::Stdout => out.push_str(&text),
+            Stream::Stderr => err.push_str(&text),
+        }
+    })
+    .unwrap_or_else(|e| panic!("run failed: {e}"));
+    (status, out, err)
+}
+
+fn ok(spec: &RunSpec) -> String {
+    let (status, out, err) = exec(spec);
+    assert!(status.success(), "{status}; stdout: {out}; stderr: {err}");
+    out
+}
+
+fn ranges_available() -> bool {
+    let me = rustix::process::geteuid();
+    if me.is_root() {
+        return true;
+    }
+    rbuild::exec::IdMapping::current().writer == rbuild::exec::MapWriter::NewIdMap
+}
+
+#[test]
+fn echo_output_is_captured_line_by_line() {
+    let sb = sandbox();
+    let mut lines = Vec::new();
+    let spec = sh(RootSpec::Dir(sb.rootfs.clone()), "echo hi; echo err >&2; echo two");
+    let status = run(&spec, &mut |s, l| lines.push((s, String::from_utf8_lossy(l).into_owned())))
+        .unwrap();
+    assert!(status.success());
+    let out: Vec<_> = lines.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str()).collect();
+    assert_eq!(out, ["hi\n", "two\n"]);
+    assert!(lines.contains(&(Stream::Stderr, "err\n".into())));
+}
+
+#[test]
+fn exit_code_and_signal_are_propagated() {
+    let sb = sandbox();
+    let (status, _, _) = exec(&sh(RootSpec::Dir(sb.rootfs.clone()), "exit 7"));
+    assert_eq!(status, ExitStatus::Code(7));
+    // PID 1 ignores signals sent from inside its namespace, so a child reports the signal.
+    let (status, _, _) = exec(&sh(RootSpec::Dir(sb.rootfs.clone()), "sh -c 'kill -9 $$'; exit $?"));
+    assert_eq!(status, ExitStatus::Code(137));
+    let missing = RunSpec::new(RootSpec::Dir(sb.rootfs.clone()), vec!["nope".into()]);
+    let err = run(&missing, &mut |_, _| {}).unwrap_err().to_string();
+    assert!(err.contains("\"nope\" not found"), "{err}");
+}
+
+#[test]
+fn user_root_and_numeric_user() {
+    let sb = sandbox();
+    let root = RootSpec::Dir(sb.rootfs.clone());
+    assert_eq!(ok(&sh(root.clone(), "id -u; id -g; echo $HOME")), "0\n0\n/root\n");
+    if !ranges_available() {
+        eprintln!("no subordinate ids: skipping USER 1000:1000");
+        return;
+    }
+    let mut spec = sh(root.clone(), "id -u; id -g");
+    spec.user = Some("1000:1000".into());
+    assert_eq!(ok(&spec), "1000\n1000\n");
+    let mut spec = sh(root, "id -un; id -G; echo $HOME");
+    spec.user = Some("app".into());
+    assert_eq!(ok(&spec), "app\n1000\n/home/app\n");
+}
+
+#[test]
+fn chown_to_any_id_works_with_subordinate_ranges() {
+    if !ranges_available() {
+        eprintln!("no subordinate ids for this user: skipping");
+        return;
+    }
+    let sb = sandbox();
+    let out = ok(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "touch /tmp/f && chown 1234:4321 /tmp/f && stat -c '%u %g' /tmp/f",
+    ));
+    assert_eq!(out, "1234 4321\n");
+    // Seen from the host, the file belongs to a mapped (never the real root) id.
+    let meta = fs::metadata(sb.rootfs.join("tmp/f")).unwrap();
+    assert_ne!(meta.uid(), 1234);
+    assert_ne!(meta.uid(), 0);
+}
+
+#[test]
+fn proc_is_the_sandbox_pid_namespace() {
+    let sb = sandbox();
+    let out = ok(&sh(RootSpec::Dir(sb.rootfs.clone()), "echo $$; ls /proc | grep -c '^[0-9]'"));
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("1"));
+    let pids: u32 = lines.next().unwrap().parse().unwrap();
+    assert!(pids <= 5, "sandbox sees {pids} processes");
+}
+
+#[test]
+fn etc_files_and_hostname_are_provided_and_not_left_behind() {
+    let sb = sandbox();
+    let mut spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "cat /etc/hosts; hostname; cat /etc/hostname; test -e /etc/resolv.conf && echo resolv; \
+         test -c /dev/null && echo devnull; mount | grep -c ' /sys .*ro' ",
+    );
+    spec.hostname = "stepbox".into();
+    let out = ok(&spec);
+    assert!(out.contains("127.0.0.1\tlocalhost stepbox"), "{out}");
+    assert!(out.contains("stepbox\nstepbox\nresolv\ndevnull\n"), "{out}");
+    for stub in ["etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "dev", "sys"] {
+        assert!(!sb.rootfs.join(stub).exists(), "{stub} left in the root");
+    }
+}
+
+#[test]
+fn network_none_has_only_loopback() {
+    let sb = sandbox();
+    let mut spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "tail -n +3 /proc/net/dev | cut -d: -f1 | tr -d ' '; ip link show lo | grep -c UP",
+    );
+    spec.network = Network::None;
+    assert_eq!(ok(&spec), "lo\n1\n");
+}
+
+#[test]
+fn secret_mount_is_readable_and_never_in_the_layer() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let (upper, work) = (sandbox_dir(&dir.path().join("upper")), sandbox_dir(&dir.path().join("work")));
+    let root = RootSpec::Overlay {
+        lowers: vec![sb.rootfs.clone()],
+        upper: upper.clone(),
+        work,
+    };
+    let mut spec = sh(root, "cat /run/secrets/token; stat -c '%a' /run/secrets/token; echo made > /made");
+    spec.mounts.push(MountSpec::Secret {
+        data: b"s3cr3t\n".to_vec(),
+        target: "/run/secrets/token".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+    });
+    assert_eq!(ok(&spec), "s3cr3t\n400\n");
+    assert!(upper.join("made").exists());
+    assert!(!upper.join("run").exists(), "secret mount point left in the upper dir");
+    assert!(!upper.join("etc/hosts").exists());
+}
+
+#[test]
+fn cache_mount_persists_across_runs() {
+    let sb = sandbox();
+    let store = tempfile::tempdir().unwrap();
+    let caches = CacheMounts::new(store.path());
+    let init = CacheInit { uid: 0, gid: 0, mode: 0o755 };
+    let lease = caches.acquire("apt-cache", Sharing::Locked).unwrap();
+    let mut spec = sh(RootSpec::Dir(sb.rootfs.clone()), "echo kept > /var/cache/x/f");
+    spec.mounts.push(lease.mount("/var/cache/x", init, false));
+    ok(&spec);
+    drop(lease);
+    let lease = caches.acquire("apt-cache", Sharing::Locked).unwrap();
+    assert!(!lease.is_fresh());
+    let mut spec = sh(RootSpec::Dir(sb.rootfs.clone()), "cat /var/cache/x/f");
+    spec.mounts.push(lease.mount("/var/cache/x", init, false));
+    assert_eq!(ok(&spec), "kept\n");
+    assert!(!sb.rootfs.join("var/cache/x").exists());
+}
+
+#[test]
+fn bind_mounts_are_read_only_or_discard_writes() {
+    let sb = sandbox();
+    let ctx = tempfile::tempdir().unwrap();
+    fs::write(ctx.path().join("in.txt"), "context\n").unwrap();
+    fs::set_permissions(ctx.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "cat /ro/in.txt; touch /ro/x 2>/dev/null || echo ro; echo w > /rw/new; cat /rw/new; \
+         mount | grep -c ' /tmpfs type tmpfs'",
+    );
+    spec.mounts.push(MountSpec::Bind { source: ctx.path().into(), target: "/ro".into(), writable: false });
+    spec.mounts.push(MountSpec::Bind { source: ctx.path().into(), target: "/rw".into(), writable: true });
+    spec.mounts.push(MountSpec::Tmpfs { target: "/tmpfs".into(), size: Some(1 << 20) });
+    assert_eq!(ok(&spec), "context\nro\nw\n1\n");
+    assert!(!ctx.path().join("new").exists(), "rw bind mount wrote to the host");
+}
+
+fn processes_with_arg(arg: &str) -> usize {
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(arg))
+        .count()
+}
+
+#[test]
+fn cancelled_run_leaves_no_processes_behind() {
+    let sb = sandbox();
+    let marker = format!("{}", 400_000 + std::process::id() % 100_000);
+    let spec = sh(RootSpec::Dir(sb.rootfs.clone()), &format!("sleep {marker} & sleep {marker}"));
+    let cancel = CancelHandle::new();
+    let c2 = cancel.clone();
+    let t = std::thread::spawn(move || run_cancellable(&spec, &c2, &mut |_, _| {}));
+    let start = Instant::now();
+    while processes_with_arg(&marker) < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(processes_with_arg(&marker) >= 2, "sleepers never started");
+    cancel.cancel();
+    let result = t.join().unwrap();
+    assert!(matches!(result, Err(rbuild::exec::Error::Cancelled)), "{result:?}");
+    let start = Instant::now();
+    while processes_with_arg(&marker) > 0 && start.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_with_arg(&marker), 0, "sandbox processes survived cancel");
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains("rbuild-run-"), "a sandbox mount leaked into the host");
+}
+
+#[test]
+fn startup_time_of_true_is_noted() {
+    let sb = sandbox();
+    let spec = RunSpec::new(RootSpec::Dir(sb.rootfs.clone()), vec!["/bin/true".into()]);
+    ok(&spec);
+    let start = Instant::now();
+    for _ in 0..5 {
+        ok(&spec);
+    }
+    eprintln!("sandbox start-up of `true`: {:?} per run", start.elapsed() / 5);
+}
