@@ -1,8 +1,366 @@
-//! `rbuild build`.
+//! `rbuild build`: validates every flag (refusing, with exit code 2, the ones whose feature is
+//! not built yet), reads the Dockerfile (file, `-f -` or context `-`), plans, builds through
+//! the solver, and hands the image to the exporters (`-o`, default: the local store).
 
-use super::Globals;
-use super::args::BuildArgs;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
 
-pub(super) fn run(_args: BuildArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("build"))
+use anyhow::{Context, bail};
+
+use super::args::{BuildArgs, ProgressMode};
+use super::{CliError, Globals};
+use crate::export::{OutputKind, OutputSpec};
+use crate::image::Platform;
+use crate::plan::{BuildOptions, parse_source_date_epoch};
+use crate::registry::{Client, ClientOptions, PushOptions, Reference};
+use crate::solver::{BuildRequest, BuildResult};
+use crate::store::Store;
+
+fn usage(msg: impl Into<String>) -> anyhow::Error {
+    CliError::Usage(msg.into()).into()
+}
+
+/// The Dockerfile text, a display name for errors, and its path when it is a file.
+fn read_dockerfile(
+    args: &BuildArgs,
+) -> anyhow::Result<(String, String, Option<PathBuf>, Option<PathBuf>)> {
+    let stdin_text = || -> anyhow::Result<String> {
+        let mut s = String::new();
+        std::io::stdin()
+            .read_to_string(&mut s)
+            .context("reading the Dockerfile from stdin")?;
+        Ok(s)
+    };
+    if args.context == "-" {
+        if args.file.is_some() {
+            bail!(usage(
+                "--file cannot be used when the context is `-` (the Dockerfile comes from stdin)"
+            ));
+        }
+        return Ok((stdin_text()?, "Dockerfile".into(), None, None));
+    }
+    let context = PathBuf::from(&args.context);
+    if args.context.contains("://") || args.context.starts_with("git@") {
+        bail!(super::unsupported("a remote build context (URL or git)"));
+    }
+    if !context.is_dir() {
+        bail!(usage(format!(
+            "unable to prepare context: path {:?} not found",
+            args.context
+        )));
+    }
+    match args.file.as_deref() {
+        Some("-") => Ok((stdin_text()?, "Dockerfile".into(), None, Some(context))),
+        Some(f) => {
+            let path = PathBuf::from(f);
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read Dockerfile {}", path.display()))?;
+            Ok((text, f.to_string(), Some(path), Some(context)))
+        }
+        None => {
+            let path = context.join("Dockerfile");
+            let path = if path.exists() || !context.join("dockerfile").exists() {
+                path
+            } else {
+                context.join("dockerfile")
+            };
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("failed to read Dockerfile {}", path.display()))?;
+            Ok((text, path.display().to_string(), Some(path), Some(context)))
+        }
+    }
+}
+
+/// `--build-arg K=V`, or bare `K` taken from the environment (skipped when unset, as docker).
+fn build_args(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in args {
+        match a.split_once('=') {
+            Some(("", _)) => bail!(usage(format!("--build-arg {a:?}: the name is empty"))),
+            Some((k, v)) => {
+                out.insert(k.to_string(), v.to_string());
+            }
+            None => {
+                if let Ok(v) = std::env::var(a) {
+                    out.insert(a.clone(), v);
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn labels(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for l in args {
+        let (k, v) = l.split_once('=').unwrap_or((l.as_str(), ""));
+        if k.is_empty() {
+            bail!(usage(format!("--label {l:?}: the key is empty")));
+        }
+        out.insert(k.to_string(), v.to_string());
+    }
+    Ok(out)
+}
+
+fn named_contexts(args: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for c in args {
+        let Some((name, value)) = c.split_once('=') else {
+            bail!(usage(format!("--build-context {c:?}: expected NAME=VALUE")));
+        };
+        if value.contains("://") {
+            let scheme = value.split("://").next().unwrap_or_default();
+            bail!(super::unsupported(&format!("--build-context {scheme}://")));
+        }
+        let dir = PathBuf::from(value);
+        if !dir.is_dir() {
+            bail!(usage(format!(
+                "--build-context {name}: {value:?} is not a directory"
+            )));
+        }
+        out.insert(name.to_string(), dir);
+    }
+    Ok(out)
+}
+
+fn platform(args: &BuildArgs) -> anyhow::Result<Platform> {
+    match args.platforms.as_slice() {
+        [] => Ok(Platform::host()),
+        [one] => one.parse::<Platform>().map_err(|e| usage(e.to_string())),
+        _ => Err(super::unsupported("--platform with several platforms")),
+    }
+}
+
+/// Refuses the flags whose features are not built yet, and checks values of the others.
+fn refuse_unsupported(args: &BuildArgs) -> anyhow::Result<()> {
+    if !args.cache_from.is_empty() {
+        bail!(super::unsupported("--cache-from"));
+    }
+    if !args.cache_to.is_empty() {
+        bail!(super::unsupported("--cache-to"));
+    }
+    if !args.secrets.is_empty() {
+        bail!(super::unsupported("--secret"));
+    }
+    if !args.ssh.is_empty() {
+        bail!(super::unsupported("--ssh"));
+    }
+    if args.progress == ProgressMode::Rawjson {
+        bail!(super::unsupported("--progress=rawjson"));
+    }
+    if let Some(n) = &args.network
+        && !matches!(n.as_str(), "default" | "none" | "host")
+    {
+        bail!(usage(format!(
+            "--network {n:?}: expected default, none or host"
+        )));
+    }
+    if args.jobs == Some(0) {
+        bail!(usage("--jobs must be at least 1"));
+    }
+    Ok(())
+}
+
+fn normalise_tags(tags: &[String]) -> anyhow::Result<Vec<String>> {
+    tags.iter()
+        .map(|t| {
+            Reference::parse(t)
+                .map(|r| r.to_string())
+                .map_err(|e| usage(format!("invalid tag {t:?}: {e}")))
+        })
+        .collect()
+}
+
+pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
+    refuse_unsupported(&args)?;
+    let target_platform = platform(&args)?;
+    let mut outputs = args
+        .outputs
+        .iter()
+        .map(|o| OutputSpec::parse(o).map_err(|e| usage(e.to_string())))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if outputs.is_empty() {
+        outputs.push(OutputSpec::parse("type=image").map_err(|e| usage(e.to_string()))?);
+    }
+    if args.push {
+        for o in &mut outputs {
+            if o.kind == OutputKind::Image {
+                o.push = true;
+            }
+        }
+    }
+    let tags = normalise_tags(&args.tags)?;
+    let build_args = build_args(&args.build_args)?;
+    let source_date_epoch = match build_args.get("SOURCE_DATE_EPOCH").cloned().or_else(|| {
+        std::env::var("SOURCE_DATE_EPOCH")
+            .ok()
+            .filter(|v| !v.is_empty())
+    }) {
+        Some(v) => Some(parse_source_date_epoch(&v).map_err(usage)?),
+        None => None,
+    };
+    let named_contexts = named_contexts(&args.build_contexts)?;
+    let (text, file_name, dockerfile_path, context) = read_dockerfile(&args)?;
+    let dockerfile = crate::dockerfile::parse(&text)
+        .map_err(|e| anyhow::anyhow!("{}", e.render(&file_name, &text).trim_end()))?;
+    for w in &dockerfile.warnings {
+        eprintln!("WARNING: {w}");
+    }
+
+    let mut options = BuildOptions::host();
+    options.build_args = build_args;
+    options.target = args.target.clone();
+    options.target_platform = target_platform;
+    options.named_contexts = named_contexts.keys().cloned().collect::<BTreeSet<_>>();
+    let request = BuildRequest {
+        dockerfile,
+        context: context.clone(),
+        dockerfile_path,
+        options,
+        named_contexts,
+        labels: labels(&args.labels)?,
+        source_date_epoch,
+        pull: args.pull,
+        insecure_registries: Vec::new(),
+        compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
+    };
+    let store = Store::open(&globals.root)?;
+    if args.dry_run {
+        print!("{}", crate::solver::dry_run(&request, &store)?);
+        return Ok(());
+    }
+    let quiet = args.quiet || args.progress == ProgressMode::Quiet;
+    let log = move |line: &str| {
+        if !quiet {
+            eprintln!("{line}");
+        }
+    };
+    let result = crate::solver::build(&request, &store, &log)?;
+    for w in &result.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    export_all(&store, &result, &tags, &outputs, quiet)?;
+    write_side_files(&args, &result, &tags)?;
+    if quiet {
+        println!("{}", result.config_digest);
+    } else {
+        eprintln!("writing image {} done", result.config_digest);
+    }
+    Ok(())
+}
+
+fn export_all(
+    store: &Store,
+    result: &BuildResult,
+    tags: &[String],
+    outputs: &[OutputSpec],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    for spec in outputs {
+        let mut names: Vec<String> = tags.to_vec();
+        for n in &spec.names {
+            names.push(
+                Reference::parse(n)
+                    .map(|r| r.to_string())
+                    .map_err(|e| usage(format!("name={n}: {e}")))?,
+            );
+        }
+        let desc = crate::export::export(store, &result.manifest, &names, None, spec)?;
+        if !quiet {
+            for n in &names {
+                eprintln!("naming to {n} done");
+            }
+        }
+        if spec.push {
+            if names.is_empty() {
+                bail!(usage(
+                    "--push needs a name: give -t NAME or name= in --output"
+                ));
+            }
+            let client = Client::new(ClientOptions::default());
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            for n in &names {
+                let r = Reference::parse(n)?;
+                let pushed = rt.block_on(crate::registry::push(
+                    &client,
+                    store,
+                    &desc.digest,
+                    &r,
+                    &PushOptions::default(),
+                ))?;
+                if !quiet {
+                    eprintln!("pushed {n}@{}", pushed.digest);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut tmp = tempfile::NamedTempFile::new_in(dir)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.write_all(bytes)
+        .with_context(|| format!("writing {}", path.display()))?;
+    tmp.persist(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(())
+}
+
+/// `--iidfile` and `--metadata-file`, in buildx's shapes.
+fn write_side_files(args: &BuildArgs, result: &BuildResult, tags: &[String]) -> anyhow::Result<()> {
+    if let Some(p) = &args.iidfile {
+        write_file(p, result.config_digest.to_string().as_bytes())?;
+    }
+    if let Some(p) = &args.metadata_file {
+        let mut meta = serde_json::json!({
+            "containerimage.config.digest": result.config_digest.to_string(),
+            "containerimage.digest": result.manifest.digest.to_string(),
+            "containerimage.descriptor": {
+                "mediaType": result.manifest.media_type,
+                "digest": result.manifest.digest.to_string(),
+                "size": result.manifest.size,
+            },
+        });
+        if !tags.is_empty() {
+            meta["image.name"] = serde_json::Value::String(tags.join(","));
+        }
+        write_file(p, serde_json::to_string_pretty(&meta)?.as_bytes())?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_build_arg_comes_from_environment() {
+        // PATH is always set in the test environment.
+        let m = build_args(&[
+            "PATH".into(),
+            "A=1".into(),
+            "RBUILD_SURELY_UNSET_VAR".into(),
+        ])
+        .unwrap();
+        assert_eq!(m["A"], "1");
+        assert_eq!(m["PATH"], std::env::var("PATH").unwrap());
+        assert!(!m.contains_key("RBUILD_SURELY_UNSET_VAR"));
+        assert!(build_args(&["=x".into()]).is_err());
+    }
+
+    #[test]
+    fn labels_allow_empty_values() {
+        let m = labels(&["a=b".into(), "c".into()]).unwrap();
+        assert_eq!(m["a"], "b");
+        assert_eq!(m["c"], "");
+    }
 }

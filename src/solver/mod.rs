@@ -1,1 +1,429 @@
 //! The solver: runs a plan's DAG in parallel, skipping what the target does not need and reusing cached results.
+//!
+//! [`build`] plans the Dockerfile, resolves base images (store, then registry), and builds the
+//! needed stages in waves: every stage whose dependencies are done runs on its own thread. The
+//! target stage's layers and config become an OCI image in the store. Layer caching across
+//! builds is not implemented yet: every build recomputes its layers (deterministically).
+
+mod image;
+mod resolve;
+mod stage;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use crate::context::{ContextError, IgnoreMatcher};
+use crate::dockerfile::{Dockerfile, Node};
+use crate::image::{Descriptor, Digest, ImageConfig};
+use crate::layer::{Compression, LayerError};
+use crate::plan::{BuildOptions, Op, Plan, PlanError, Source, StageDispatch};
+use crate::store::Store;
+
+pub use image::format_rfc3339;
+use resolve::{PullPolicy, StoreResolver};
+use stage::StageBuilder;
+
+/// Everything one build needs.
+#[derive(Debug, Clone)]
+pub struct BuildRequest {
+    /// The parsed Dockerfile.
+    pub dockerfile: Dockerfile,
+    /// The context directory; `None` when the Dockerfile came from stdin without a context.
+    pub context: Option<PathBuf>,
+    /// The Dockerfile's path (for `<Dockerfile>.dockerignore`), if it is a file.
+    pub dockerfile_path: Option<PathBuf>,
+    /// Planner options (build args, target, platforms, named context names).
+    pub options: BuildOptions,
+    /// `--build-context NAME=DIR` directories.
+    pub named_contexts: BTreeMap<String, PathBuf>,
+    /// `--label` values for the final image.
+    pub labels: BTreeMap<String, String>,
+    /// `SOURCE_DATE_EPOCH`: image and history times, and the mtime of created directories.
+    pub source_date_epoch: Option<i64>,
+    /// `--pull`: re-resolve base images against their registry.
+    pub pull: bool,
+    /// Registries allowed plain HTTP.
+    pub insecure_registries: Vec<String>,
+    /// Layer compression.
+    pub compression: Compression,
+}
+
+/// What a build produced.
+#[derive(Debug, Clone)]
+pub struct BuildResult {
+    /// The image manifest in the store.
+    pub manifest: Descriptor,
+    /// The config digest (docker's image ID).
+    pub config_digest: Digest,
+    /// The final config.
+    pub config: ImageConfig,
+    /// Things the user should hear about (unused build args...).
+    pub warnings: Vec<String>,
+}
+
+/// A build failure.
+#[derive(Debug, thiserror::Error)]
+pub enum SolveError {
+    /// Planning failed.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The content store failed.
+    #[error(transparent)]
+    Store {
+        /// The store's error.
+        #[from]
+        source: crate::store::Error,
+    },
+    /// Writing or applying a layer failed.
+    #[error("line {line}: {source}")]
+    Layer {
+        /// Dockerfile line (0 when unpacking a base layer).
+        line: usize,
+        /// The layer error.
+        source: LayerError,
+    },
+    /// COPY/ADD resolution failed.
+    #[error("line {line}: {source}")]
+    Context {
+        /// Dockerfile line.
+        line: usize,
+        /// The context error.
+        source: ContextError,
+    },
+    /// A file the build needs could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A feature the build uses that rbuild cannot do yet.
+    #[error("line {line}: {what} is not supported yet")]
+    Unsupported {
+        /// Dockerfile line.
+        line: usize,
+        /// The feature.
+        what: String,
+    },
+}
+
+/// State shared by the stage threads of one build.
+pub(crate) struct Shared<'a> {
+    pub store: &'a Store,
+    pub request: &'a BuildRequest,
+    pub resolver: StoreResolver<'a>,
+    pub ignore: Option<IgnoreMatcher>,
+    pub compression: Compression,
+    pub epoch: Option<i64>,
+    pub start_time: i64,
+    pub scratch: tempfile::TempDir,
+    pub outputs: Mutex<BTreeMap<usize, StageOutput>>,
+    pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
+    pub log: &'a (dyn Fn(&str) + Sync),
+}
+
+/// A finished stage.
+#[derive(Debug, Clone)]
+pub(crate) struct StageOutput {
+    pub layers: Vec<Descriptor>,
+    pub diff_ids: Vec<Digest>,
+    pub produced: Vec<bool>,
+    pub rootfs: Option<PathBuf>,
+}
+
+impl Shared<'_> {
+    pub(crate) fn progress(&self, line: &str) {
+        (self.log)(line);
+    }
+
+    /// A fresh directory inside this build's scratch space (removed when the build ends).
+    pub(crate) fn scratch_dir(&self, name: &str) -> Result<PathBuf, SolveError> {
+        let dir = self.scratch.path().join(name);
+        std::fs::create_dir_all(&dir).map_err(|source| SolveError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        Ok(dir)
+    }
+
+    /// The directory COPY reads from, and whether it is a build context.
+    pub(crate) fn source_root(
+        &self,
+        line: usize,
+        from: &Source,
+    ) -> Result<(PathBuf, bool), SolveError> {
+        match from {
+            Source::MainContext => match &self.request.context {
+                Some(c) => Ok((c.clone(), true)),
+                None => Err(SolveError::Unsupported {
+                    line,
+                    what: "COPY/ADD from the context when the Dockerfile is read from stdin with no context (`-`)".into(),
+                }),
+            },
+            Source::Context(name) => match self.request.named_contexts.get(name) {
+                Some(dir) => Ok((dir.clone(), true)),
+                None => Err(SolveError::Unsupported {
+                    line,
+                    what: format!("build context {name:?}"),
+                }),
+            },
+            Source::Stage(i) => {
+                let outputs = self.outputs.lock().expect("outputs lock");
+                let root = outputs.get(i).and_then(|o| o.rootfs.clone());
+                root.map(|r| (r, false)).ok_or_else(|| SolveError::Unsupported {
+                    line,
+                    what: format!("copying from stage {i} before it is built"),
+                })
+            }
+            Source::Image(r) => self.image_root(line, r).map(|p| (p, false)),
+            Source::Scratch => Ok((self.scratch_dir("empty")?, false)),
+        }
+    }
+
+    fn image_root(&self, line: usize, reference: &str) -> Result<PathBuf, SolveError> {
+        if let Some(p) = self.image_roots.lock().expect("roots lock").get(reference) {
+            return Ok(p.clone());
+        }
+        let platform = self.request.options.target_platform.clone();
+        use crate::plan::ImageResolver as _;
+        self.resolver
+            .resolve(reference, &platform)
+            .map_err(|message| {
+                SolveError::Plan(PlanError::Base {
+                    line,
+                    image: reference.to_string(),
+                    message,
+                })
+            })?;
+        let layers = self.resolver.layers_of(reference).unwrap_or_default();
+        let n = self.image_roots.lock().expect("roots lock").len();
+        let dir = self.scratch_dir(&format!("image-{n}"))?;
+        for l in &layers {
+            stage::apply_layer(self, &l.digest, &dir)?;
+        }
+        self.image_roots
+            .lock()
+            .expect("roots lock")
+            .insert(reference.to_string(), dir.clone());
+        Ok(dir)
+    }
+}
+
+fn parse_trigger(text: &str) -> Result<Node, String> {
+    let df = crate::dockerfile::parse(text).map_err(|e| e.to_string())?;
+    df.nodes
+        .into_iter()
+        .next()
+        .ok_or_else(|| "empty trigger".to_string())
+}
+
+/// Plans without building: `--dry-run`. Base images are looked up in the store only; images
+/// that are not there are reported as such and planned with an empty config.
+pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveError> {
+    struct Lenient<'a>(StoreResolver<'a>);
+    impl crate::plan::ImageResolver for Lenient<'_> {
+        fn resolve(
+            &self,
+            r: &str,
+            p: &crate::image::Platform,
+        ) -> Result<crate::plan::ResolvedImage, String> {
+            Ok(self
+                .0
+                .resolve(r, p)
+                .unwrap_or_else(|_| crate::plan::ResolvedImage {
+                    name: r.to_string(),
+                    manifest_digest: None,
+                    config: ImageConfig::default(),
+                }))
+        }
+    }
+    let plan = Plan::new(&request.dockerfile, request.options.clone())?;
+    let resolver = Lenient(StoreResolver {
+        store,
+        pull: PullPolicy::Never,
+        insecure_registries: Vec::new(),
+        layers: Mutex::new(Vec::new()),
+    });
+    let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
+    Ok(plan.render(Some(&dispatched)))
+}
+
+/// Builds the request's target into `store` (not yet named: see [`crate::export`]).
+pub fn build(
+    request: &BuildRequest,
+    store: &Store,
+    log: &(dyn Fn(&str) + Sync),
+) -> Result<BuildResult, SolveError> {
+    let plan = Plan::new(&request.dockerfile, request.options.clone())?;
+    let resolver = StoreResolver {
+        store,
+        pull: if request.pull {
+            PullPolicy::Always
+        } else {
+            PullPolicy::Missing
+        },
+        insecure_registries: request.insecure_registries.clone(),
+        layers: Mutex::new(Vec::new()),
+    };
+    let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
+    let ignore = match &request.context {
+        Some(c) => Some(
+            IgnoreMatcher::for_build(c, request.dockerfile_path.as_deref())
+                .map_err(|source| SolveError::Context { line: 0, source })?,
+        ),
+        None => None,
+    };
+    let tmp_root = store.dir().join("tmp");
+    std::fs::create_dir_all(&tmp_root).map_err(|source| SolveError::Io {
+        path: tmp_root.clone(),
+        source,
+    })?;
+    let scratch = tempfile::Builder::new()
+        .prefix("build-")
+        .tempdir_in(&tmp_root)
+        .map_err(|source| SolveError::Io {
+            path: tmp_root.clone(),
+            source,
+        })?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    let shared = Shared {
+        store,
+        request,
+        resolver,
+        ignore,
+        compression: request.compression,
+        epoch: request.source_date_epoch,
+        start_time: now,
+        scratch,
+        outputs: Mutex::new(BTreeMap::new()),
+        image_roots: Mutex::new(BTreeMap::new()),
+        log,
+    };
+    run_waves(&plan, &dispatched, &shared)?;
+    let outputs = shared.outputs.lock().expect("outputs lock").clone();
+    let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
+    for arg in plan.unused_build_args() {
+        result.warnings.push(format!(
+            "build-arg {arg} was not consumed by any stage that was built"
+        ));
+    }
+    Ok(result)
+}
+
+/// Stages whose files a later needed stage reads (`COPY --from`, `RUN --mount from=`).
+fn stages_read_from(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<usize> {
+    let mut read = BTreeSet::new();
+    for d in dispatched.values() {
+        for step in &d.steps {
+            match &step.op {
+                Op::Copy(c) => {
+                    if let Source::Stage(i) = c.from {
+                        read.insert(i);
+                    }
+                }
+                Op::Run(r) => read.extend(r.mount_sources.iter().filter_map(|s| match s {
+                    Source::Stage(i) => Some(*i),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+    }
+    read
+}
+
+/// Runs every needed stage, each as soon as what it needs is done, independent stages in
+/// parallel on scoped threads.
+fn run_waves(
+    plan: &Plan,
+    dispatched: &BTreeMap<usize, StageDispatch>,
+    shared: &Shared<'_>,
+) -> Result<(), SolveError> {
+    let keep = stages_read_from(dispatched);
+    let mut pending: Vec<usize> = plan.order.clone();
+    while !pending.is_empty() {
+        let done: BTreeSet<usize> = shared
+            .outputs
+            .lock()
+            .expect("outputs lock")
+            .keys()
+            .copied()
+            .collect();
+        let (ready, rest): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&i| plan.stages[i].deps.iter().all(|d| done.contains(d)));
+        if ready.is_empty() {
+            unreachable!("stage dependencies always point to earlier stages");
+        }
+        pending = rest;
+        let results: Vec<Result<(usize, StageOutput), SolveError>> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ready
+                .iter()
+                .map(|&i| {
+                    let keep_root = keep.contains(&i);
+                    scope.spawn(move || {
+                        build_stage(shared, &dispatched[&i], keep_root).map(|o| (i, o))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("stage thread panicked"))
+                .collect()
+        });
+        for r in results {
+            let (i, out) = r?;
+            shared.outputs.lock().expect("outputs lock").insert(i, out);
+        }
+    }
+    Ok(())
+}
+
+fn build_stage(
+    shared: &Shared<'_>,
+    d: &StageDispatch,
+    keep_root: bool,
+) -> Result<StageOutput, SolveError> {
+    let base_layers = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p]
+            .layers
+            .clone(),
+        Source::Image(r) => shared.resolver.layers_of(r).unwrap_or_default(),
+        Source::Context(name) => {
+            return Err(SolveError::Unsupported {
+                line: shared
+                    .request
+                    .dockerfile
+                    .nodes
+                    .first()
+                    .map_or(0, |n| n.start_line),
+                what: format!("FROM the build context {name:?}"),
+            });
+        }
+        Source::Scratch | Source::MainContext => Vec::new(),
+    };
+    let base_diff_ids = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p]
+            .diff_ids
+            .clone(),
+        _ => d.config.rootfs.diff_ids.clone(),
+    };
+    if base_layers.len() != base_diff_ids.len() {
+        return Err(SolveError::Unsupported {
+            line: 0,
+            what: format!(
+                "a base image whose config lists {} diff_ids for {} layers",
+                base_diff_ids.len(),
+                base_layers.len()
+            ),
+        });
+    }
+    let mut b = StageBuilder::new(shared, d, base_layers);
+    b.diff_ids = base_diff_ids;
+    b.run(keep_root)
+}
