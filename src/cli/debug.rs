@@ -35,7 +35,7 @@ fn parse(args: &DebugParseArgs) -> anyhow::Result<()> {
         eprintln!("warning: {name}: {warning}");
     }
     let out = match args.format {
-        ParseFormat::Text => dockerfile::dump(&parsed.nodes),
+        ParseFormat::Text => dockerfile::dump(&parsed),
         ParseFormat::Json => {
             let mut s = serde_json::to_string_pretty(&parsed.nodes)?;
             s.push('\n');

@@ -1,7 +1,8 @@
 //! BuildKit's `Node.Dump()` text form, as used by its parser golden files:
 //! `(run ["--mount=x"] "echo hi")`, one instruction per line, `ONBUILD` nesting its trigger.
 
-use super::ast::Node;
+use super::ast::{Dockerfile, Node};
+use super::line_parsers::{parse_words, split_command};
 
 /// Quotes like Go's `strconv.Quote`: `"` and `\` escaped, control and non-printing characters
 /// as `\n`, `\x1b`, `\u00a0`...
@@ -45,15 +46,31 @@ fn is_go_unprintable(c: char) -> bool {
         | 0xFFFE | 0xFFFF)
 }
 
-/// One instruction's dump, without the surrounding parentheses.
-pub fn dump_node(node: &Node) -> String {
+/// One instruction's dump, without the surrounding parentheses. `escape` is the file's
+/// escape character.
+///
+/// `ENV` and `LABEL` print BuildKit's triples (key, value, separator): the separator is `=`
+/// for `k=v` and empty for the legacy `ENV k v` form, as BuildKit's node list carries it.
+pub fn dump_node(node: &Node, escape: char) -> String {
     let mut s = node.instruction.to_lowercase();
     if !node.flags.is_empty() {
         let flags: Vec<String> = node.flags.iter().map(|f| go_quote(f)).collect();
         s.push_str(&format!(" [{}]", flags.join(" ")));
     }
     if let Some(inner) = &node.onbuild {
-        s.push_str(&format!(" ({})", dump_node(inner)));
+        s.push_str(&format!(" ({})", dump_node(inner, escape)));
+    } else if matches!(node.instruction.as_str(), "ENV" | "LABEL") {
+        let sep = if is_legacy_key_value(node, escape) {
+            ""
+        } else {
+            "="
+        };
+        for pair in node.args.chunks(2) {
+            for a in pair.iter().map(String::as_str).chain([sep]) {
+                s.push(' ');
+                s.push_str(&go_quote(a));
+            }
+        }
     } else {
         for a in &node.args {
             s.push(' ');
@@ -63,10 +80,23 @@ pub fn dump_node(node: &Node) -> String {
     s.trim().to_string()
 }
 
+/// Whether an `ENV`/`LABEL` node was written as `KEY value` rather than `KEY=value`.
+pub fn is_legacy_key_value(node: &Node, escape: char) -> bool {
+    let (_, _, rest) = split_command(&node.original);
+    let first_line = rest.lines().next().unwrap_or("");
+    parse_words(first_line, escape)
+        .first()
+        .is_some_and(|w| !w.contains('='))
+}
+
 /// The whole file's dump: `(...)` per instruction, each followed by a newline (the exact
 /// content of a BuildKit `testfiles/<case>/result` file).
-pub fn dump(nodes: &[Node]) -> String {
-    nodes.iter().map(|n| format!("({})\n", dump_node(n))).collect()
+pub fn dump(file: &Dockerfile) -> String {
+    let escape = file.directives.escape;
+    file.nodes
+        .iter()
+        .map(|n| format!("({})\n", dump_node(n, escape)))
+        .collect()
 }
 
 #[cfg(test)]
@@ -77,6 +107,15 @@ mod tests {
     fn quoting_like_go() {
         assert_eq!(go_quote("a\"b\\c"), "\"a\\\"b\\\\c\"");
         assert_eq!(go_quote("\t\u{1b}é\u{a0}"), "\"\\t\\x1bé\\u00a0\"");
+    }
+
+    #[test]
+    fn env_triples() {
+        let file = crate::dockerfile::parse("ENV a=b c=d\nENV k v w\nLABEL x=\"y z\"\n").unwrap();
+        assert_eq!(
+            dump(&file),
+            "(env \"a\" \"b\" \"=\" \"c\" \"d\" \"=\")\n(env \"k\" \"v w\" \"\")\n(label \"x\" \"\\\"y z\\\"\" \"=\")\n"
+        );
     }
 
     #[test]
@@ -99,8 +138,12 @@ mod tests {
             onbuild: Some(Box::new(inner.clone())),
             ..inner.clone()
         };
+        let file = Dockerfile {
+            nodes: vec![inner, outer],
+            ..Default::default()
+        };
         assert_eq!(
-            dump(&[inner, outer]),
+            dump(&file),
             "(run [\"--mount=x\"] \"echo hi\")\n(onbuild (run [\"--mount=x\"] \"echo hi\"))\n"
         );
     }

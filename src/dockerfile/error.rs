@@ -57,7 +57,9 @@ pub enum ParseError {
 }
 
 fn suggestion_text(s: &Option<String>) -> String {
-    s.as_ref().map(|s| format!(" (did you mean {s}?)")).unwrap_or_default()
+    s.as_ref()
+        .map(|s| format!(" (did you mean {s}?)"))
+        .unwrap_or_default()
 }
 
 impl ParseError {
@@ -195,7 +197,10 @@ mod tests {
             instruction: "COPPY".into(),
             suggestion: Some("COPY".into()),
         };
-        assert_eq!(e.message(), "unknown instruction: COPPY (did you mean COPY?)");
+        assert_eq!(
+            e.message(),
+            "unknown instruction: COPPY (did you mean COPY?)"
+        );
         let r = e.render("Dockerfile", "FROM a\n  COPPY x y\n");
         assert_eq!(
             r,
@@ -206,7 +211,10 @@ mod tests {
 
     #[test]
     fn multi_line_render_is_bounded() {
-        let e = ParseError::UnterminatedHeredoc { line: 1, end_line: 20 };
+        let e = ParseError::UnterminatedHeredoc {
+            line: 1,
+            end_line: 20,
+        };
         let src = (1..=20).map(|i| format!("l{i}\n")).collect::<String>();
         let r = e.render("f", &src);
         assert_eq!(r.lines().count(), 1 + 5 + 1);

@@ -49,7 +49,10 @@ pub(crate) fn heredocs_from_line(line: &str) -> Result<Vec<Opener>, String> {
     };
     // BuildKit ignores a lexing error of the whole line here (the line may be, say, a shell
     // script with an unbalanced quote that only the heredoc body closes).
-    let words = lex.process_mode(line, &empty, mode).map(|x| x.words).unwrap_or_default();
+    let words = lex
+        .process_mode(line, &empty, mode)
+        .map(|x| x.words)
+        .unwrap_or_default();
     let mut out = Vec::new();
     for word in words {
         if let Some(h) = parse_heredoc(&word)? {
@@ -131,7 +134,10 @@ mod tests {
     fn openers() {
         assert_eq!(names("RUN <<EOF"), [("EOF".into(), 0, true, false)]);
         assert_eq!(names("RUN <<-'EOF' cat"), [("EOF".into(), 0, false, true)]);
-        assert_eq!(names("RUN 3<<\"E\"\"F\" x"), [("EF".into(), 3, false, false)]);
+        assert_eq!(
+            names("RUN 3<<\"E\"\"F\" x"),
+            [("EF".into(), 3, false, false)]
+        );
         assert_eq!(names("RUN <<E\\F cat"), [("EF".into(), 0, true, false)]);
         assert_eq!(
             names("COPY <<a <<b /dst"),

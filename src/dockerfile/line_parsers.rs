@@ -37,7 +37,10 @@ fn split_re_ws(s: &str, limit_two: bool) -> Vec<String> {
 pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
     let trimmed = line.trim();
     let (cmd, rest) = match trimmed.find(is_re_ws) {
-        Some(i) => (&trimmed[..i], Some(trimmed[i..].trim_start_matches(is_re_ws))),
+        Some(i) => (
+            &trimmed[..i],
+            Some(trimmed[i..].trim_start_matches(is_re_ws)),
+        ),
         None => (trimmed, None),
     };
     let (args, flags) = match rest {
@@ -287,7 +290,11 @@ pub(crate) fn whitespace_delimited(rest: &str) -> Parsed {
 /// `USER`, `WORKDIR`, `STOPSIGNAL`, `MAINTAINER`: the rest as one string.
 pub(crate) fn single_string(rest: &str) -> Parsed {
     Parsed {
-        args: if rest.is_empty() { vec![] } else { vec![rest.to_string()] },
+        args: if rest.is_empty() {
+            vec![]
+        } else {
+            vec![rest.to_string()]
+        },
         json: false,
     }
 }
@@ -374,27 +381,57 @@ mod tests {
 
     #[test]
     fn words_keep_quotes() {
-        assert_eq!(parse_words("foo bar 'abc xyz'", '\\'), ["foo", "bar", "'abc xyz'"]);
+        assert_eq!(
+            parse_words("foo bar 'abc xyz'", '\\'),
+            ["foo", "bar", "'abc xyz'"]
+        );
         assert_eq!(parse_words("foo\\ bar", '\\'), ["foo\\ bar"]);
-        assert_eq!(parse_words("föo bàr \"âbc xÿz\"", '\\'), ["föo", "bàr", "\"âbc xÿz\""]);
+        assert_eq!(
+            parse_words("föo bàr \"âbc xÿz\"", '\\'),
+            ["föo", "bàr", "\"âbc xÿz\""]
+        );
         assert_eq!(parse_words("a=\"\" b", '\\'), ["a=\"\"", "b"]);
     }
 
     #[test]
     fn json_or_shell() {
-        assert_eq!(maybe_json("[\"a\", \"b\"]").unwrap(), Parsed { args: vec!["a".into(), "b".into()], json: true });
-        assert_eq!(maybe_json("[\"a\"] x").unwrap(), Parsed { args: vec!["[\"a\"] x".into()], json: false });
-        assert_eq!(maybe_json("[not json]").unwrap().json, false);
+        assert_eq!(
+            maybe_json("[\"a\", \"b\"]").unwrap(),
+            Parsed {
+                args: vec!["a".into(), "b".into()],
+                json: true
+            }
+        );
+        assert_eq!(
+            maybe_json("[\"a\"] x").unwrap(),
+            Parsed {
+                args: vec!["[\"a\"] x".into()],
+                json: false
+            }
+        );
+        assert!(!maybe_json("[not json]").unwrap().json);
         assert_eq!(maybe_json("[\"a\", 1]").unwrap_err(), NOT_STRING_ARRAY);
-        assert_eq!(maybe_json("[]").unwrap(), Parsed { args: vec![], json: true });
+        assert_eq!(
+            maybe_json("[]").unwrap(),
+            Parsed {
+                args: vec![],
+                json: true
+            }
+        );
         assert_eq!(maybe_json_to_list("a  b\tc").unwrap().args, ["a", "b", "c"]);
     }
 
     #[test]
     fn env_shapes() {
-        assert_eq!(name_val("a=b c=\"d e\"", "ENV", '\\').unwrap().args, ["a", "b", "c", "\"d e\""]);
+        assert_eq!(
+            name_val("a=b c=\"d e\"", "ENV", '\\').unwrap().args,
+            ["a", "b", "c", "\"d e\""]
+        );
         assert_eq!(name_val("x y  z", "ENV", '\\').unwrap().args, ["x", "y  z"]);
-        assert_eq!(name_val("x", "ENV", '\\').unwrap_err(), "ENV must have two arguments");
+        assert_eq!(
+            name_val("x", "ENV", '\\').unwrap_err(),
+            "ENV must have two arguments"
+        );
         assert_eq!(
             name_val("a=b c", "LABEL", '\\').unwrap_err(),
             "Syntax error - can't find = in \"c\". Must be of the form: name=value"
@@ -406,6 +443,9 @@ mod tests {
         assert_eq!(health_config("CMD   a b").unwrap().args, ["CMD", "a b"]);
         assert_eq!(health_config("NONE").unwrap().args, ["NONE"]);
         let p = health_config("CMD [\"x\"]").unwrap();
-        assert_eq!((p.args, p.json), (vec!["CMD".to_string(), "x".to_string()], true));
+        assert_eq!(
+            (p.args, p.json),
+            (vec!["CMD".to_string(), "x".to_string()], true)
+        );
     }
 }

@@ -19,8 +19,13 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let mut current = 0usize;
 
     while let Some(raw) = lines.next() {
-        let raw = if current == 0 { raw.strip_prefix('\u{FEFF}').unwrap_or(raw) } else { raw };
+        let raw = if current == 0 {
+            raw.strip_prefix('\u{FEFF}').unwrap_or(raw)
+        } else {
+            raw
+        };
         check_len(raw, current + 1)?;
+        let indent = raw.chars().take_while(|c| c.is_whitespace()).count();
         let first = process_line(&mut dirs, raw, true, current + 1)?;
         current += 1;
         let start_line = current;
@@ -52,14 +57,28 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             ));
         }
 
-        let mut node = node_from_line(&line, dirs.escape, start_line, current)?;
+        let mut node = node_from_line(&line, dirs.escape, start_line, current).map_err(|e| {
+            // The first line was left-trimmed; point the caret at the name as written.
+            match e {
+                ParseError::UnknownInstruction {
+                    line,
+                    column,
+                    instruction,
+                    suggestion,
+                } => ParseError::UnknownInstruction {
+                    line,
+                    column: column + indent,
+                    instruction,
+                    suggestion,
+                },
+                other => other,
+            }
+        })?;
         if can_contain_heredoc(&node) && line.contains("<<") {
-            let openers = heredocs_from_line(&line).map_err(|message| {
-                ParseError::Instruction {
-                    line: start_line,
-                    end_line: current,
-                    message,
-                }
+            let openers = heredocs_from_line(&line).map_err(|message| ParseError::Instruction {
+                line: start_line,
+                end_line: current,
+                message,
             })?;
             for opener in openers {
                 let mut content = String::new();
@@ -131,7 +150,9 @@ fn split_lines(text: &str) -> impl Iterator<Item = &str> {
 
 /// Whether the raw line is a comment (after leading whitespace).
 fn is_comment(raw: &str) -> bool {
-    raw.trim_end_matches(['\r', '\n']).trim_start().starts_with('#')
+    raw.trim_end_matches(['\r', '\n'])
+        .trim_start()
+        .starts_with('#')
 }
 
 /// Trims the line ending (and, on an instruction's first line, leading whitespace), looks
@@ -267,12 +288,7 @@ fn can_contain_heredoc(node: &Node) -> bool {
 }
 
 /// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`).
-fn node_from_line(
-    line: &str,
-    escape: char,
-    start: usize,
-    end: usize,
-) -> Result<Node, ParseError> {
+fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<Node, ParseError> {
     let (cmd, flags, rest) = lp::split_command(line);
     let upper = cmd.to_ascii_uppercase();
     let fail = |message: String| ParseError::Instruction {
@@ -294,7 +310,9 @@ fn node_from_line(
                 let inner = node_from_line(&rest, escape, start, end)?;
                 match inner.instruction.as_str() {
                     "ONBUILD" => {
-                        return Err(fail("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()));
+                        return Err(fail(
+                            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
+                        ));
                     }
                     "FROM" | "MAINTAINER" => {
                         return Err(fail(format!(
@@ -306,7 +324,11 @@ fn node_from_line(
                 }
             }
             Parsed {
-                args: if rest.is_empty() { vec![] } else { vec![rest.clone()] },
+                args: if rest.is_empty() {
+                    vec![]
+                } else {
+                    vec![rest.clone()]
+                },
                 json: false,
             }
         }
@@ -332,3 +354,6 @@ fn node_from_line(
         original: line.to_string(),
     })
 }
+
+#[cfg(test)]
+mod tests;

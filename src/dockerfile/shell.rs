@@ -39,7 +39,10 @@ impl VarLookup for BTreeMap<String, String> {
 /// An ordered env list: a later entry overrides an earlier one with the same name.
 impl VarLookup for [(String, String)] {
     fn get(&self, name: &str) -> Option<String> {
-        self.iter().rev().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -429,7 +432,11 @@ impl ShellWord<'_> {
             Some(v) => null_is_unset && v.is_empty(),
         };
         match modifier {
-            '-' => Ok(if unset_or_null { word } else { value.unwrap_or_default() }),
+            '-' => Ok(if unset_or_null {
+                word
+            } else {
+                value.unwrap_or_default()
+            }),
             '+' => Ok(if unset_or_null { String::new() } else { word }),
             '?' => {
                 if value.is_none() || unset_or_null {
@@ -518,10 +525,15 @@ mod tests {
     use super::*;
 
     fn env() -> HashMap<String, String> {
-        [("PWD", "/home"), ("SHELL", "bash"), ("KOREAN", "한국어"), ("NULL", "")]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        [
+            ("PWD", "/home"),
+            ("SHELL", "bash"),
+            ("KOREAN", "한국어"),
+            ("NULL", ""),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
     }
 
     fn word(s: &str) -> Result<String, ShellError> {
@@ -550,8 +562,14 @@ mod tests {
         assert_eq!(word("$ x").unwrap(), "$ x");
         assert_eq!(word("$UNSET.").unwrap(), ".");
         assert_eq!(word("$1x").unwrap(), "x");
-        assert_eq!(word("${}").unwrap_err().message, "syntax error: bad substitution");
-        assert_eq!(word("${PWD").unwrap_err().message, "unsupported modifier (\u{FFFD}) in substitution");
+        assert_eq!(
+            word("${}").unwrap_err().message,
+            "syntax error: bad substitution"
+        );
+        assert_eq!(
+            word("${PWD").unwrap_err().message,
+            "unsupported modifier (\u{FFFD}) in substitution"
+        );
         assert_eq!(word("${").unwrap_err().message, "syntax error: missing '}'");
     }
 
@@ -565,14 +583,26 @@ mod tests {
         assert_eq!(word("${NULL+alt}").unwrap(), "alt");
         assert_eq!(word("${UNSET:-$PWD}").unwrap(), "/home");
         assert_eq!(word("${UNSET:-'a b'}").unwrap(), "a b");
-        assert_eq!(word("${PWD:x}").unwrap_err().message, "unsupported modifier (:x) in substitution");
-        assert_eq!(word("${PWD:-x").unwrap_err().message, "syntax error: missing '}'");
+        assert_eq!(
+            word("${PWD:x}").unwrap_err().message,
+            "unsupported modifier (:x) in substitution"
+        );
+        assert_eq!(
+            word("${PWD:-x").unwrap_err().message,
+            "syntax error: missing '}'"
+        );
     }
 
     #[test]
     fn required() {
-        assert_eq!(word("${UNSET?}").unwrap_err().message, "UNSET: is not allowed to be unset");
-        assert_eq!(word("${NULL:?}").unwrap_err().message, "NULL: is not allowed to be empty");
+        assert_eq!(
+            word("${UNSET?}").unwrap_err().message,
+            "UNSET: is not allowed to be unset"
+        );
+        assert_eq!(
+            word("${NULL:?}").unwrap_err().message,
+            "NULL: is not allowed to be empty"
+        );
         assert_eq!(word("${UNSET:?oops}").unwrap_err().message, "UNSET: oops");
         assert_eq!(word("${NULL?}").unwrap(), "");
         assert_eq!(
@@ -592,10 +622,14 @@ mod tests {
         assert_eq!(lex.process_word("${V%%.*}", &e).unwrap(), "a");
         assert_eq!(lex.process_word("${V/./-}", &e).unwrap(), "a-b.c");
         assert_eq!(lex.process_word("${V//./-}", &e).unwrap(), "a-b-c");
-        assert_eq!(lex.process_word("${V//\\./-}", &e).unwrap_err().message,
-            "invalid pattern (\\.) in substitution: invalid escape '\\.'");
-        assert_eq!(lex.process_word("${V:#x}", &e).unwrap_err().message,
-            "unsupported modifier (:#) in substitution");
+        assert_eq!(
+            lex.process_word("${V//\\./-}", &e).unwrap_err().message,
+            "invalid pattern (\\.) in substitution: invalid escape '\\.'"
+        );
+        assert_eq!(
+            lex.process_word("${V:#x}", &e).unwrap_err().message,
+            "unsupported modifier (:#) in substitution"
+        );
         assert_eq!(lex.process_word("${UNSET//a/b}", &e).unwrap(), "");
     }
 
@@ -604,8 +638,14 @@ mod tests {
         let mut e = env();
         e.insert("W".into(), " x  y ".into());
         let lex = Lexer::new('\\');
-        assert_eq!(lex.process_words("a $W b", &e).unwrap(), ["a", "x", "y", "b"]);
-        assert_eq!(lex.process_words("a \"$W\" b", &e).unwrap(), ["a", " x  y ", "b"]);
+        assert_eq!(
+            lex.process_words("a $W b", &e).unwrap(),
+            ["a", "x", "y", "b"]
+        );
+        assert_eq!(
+            lex.process_words("a \"$W\" b", &e).unwrap(),
+            ["a", " x  y ", "b"]
+        );
         assert_eq!(lex.process_words("a\\ b c", &e).unwrap(), ["a b", "c"]);
         assert_eq!(lex.process_words("''", &e).unwrap(), Vec::<String>::new());
         assert!(lex.process_words("", &e).unwrap().is_empty());
@@ -630,15 +670,26 @@ mod tests {
 
     #[test]
     fn ordered_env_list_lookup() {
-        let list = vec![("A".to_string(), "1".to_string()), ("A".to_string(), "2".to_string())];
+        let list = vec![
+            ("A".to_string(), "1".to_string()),
+            ("A".to_string(), "2".to_string()),
+        ];
         assert_eq!(Lexer::default().process_word("$A", &list).unwrap(), "2");
     }
 
     #[test]
     fn skip_unset_and_raw_modes() {
-        let mode = LexMode { raw_quotes: true, raw_escapes: true, skip_unset_env: true };
+        let mode = LexMode {
+            raw_quotes: true,
+            raw_escapes: true,
+            skip_unset_env: true,
+        };
         let x = Lexer::new('\\')
-            .process_mode("<<'E\\OF' $X ${Y:-z} \"q\"", &HashMap::<String, String>::new(), mode)
+            .process_mode(
+                "<<'E\\OF' $X ${Y:-z} \"q\"",
+                &HashMap::<String, String>::new(),
+                mode,
+            )
             .unwrap();
         assert_eq!(x.words, ["<<'E\\OF'", "$X", "${Y:-z}", "\"q\""]);
     }

@@ -52,50 +52,46 @@ impl Pattern {
         Ok(Pattern { toks })
     }
 
-    /// Whether the whole of `text` matches.
-    fn matches(&self, text: &[char]) -> bool {
-        match_from(&self.toks, text)
-    }
-
     /// Removes the shortest (or, `greedy`, the longest) matching prefix of `value`.
     pub(crate) fn trim_prefix(&self, value: &str, greedy: bool) -> String {
         let chars: Vec<char> = value.chars().collect();
-        let ends: Box<dyn Iterator<Item = usize>> = if greedy {
-            Box::new((0..=chars.len()).rev())
+        let reach = reach_from(&self.toks, &chars);
+        let end = if greedy {
+            reach.iter().rposition(|&r| r)
         } else {
-            Box::new(0..=chars.len())
+            reach.iter().position(|&r| r)
         };
-        for end in ends {
-            if self.matches(&chars[..end]) {
-                return chars[end..].iter().collect();
-            }
+        match end {
+            Some(end) => chars[end..].iter().collect(),
+            None => value.to_string(),
         }
-        value.to_string()
     }
 
     /// Removes the shortest (or, `greedy`, the longest) matching suffix of `value`.
     pub(crate) fn trim_suffix(&self, value: &str, greedy: bool) -> String {
-        let chars: Vec<char> = value.chars().collect();
-        let starts: Box<dyn Iterator<Item = usize>> = if greedy {
-            Box::new(0..=chars.len())
+        let mut rev: Vec<char> = value.chars().collect();
+        rev.reverse();
+        let toks: Vec<Tok> = self.toks.iter().rev().copied().collect();
+        let reach = reach_from(&toks, &rev);
+        let len = if greedy {
+            reach.iter().rposition(|&r| r)
         } else {
-            Box::new((0..=chars.len()).rev())
+            reach.iter().position(|&r| r)
         };
-        for start in starts {
-            if self.matches(&chars[start..]) {
-                return chars[..start].iter().collect();
-            }
+        match len {
+            Some(len) => rev[len..].iter().rev().collect(),
+            None => value.to_string(),
         }
-        value.to_string()
     }
 
     /// The leftmost match at or after `from`, longest at that start (Go's greedy `.*`).
     fn find(&self, chars: &[char], from: usize) -> Option<(usize, usize)> {
         (from..=chars.len()).find_map(|start| {
-            (start..=chars.len())
-                .rev()
-                .find(|&end| self.matches(&chars[start..end]))
-                .map(|end| (start, end))
+            let reach = reach_from(&self.toks, &chars[start..]);
+            reach
+                .iter()
+                .rposition(|&r| r)
+                .map(|len| (start, start + len))
         })
     }
 
@@ -135,26 +131,39 @@ impl Pattern {
     }
 }
 
-fn match_from(toks: &[Tok], text: &[char]) -> bool {
-    match toks.first() {
-        None => text.is_empty(),
-        Some(Tok::Star) => {
-            let rest = &toks[1..];
-            for skip in 0..=text.len() {
-                if match_from(rest, &text[skip..]) {
-                    return true;
-                }
-                if skip < text.len() && text[skip] == '\n' {
-                    return false;
+/// `reach[j]` is true when the whole pattern matches `text[..j]`. Linear in the pattern times
+/// the text, so hostile patterns (`*a*a*a*...`) cannot blow up.
+fn reach_from(toks: &[Tok], text: &[char]) -> Vec<bool> {
+    let n = text.len();
+    let mut cur = vec![false; n + 1];
+    cur[0] = true;
+    for tok in toks {
+        let mut next = vec![false; n + 1];
+        match tok {
+            Tok::Star => {
+                let mut running = false;
+                for j in 0..=n {
+                    running |= cur[j];
+                    next[j] = running;
+                    if j < n && text[j] == '\n' {
+                        running = false;
+                    }
                 }
             }
-            false
+            Tok::One => {
+                for j in 0..n {
+                    next[j + 1] = cur[j] && text[j] != '\n';
+                }
+            }
+            Tok::Lit(c) => {
+                for j in 0..n {
+                    next[j + 1] = cur[j] && text[j] == *c;
+                }
+            }
         }
-        Some(Tok::One) => {
-            !text.is_empty() && text[0] != '\n' && match_from(&toks[1..], &text[1..])
-        }
-        Some(Tok::Lit(c)) => !text.is_empty() && text[0] == *c && match_from(&toks[1..], &text[1..]),
+        cur = next;
     }
+    cur
 }
 
 #[cfg(test)]
@@ -195,5 +204,16 @@ mod tests {
     #[test]
     fn star_does_not_cross_newlines() {
         assert_eq!(p("*b").trim_prefix("a\nb", true), "a\nb");
+        assert_eq!(p("a*").trim_suffix("xa\nb", true), "xa\nb");
+    }
+
+    #[test]
+    fn hostile_patterns_stay_fast() {
+        let value = "a".repeat(2000);
+        let pat = p(&"*a".repeat(30));
+        let t = std::time::Instant::now();
+        assert_eq!(pat.trim_prefix(&value, true), "");
+        assert_eq!(pat.trim_suffix(&value, false), "a".repeat(1970));
+        assert!(t.elapsed() < std::time::Duration::from_secs(2));
     }
 }
