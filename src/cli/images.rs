@@ -1,24 +1,416 @@
-//! Local store commands: `images`, `inspect`, `tag`, `rmi`, `prune`.
+//! Local store commands: `images`, `inspect`, `tag`, `rmi`, `prune`, printing what docker
+//! prints. Names are normalised through [`crate::registry::Reference`] before they reach the
+//! store, and shown in docker's short form.
 
-use super::Globals;
+use std::collections::BTreeSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use serde_json::json;
+
 use super::args::{ImagesArgs, InspectArgs, PruneArgs, RmiArgs, TagArgs};
+use super::{CliError, Globals};
+use crate::registry::Reference;
+use crate::store::{self, ImageRecord, Store};
 
-pub(super) fn images(_args: ImagesArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("images"))
+/// Finds an image by (normalised) name, by `name@digest`, or by ID / digest / ID prefix.
+fn resolve(store: &Store, input: &str) -> anyhow::Result<ImageRecord> {
+    if let Ok(r) = Reference::parse(input) {
+        if let Some(d) = r.digest() {
+            return Ok(store.resolve(&d.to_string())?);
+        }
+        match store.resolve(&r.to_string()) {
+            Ok(rec) => return Ok(rec),
+            Err(store::Error::ImageNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    store.resolve(input).map_err(|e| match e {
+        store::Error::ImageNotFound(_) => anyhow::anyhow!("No such image: {input}"),
+        e => e.into(),
+    })
 }
 
-pub(super) fn inspect(_args: InspectArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("inspect"))
+/// `(repository, tag)` in docker's short form; `<none>` for unnamed images.
+fn repo_tag(rec: &ImageRecord) -> (String, String) {
+    match rec.name.as_deref().map(Reference::parse) {
+        Some(Ok(r)) => (r.familiar_name(), r.tag().unwrap_or("<none>").to_string()),
+        Some(Err(_)) => (rec.name.clone().unwrap_or_default(), "<none>".into()),
+        None => ("<none>".into(), "<none>".into()),
+    }
 }
 
-pub(super) fn tag(_args: TagArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("tag"))
+/// Sum of the blob sizes an image needs (manifests, configs, compressed layers).
+fn image_size(store: &Store, rec: &ImageRecord) -> u64 {
+    let mut seen = BTreeSet::new();
+    let mut stack = vec![rec.target.digest.clone()];
+    let mut total = 0;
+    while let Some(d) = stack.pop() {
+        if !seen.insert(d.clone()) {
+            continue;
+        }
+        total += store.blob_size(&d).unwrap_or(0);
+        if let Ok(m) = store.read_manifest(&d) {
+            stack.extend(m.children().into_iter().map(|c| c.digest.clone()));
+        }
+    }
+    total
 }
 
-pub(super) fn rmi(_args: RmiArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("rmi"))
+/// The config's `created` time, for a single image or the host's image of an index.
+fn created_of(store: &Store, rec: &ImageRecord) -> Option<String> {
+    store
+        .read_image(&rec.target.digest, None)
+        .ok()
+        .and_then(|img| img.config.created)
 }
 
-pub(super) fn prune(_args: PruneArgs, _globals: &Globals) -> anyhow::Result<()> {
-    Err(super::unsupported("prune"))
+/// `rbuild images`: `REPOSITORY TAG [DIGEST] IMAGE ID CREATED SIZE`, newest first; `-q` prints
+/// only the short IDs.
+pub(super) fn images(args: ImagesArgs, globals: &Globals) -> anyhow::Result<()> {
+    let store = Store::open(&globals.root)?;
+    let mut rows = Vec::new();
+    for rec in store.list_images()? {
+        let secs = created_of(&store, &rec).as_deref().and_then(parse_rfc3339);
+        rows.push((secs, rec));
+    }
+    rows.sort_by(|a, b| {
+        let (x, y) = (a.0.unwrap_or(f64::MIN), b.0.unwrap_or(f64::MIN));
+        y.total_cmp(&x).then_with(|| a.1.name.cmp(&b.1.name))
+    });
+    if args.quiet {
+        for (_, rec) in &rows {
+            println!("{}", rec.id.short());
+        }
+        return Ok(());
+    }
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let mut table = vec![if args.digests {
+        vec!["REPOSITORY", "TAG", "DIGEST", "IMAGE ID", "CREATED", "SIZE"]
+            .into_iter()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    } else {
+        vec!["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"]
+            .into_iter()
+            .map(String::from)
+            .collect()
+    }];
+    for (secs, rec) in &rows {
+        let (repo, tag) = repo_tag(rec);
+        let created = match secs {
+            Some(s) => format!("{} ago", human_duration(now - s)),
+            None => "N/A".to_string(),
+        };
+        let mut row = vec![repo, tag];
+        if args.digests {
+            row.push(rec.target.digest.to_string());
+        }
+        row.push(rec.id.short().to_string());
+        row.push(created);
+        row.push(human_size(image_size(&store, rec)));
+        table.push(row);
+    }
+    print_table(&table);
+    Ok(())
+}
+
+/// Prints columns padded like docker's tabwriter (3 spaces between columns).
+fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.first().map_or(0, Vec::len);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let mut line = String::new();
+        for (c, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if c + 1 < cols {
+                line.push_str(&" ".repeat(widths[c] - cell.chars().count() + 3));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// `rbuild inspect IMAGE` prints a one-element JSON array shaped like `docker image inspect`:
+/// `Id` (config digest, or index digest), `RepoTags`, `RepoDigests` (`name@manifest-digest`),
+/// `Created`, `Author`, `Architecture`, `Variant`, `Os`, `Size` (stored bytes), `Config`
+/// (the runtime config: Env, Cmd, Entrypoint, ...), `RootFS` (`Type`, `Layers` = diff IDs),
+/// plus rbuild's exact data: `Descriptor` (what the name points at), `Manifest` (the manifest
+/// or index JSON as stored) and `ImageConfig` (the full config JSON as stored; absent for an
+/// index with no image for this host).
+pub(super) fn inspect(args: InspectArgs, globals: &Globals) -> anyhow::Result<()> {
+    let store = Store::open(&globals.root)?;
+    let rec = resolve(&store, &args.image)?;
+    let all = store.list_images()?;
+    let names: Vec<&ImageRecord> = all.iter().filter(|r| r.id == rec.id).collect();
+    let repo_tags: Vec<String> = names
+        .iter()
+        .filter_map(|r| r.name.as_deref())
+        .filter_map(|n| Reference::parse(n).ok())
+        .map(|r| r.familiar())
+        .collect();
+    let repo_digests: BTreeSet<String> = names
+        .iter()
+        .filter_map(|r| {
+            let reference = Reference::parse(r.name.as_deref()?).ok()?;
+            Some(format!("{}@{}", reference.familiar_name(), r.target.digest))
+        })
+        .collect();
+    let manifest_bytes = store.read_blob(&rec.target.digest)?;
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&manifest_bytes).context("parsing the stored manifest")?;
+    let image = store.read_image(&rec.target.digest, None).ok();
+    let config_json = match &image {
+        Some(img) => {
+            let bytes = store.read_blob(&img.manifest.config.digest)?;
+            Some(serde_json::from_slice::<serde_json::Value>(&bytes)?)
+        }
+        None => None,
+    };
+    let cfg = image.as_ref().map(|i| &i.config);
+    let out = json!([{
+        "Id": rec.id.to_string(),
+        "RepoTags": repo_tags,
+        "RepoDigests": repo_digests,
+        "Created": cfg.and_then(|c| c.created.clone()),
+        "Author": cfg.and_then(|c| c.author.clone()).unwrap_or_default(),
+        "Architecture": cfg.map(|c| c.architecture.clone()),
+        "Variant": cfg.and_then(|c| c.variant.clone()),
+        "Os": cfg.map(|c| c.os.clone()),
+        "Size": image_size(&store, &rec),
+        "Config": cfg.map(|c| serde_json::to_value(&c.config)).transpose()?,
+        "RootFS": cfg.map(|c| json!({"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids})),
+        "Descriptor": rec.target,
+        "Manifest": manifest,
+        "ImageConfig": config_json,
+    }]);
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(())
+}
+
+/// `rbuild tag SOURCE TARGET`.
+pub(super) fn tag(args: TagArgs, globals: &Globals) -> anyhow::Result<()> {
+    let store = Store::open(&globals.root)?;
+    let rec = resolve(&store, &args.source)?;
+    let target = Reference::parse(&args.target)
+        .map_err(|e| CliError::Usage(format!("{}: {e}", args.target)))?;
+    if target.digest().is_some() {
+        return Err(CliError::Usage(format!(
+            "refusing to create a tag with a digest reference: {}",
+            args.target
+        ))
+        .into());
+    }
+    store.put_image(&target.to_string(), &rec.target.digest)?;
+    Ok(())
+}
+
+/// `rbuild rmi IMAGE...`: removes names (or an unnamed image by ID); blobs stay until prune.
+pub(super) fn rmi(args: RmiArgs, globals: &Globals) -> anyhow::Result<()> {
+    let store = Store::open(&globals.root)?;
+    let mut failed = Vec::new();
+    for input in &args.images {
+        if let Err(e) = rmi_one(&store, input) {
+            eprintln!("Error: {e:#}");
+            failed.push(input.as_str());
+        }
+    }
+    if !failed.is_empty() {
+        bail!("could not remove: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+fn rmi_one(store: &Store, input: &str) -> anyhow::Result<()> {
+    if let Ok(r) = Reference::parse(input)
+        && r.digest().is_none()
+    {
+        match store.remove_name(&r.to_string()) {
+            Ok(_) => {
+                println!("Untagged: {}", r.familiar());
+                return Ok(());
+            }
+            Err(store::Error::ImageNotFound(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let rec = resolve(store, input)?;
+    let names: Vec<String> = store
+        .list_images()?
+        .into_iter()
+        .filter(|r| r.id == rec.id)
+        .filter_map(|r| r.name)
+        .collect();
+    if names.len() > 1 {
+        bail!(
+            "conflict: unable to delete {} - image is referenced in multiple repositories ({}); remove the names one by one",
+            rec.id.short(),
+            names.join(", ")
+        );
+    }
+    for gone in store.remove_id(&rec.id)? {
+        if let Some(name) = gone.name.as_deref().and_then(|n| Reference::parse(n).ok()) {
+            println!("Untagged: {}", name.familiar());
+        }
+    }
+    println!("Deleted: {}", rec.id);
+    Ok(())
+}
+
+/// `rbuild prune`: drops unnamed images, then every blob no image or gc root references.
+pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
+    if args.all {
+        return Err(super::unsupported("prune --all"));
+    }
+    if args.keep_storage.is_some() {
+        return Err(super::unsupported("prune --keep-storage"));
+    }
+    if !args.filter.is_empty() {
+        return Err(super::unsupported("prune --filter"));
+    }
+    let store = Store::open(&globals.root)?;
+    let dangling = store.remove_unnamed_images()?;
+    let report = store.prune()?;
+    if dangling > 0 {
+        println!("Removed {dangling} unnamed image(s)");
+    }
+    for d in &report.removed_blobs {
+        println!("deleted: {d}");
+    }
+    println!(
+        "Total reclaimed space: {}",
+        human_size(report.reclaimed_bytes)
+    );
+    Ok(())
+}
+
+/// Docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
+fn human_size(bytes: u64) -> String {
+    const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
+    let mut size = bytes as f64;
+    let mut i = 0;
+    while size >= 1000.0 && i < UNITS.len() - 1 {
+        size /= 1000.0;
+        i += 1;
+    }
+    format!("{}{}", significant(size, 3), UNITS[i])
+}
+
+/// Go's `%.3g` for the magnitudes `human_size` produces (below 1000): no exponent, no
+/// trailing zeros.
+fn significant(v: f64, digits: i32) -> String {
+    if v == 0.0 {
+        return "0".into();
+    }
+    let magnitude = v.abs().log10().floor() as i32;
+    let decimals = (digits - 1 - magnitude).max(0) as usize;
+    let s = format!("{v:.decimals$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
+/// Docker's `units.HumanDuration`.
+fn human_duration(secs: f64) -> String {
+    let seconds = secs as i64;
+    let minutes = seconds / 60;
+    let hours = (secs / 3600.0 + 0.5) as i64;
+    if seconds < 1 {
+        "Less than a second".into()
+    } else if seconds == 1 {
+        "1 second".into()
+    } else if seconds < 60 {
+        format!("{seconds} seconds")
+    } else if minutes == 1 {
+        "About a minute".into()
+    } else if minutes < 60 {
+        format!("{minutes} minutes")
+    } else if hours == 1 {
+        "About an hour".into()
+    } else if hours < 48 {
+        format!("{hours} hours")
+    } else if hours < 24 * 7 * 2 {
+        format!("{} days", hours / 24)
+    } else if hours < 24 * 30 * 2 {
+        format!("{} weeks", hours / 24 / 7)
+    } else if hours < 24 * 365 * 2 {
+        format!("{} months", hours / 24 / 30)
+    } else {
+        format!("{} years", (secs / 3600.0) as i64 / 24 / 365)
+    }
+}
+
+/// Seconds since the epoch for an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `+01:00`).
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let b = s.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    let mut frac = 0.0;
+    if let Some(r) = rest.strip_prefix('.') {
+        let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
+        frac = format!("0.{}", &r[..end]).parse().ok()?;
+        rest = &r[end..];
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Howard Hinnant's days-from-civil.
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_read_like_docker() {
+        assert_eq!(human_size(0), "0B");
+        assert_eq!(human_size(524), "524B");
+        assert_eq!(human_size(4_260), "4.26kB");
+        assert_eq!(human_size(1_234_567), "1.23MB");
+        assert_eq!(human_size(12_000_000), "12MB");
+        assert_eq!(human_size(123_400_000), "123MB");
+        assert_eq!(human_duration(0.5), "Less than a second");
+        assert_eq!(human_duration(61.0), "About a minute");
+        assert_eq!(human_duration(3.0 * 86_400.0), "3 days");
+    }
+
+    #[test]
+    fn rfc3339_parses_to_epoch_seconds() {
+        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
+        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200.0));
+        assert_eq!(
+            parse_rfc3339("2024-01-01T01:00:00+01:00"),
+            Some(1_704_067_200.0)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-01-01T00:00:00.5Z"),
+            Some(1_704_067_200.5)
+        );
+        assert_eq!(parse_rfc3339("yesterday"), None);
+    }
 }
