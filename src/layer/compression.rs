@@ -4,6 +4,7 @@
 use std::fmt;
 use std::io::{self, BufReader, Read, Write};
 
+use super::pargzip::ParallelGzip;
 use super::{LayerError, Result};
 
 /// The gzip level docker and BuildKit use by default (Go's `gzip.DefaultCompression`).
@@ -110,7 +111,7 @@ const ZSTD_WORKERS: u32 = 2;
 /// The compressing stage of the writer pipeline.
 pub(crate) enum Encoder<W: Write> {
     Plain(W),
-    Gzip(flate2::write::GzEncoder<W>),
+    Gzip(ParallelGzip<W>),
     Zstd(zstd::Encoder<'static, W>),
 }
 
@@ -118,10 +119,14 @@ impl<W: Write> Encoder<W> {
     pub(crate) fn new(sink: W, compression: Compression) -> Result<Self> {
         Ok(match compression {
             Compression::Uncompressed => Encoder::Plain(sink),
-            Compression::Gzip { level } => Encoder::Gzip(
-                // GzBuilder writes mtime 0 and no file name, so the header is deterministic.
-                flate2::GzBuilder::new().write(sink, flate2::Compression::new(level.min(9))),
-            ),
+            Compression::Gzip { level } => {
+                Encoder::Gzip(ParallelGzip::new(sink, level).map_err(|source| {
+                    LayerError::Compressor {
+                        compression: "gzip",
+                        source,
+                    }
+                })?)
+            }
             Compression::Zstd { level } => {
                 let err = |source| LayerError::Compressor {
                     compression: "zstd",

@@ -11,6 +11,7 @@ mod apply;
 mod compression;
 mod header;
 mod meta;
+mod pargzip;
 mod rootfd;
 mod tar_meta;
 mod tree;
