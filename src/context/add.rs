@@ -239,12 +239,13 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -301,14 +302,14 @@ pub(crate) fn fetch_url(
     .join()
     .map_err(|_| fail("download thread panicked".into()))?;
     let (size, digest, mtime) = result.map_err(fail)?;
-    if let Some(want) = expected {
-        if want != digest {
-            return Err(ContextError::ChecksumMismatch {
-                url: url.to_string(),
-                expected: want.to_string(),
-                actual: digest.to_string(),
-            });
-        }
+    if let Some(want) = expected
+        && want != digest
+    {
+        return Err(ContextError::ChecksumMismatch {
+            url: url.to_string(),
+            expected: want.to_string(),
+            actual: digest.to_string(),
+        });
     }
     Ok(Fetched {
         path,

@@ -272,9 +272,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             } else {
                 base
             };
-            top_target = if is_dir {
-                join_rel(&dest, &within)
-            } else if dest_is_dir || set.existing_dir(&dest) || req.parents {
+            top_target = if is_dir || dest_is_dir || set.existing_dir(&dest) || req.parents {
                 join_rel(&dest, &within)
             } else {
                 dest.clone()
@@ -283,14 +281,17 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         } else {
             join_rel(&top_target, &sel.rel)
         };
-        if sel.rel.is_empty() && !is_dir && req.is_add && req.unpack != Some(false) {
-            if let Some(format) = add::detect_archive(&sel.host)? {
-                let stage = staging_dir(&mut staging)?;
-                // Docker extracts into the destination as a directory, slash or not.
-                let origin = &local[sel.source_index];
-                add::extract_archive(&sel.host, format, &dest, chown, stage, &mut set, origin)?;
-                continue;
-            }
+        if sel.rel.is_empty()
+            && !is_dir
+            && req.is_add
+            && req.unpack != Some(false)
+            && let Some(format) = add::detect_archive(&sel.host)?
+        {
+            let stage = staging_dir(&mut staging)?;
+            // Docker extracts into the destination as a directory, slash or not.
+            let origin = &local[sel.source_index];
+            add::extract_archive(&sel.host, format, &dest, chown, stage, &mut set, origin)?;
+            continue;
         }
         let mtime = Some(Mtime::of(&sel.meta));
         let ft = sel.meta.file_type();
@@ -372,11 +373,11 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
     for url in req.sources.iter().filter(|s| is_url(s)) {
         let stage = staging_dir(&mut staging)?;
         let fetched = add::fetch_url(url, req.checksum.as_deref(), stage)?;
-        if req.unpack == Some(true) {
-            if let Some(format) = add::detect_archive(&fetched.path)? {
-                add::extract_archive(&fetched.path, format, &dest, chown, stage, &mut set, url)?;
-                continue;
-            }
+        if req.unpack == Some(true)
+            && let Some(format) = add::detect_archive(&fetched.path)?
+        {
+            add::extract_archive(&fetched.path, format, &dest, chown, stage, &mut set, url)?;
+            continue;
         }
         let target = if dest_is_dir || set.existing_dir(&dest) {
             join_rel(&dest, &fetched.file_name)

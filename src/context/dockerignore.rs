@@ -224,12 +224,10 @@ impl IgnoreMatcher {
     /// Dockerfile wins over `.dockerignore` at the context root; neither existing means no rules.
     pub fn for_build(context: &Path, dockerfile: Option<&Path>) -> Result<Self, ContextError> {
         let mut candidates = Vec::new();
-        if let Some(df) = dockerfile {
-            if let Some(name) = df.file_name() {
-                let mut n = name.to_os_string();
-                n.push(".dockerignore");
-                candidates.push(df.with_file_name(n));
-            }
+        if let Some(name) = dockerfile.and_then(Path::file_name) {
+            let mut n = name.to_os_string();
+            n.push(".dockerignore");
+            candidates.push(dockerfile.expect("has a name").with_file_name(n));
         }
         candidates.push(context.join(".dockerignore"));
         for path in candidates {

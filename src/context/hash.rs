@@ -119,12 +119,12 @@ impl HashMemo {
         rel: &str,
         meta: &std::fs::Metadata,
     ) -> Result<Digest, ContextError> {
-        if let Some(rec) = self.root_memo(root).records.get(rel) {
-            if rec.matches(meta) {
-                let digest = rec.digest.clone();
-                self.stats.hits += 1;
-                return Ok(digest);
-            }
+        if let Some(rec) = self.root_memo(root).records.get(rel)
+            && rec.matches(meta)
+        {
+            let digest = rec.digest.clone();
+            self.stats.hits += 1;
+            return Ok(digest);
         }
         let path = root.join(rel);
         let mut f = File::open(&path).map_err(|e| ContextError::io(&path, e))?;

@@ -235,13 +235,12 @@ pub fn select_sources(
             let Some(meta) = lstat(&host)? else {
                 return Err(not_found(written, &m, opts.ignore));
             };
-            if let Some(ig) = opts.ignore {
-                if !resolved.is_empty()
-                    && ig.is_excluded(&resolved)
-                    && (!meta.is_dir() || ig.can_prune(&resolved))
-                {
-                    return Err(not_found(written, &resolved, opts.ignore));
-                }
+            if let Some(ig) = opts.ignore
+                && !resolved.is_empty()
+                && ig.is_excluded(&resolved)
+                && (!meta.is_dir() || ig.can_prune(&resolved))
+            {
+                return Err(not_found(written, &resolved, opts.ignore));
             }
             let base = m.rsplit('/').next().unwrap_or("").to_string();
             if wildcard && !base.is_empty() && excludes.is_excluded(&base) {
