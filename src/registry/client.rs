@@ -31,6 +31,8 @@ pub struct ClientOptions {
     pub insecure_registries: Vec<String>,
     /// Retry policy for every operation.
     pub retry: RetryPolicy,
+    /// Treat `localhost` and loopback addresses as insecure, as docker does (default true).
+    pub loopback_insecure: bool,
     /// Blobs transferred at once per pull or push.
     pub max_concurrent_transfers: usize,
     /// Extra PEM CA files trusted for every registry (default: `$RBUILD_REGISTRY_CA`).
@@ -47,6 +49,7 @@ impl Default for ClientOptions {
         ClientOptions {
             insecure_registries: Vec::new(),
             retry: RetryPolicy::default(),
+            loopback_insecure: true,
             max_concurrent_transfers: 3,
             extra_ca_files: std::env::var_os("RBUILD_REGISTRY_CA")
                 .filter(|v| !v.is_empty())
@@ -107,6 +110,9 @@ impl Client {
         let opts = &self.inner.options;
         if opts.insecure_registries.iter().any(|h| h == host) {
             return true;
+        }
+        if !opts.loopback_insecure {
+            return false;
         }
         let bare = strip_port(host);
         bare == "localhost"

@@ -1,0 +1,549 @@
+//! Registry client against real programs: Debian's `docker-registry` (plain, htpasswd+TLS and
+//! token-auth modes), `skopeo` reading what rbuild pushed, a token issuer
+//! (`tests/tokenauth/issuer.py`) and a fault-injecting proxy written here.
+
+mod common;
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Registry, TestRoot, run_ok};
+use rbuild::image::{Descriptor, Digest, ImageManifest, mediatype, to_canonical_json};
+use rbuild::store::Store;
+
+#[path = "tokenauth/mod.rs"]
+mod tokenauth;
+
+/// A small image written straight into the store at `root` and named `name`: one gzip layer
+/// of `layer_bytes` bytes of pseudo-random content derived from `seed`, plus a config.
+/// Returns the manifest digest.
+fn make_image(root: &Path, name: &str, seed: u64, layer_bytes: usize) -> Digest {
+    let store = Store::open(root).unwrap();
+    let mut data = Vec::with_capacity(layer_bytes);
+    let mut x = seed | 1;
+    while data.len() < layer_bytes {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        data.extend_from_slice(&x.to_le_bytes());
+    }
+    data.truncate(layer_bytes);
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_ustar();
+    header.set_size(data.len() as u64);
+    header.set_mode(0o644);
+    header.set_mtime(0);
+    header.set_cksum();
+    tar.append_data(&mut header, "data.bin", &data[..]).unwrap();
+    let tar_bytes = tar.into_inner().unwrap();
+    let diff_id = Digest::of(&tar_bytes);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&tar_bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let layer = store.write_blob(&gz).unwrap();
+    let config = serde_json::json!({
+        "architecture": "amd64",
+        "os": "linux",
+        "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
+        "history": [{"created_by": format!("test seed {seed}")}],
+    });
+    let config_bytes = serde_json::to_vec(&config).unwrap();
+    let config_digest = store.write_blob(&config_bytes).unwrap();
+    let manifest = ImageManifest::new_oci(
+        Descriptor::new(
+            mediatype::OCI_CONFIG,
+            config_digest,
+            config_bytes.len() as u64,
+        ),
+        vec![Descriptor::new(
+            mediatype::OCI_LAYER_GZIP,
+            layer,
+            gz.len() as u64,
+        )],
+    );
+    let (bytes, digest) = to_canonical_json(&manifest).unwrap();
+    store.write_blob(&bytes).unwrap();
+    store.put_image(name, &digest).unwrap();
+    digest
+}
+
+/// Runs rbuild, returning (success, stdout, stderr).
+fn rbuild_out(cmd: &mut Command) -> (bool, String, String) {
+    let out = cmd.output().expect("running rbuild");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The `digest:` printed by `rbuild push`.
+fn pushed_digest(stdout: &str) -> String {
+    stdout
+        .split_whitespace()
+        .skip_while(|w| *w != "digest:")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no digest in push output:\n{stdout}"))
+        .to_string()
+}
+
+fn count(log: &str, needle: &str) -> usize {
+    log.lines().filter(|l| l.contains(needle)).count()
+}
+
+#[test]
+fn push_then_pull_round_trip_keeps_digests_and_second_push_skips_blobs() {
+    let registry = Registry::start();
+    let src = TestRoot::new();
+    let name = format!("{}/round/trip:v1", registry.addr());
+    let digest = make_image(src.path(), &name, 1, 64 * 1024);
+    let out = run_ok(src.rbuild().args(["push", &name]));
+    assert_eq!(pushed_digest(&out), digest.to_string(), "{out}");
+    let uploads_after_first = count(&registry.log(), "PUT /v2/round/trip/blobs/uploads/");
+    assert_eq!(
+        uploads_after_first, 2,
+        "config and layer uploaded once each"
+    );
+
+    // Second push: every blob is found by HEAD, nothing is uploaded.
+    let (ok, out, err) = rbuild_out(src.rbuild().args(["push", &name]));
+    assert!(ok, "{err}");
+    assert_eq!(pushed_digest(&out), digest.to_string());
+    assert!(
+        err.contains("2 already present, 0 mounted, 0 uploaded"),
+        "{err}"
+    );
+    assert_eq!(
+        count(&registry.log(), "PUT /v2/round/trip/blobs/uploads/"),
+        uploads_after_first
+    );
+
+    let dst = TestRoot::new();
+    let out = run_ok(dst.rbuild().args(["pull", &name]));
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(out.contains("Downloaded newer image"), "{out}");
+    let store = Store::open(dst.path()).unwrap();
+    let record = store.resolve(&name).unwrap();
+    assert_eq!(record.target.digest, digest);
+    let image = store.read_image(&digest, None).unwrap();
+    for layer in &image.manifest.layers {
+        assert_eq!(
+            store.read_blob(&layer.digest).unwrap().len() as u64,
+            layer.size
+        );
+    }
+    // Pulling again downloads nothing.
+    let out = run_ok(dst.rbuild().args(["pull", &name]));
+    assert!(out.contains("Image is up to date"), "{out}");
+}
+
+#[test]
+fn skopeo_reads_what_rbuild_pushed() {
+    let registry = Registry::start();
+    let root = TestRoot::new();
+    let name = format!("{}/skopeo/check:latest", registry.addr());
+    let digest = make_image(root.path(), &name, 2, 32 * 1024);
+    run_ok(root.rbuild().args(["push", &name]));
+    let inspect = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"], digest.to_string(), "{inspect}");
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    run_ok(Command::new("skopeo").args([
+        "copy",
+        "--src-tls-verify=false",
+        &format!("docker://{name}"),
+        &format!("oci:{}:x", layout.display()),
+    ]));
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    assert_eq!(index["manifests"][0]["digest"], digest.to_string());
+}
+
+#[test]
+fn push_to_another_repository_mounts_known_blobs() {
+    let registry = Registry::start();
+    let root = TestRoot::new();
+    let first = format!("{}/team/app:1", registry.addr());
+    let digest = make_image(root.path(), &first, 3, 16 * 1024);
+    run_ok(root.rbuild().args(["push", &first]));
+    let second = format!("{}/other/app:1", registry.addr());
+    let (ok, out, err) = rbuild_out(root.rbuild().args(["push", &first, &second]));
+    assert!(ok, "{err}");
+    assert_eq!(pushed_digest(&out), digest.to_string());
+    assert!(
+        err.contains("0 already present, 2 mounted, 0 uploaded"),
+        "{err}"
+    );
+    let log = registry.log();
+    assert_eq!(
+        count(&log, "POST /v2/other/app/blobs/uploads/?mount="),
+        2,
+        "{log}"
+    );
+    assert!(
+        log.contains("from=team%2Fapp") || log.contains("from=team/app"),
+        "{log}"
+    );
+    assert_eq!(count(&log, "PUT /v2/other/app/blobs/uploads/"), 0);
+}
+
+#[test]
+fn login_to_tls_registry_with_basic_auth_then_push_and_logout() {
+    let registry = Registry::start_with_auth("alice", "s3cret");
+    let root = TestRoot::new();
+    let config = tempfile::tempdir().unwrap();
+    let name = format!("{}/private/app:1", registry.addr());
+    make_image(root.path(), &name, 4, 8 * 1024);
+    let with_env = |mut cmd: Command| {
+        cmd.env("DOCKER_CONFIG", config.path())
+            .env("RBUILD_REGISTRY_CA", registry.ca_cert_path().unwrap());
+        cmd
+    };
+
+    // Without credentials the push fails and says how to fix it.
+    let (ok, _, err) = rbuild_out(&mut with_env(root.rbuild()).args(["push", &name]));
+    assert!(!ok);
+    assert!(
+        err.contains(&format!("rbuild login {}", registry.addr())),
+        "{err}"
+    );
+
+    // A wrong password is refused by the registry and nothing is stored.
+    let (ok, _, err) = login(with_env(root.rbuild()), &registry.addr(), "alice", "wrong");
+    assert!(!ok && err.contains("login to"), "{err}");
+    assert!(!config.path().join("config.json").exists());
+
+    let (ok, out, err) = login(with_env(root.rbuild()), &registry.addr(), "alice", "s3cret");
+    assert!(ok, "{err}");
+    assert!(out.contains("Login Succeeded"));
+    let cfg: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(config.path().join("config.json")).unwrap()).unwrap();
+    assert!(cfg["auths"][registry.addr()]["auth"].is_string(), "{cfg}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(config.path().join("config.json"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    run_ok(with_env(root.rbuild()).args(["push", &name]));
+    let out = run_ok(with_env(root.rbuild()).args(["logout", &registry.addr()]));
+    assert!(out.contains("Removing login credentials"), "{out}");
+    let (ok, _, _) = rbuild_out(&mut with_env(root.rbuild()).args(["push", &name]));
+    assert!(!ok, "push after logout must fail");
+}
+
+fn login(mut cmd: Command, server: &str, user: &str, password: &str) -> (bool, String, String) {
+    cmd.args(["login", "-u", user, "--password-stdin", server])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(format!("{password}\n").as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn tls_verification_uses_the_configured_ca() {
+    use rbuild::registry::{Client, ClientOptions, Credential, credentials};
+    let registry = Registry::start_with_auth("bob", "pw");
+    let creds = std::collections::HashMap::from([(
+        credentials::auth_key(&registry.addr()),
+        Credential::Basic {
+            username: "bob".into(),
+            password: "pw".into(),
+        },
+    )]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Verified TLS: trusting the test CA works ...
+    let trusted = Client::new(ClientOptions {
+        loopback_insecure: false,
+        extra_ca_files: vec![registry.ca_cert_path().unwrap().to_path_buf()],
+        credentials: creds.clone(),
+        ..ClientOptions::default()
+    });
+    rt.block_on(trusted.check_login(&registry.addr())).unwrap();
+    // ... and without it the certificate is rejected.
+    let untrusted = Client::new(ClientOptions {
+        loopback_insecure: false,
+        extra_ca_files: vec![],
+        certs_dirs: vec![],
+        credentials: creds,
+        retry: rbuild::registry::RetryPolicy {
+            max_attempts: 1,
+            ..Default::default()
+        },
+        ..ClientOptions::default()
+    });
+    let err = rt
+        .block_on(untrusted.check_login(&registry.addr()))
+        .unwrap_err()
+        .to_string();
+    assert!(err.to_lowercase().contains("certificate"), "{err}");
+}
+
+fn write_config(dir: &Path, registry: &str, entry: serde_json::Value) {
+    let json = serde_json::json!({ "auths": { registry: entry } });
+    std::fs::write(dir.join("config.json"), json.to_string()).unwrap();
+}
+
+#[test]
+fn token_auth_push_pull_and_cross_repo_mount_with_a_two_scope_token() {
+    use base64::Engine as _;
+    let reg = tokenauth::TokenRegistry::start("carol", "tok-pw");
+    let config = reg.scratch("docker-config");
+    let auth = base64::engine::general_purpose::STANDARD.encode("carol:tok-pw");
+    write_config(&config, &reg.addr(), serde_json::json!({ "auth": auth }));
+    let root = TestRoot::new();
+    let first = format!("{}/a/app:1", reg.addr());
+    let digest = make_image(root.path(), &first, 5, 16 * 1024);
+    let mut push = root.rbuild();
+    push.env("DOCKER_CONFIG", &config).args(["push", &first]);
+    assert_eq!(pushed_digest(&run_ok(&mut push)), digest.to_string());
+
+    let second = format!("{}/b/app:1", reg.addr());
+    let mut push = root.rbuild();
+    push.env("DOCKER_CONFIG", &config)
+        .args(["push", &first, &second]);
+    let (ok, _, err) = rbuild_out(&mut push);
+    assert!(ok, "{err}");
+    assert!(err.contains("2 mounted"), "{err}");
+    let two_scopes = reg.issuer_requests().into_iter().any(|r| {
+        let scopes = r["scopes"].to_string();
+        scopes.contains("repository:b/app:pull,push") && scopes.contains("repository:a/app:pull")
+    });
+    assert!(two_scopes, "{:?}", reg.issuer_requests());
+    assert!(reg.registry_log().contains("mount="));
+
+    let dst = TestRoot::new();
+    let mut pull = dst.rbuild();
+    pull.env("DOCKER_CONFIG", &config).args(["pull", &second]);
+    assert!(run_ok(&mut pull).contains(&format!("Digest: {digest}")));
+
+    // Without credentials the token service refuses, and the error names the fix.
+    let empty = reg.scratch("no-config");
+    let mut pull = TestRoot::new().rbuild();
+    pull.env("DOCKER_CONFIG", &empty).args(["pull", &second]);
+    let (ok, _, err) = rbuild_out(&mut pull);
+    assert!(!ok);
+    assert!(err.contains("rbuild login"), "{err}");
+}
+
+#[test]
+fn identity_token_is_exchanged_with_an_oauth2_post() {
+    let reg = tokenauth::TokenRegistry::start("dave", "pw2");
+    let config = reg.scratch("docker-config");
+    write_config(
+        &config,
+        &reg.addr(),
+        serde_json::json!({ "identitytoken": reg.refresh_token() }),
+    );
+    let root = TestRoot::new();
+    let name = format!("{}/oauth/app:1", reg.addr());
+    make_image(root.path(), &name, 6, 4096);
+    let mut push = root.rbuild();
+    push.env("DOCKER_CONFIG", &config).args(["push", &name]);
+    run_ok(&mut push);
+    let requests = reg.issuer_requests();
+    assert!(
+        requests
+            .iter()
+            .all(|r| r["method"] == "POST" && r["user"] == "dave"),
+        "{requests:?}"
+    );
+}
+
+/// Faults the proxy injects, each exactly once while armed.
+#[derive(Default)]
+struct Faults {
+    head_500: std::sync::atomic::AtomicBool,
+    manifest_429: std::sync::atomic::AtomicBool,
+    cut_blob_get: std::sync::atomic::AtomicBool,
+    cut_upload: std::sync::atomic::AtomicBool,
+    saw_range: std::sync::atomic::AtomicBool,
+}
+
+impl Faults {
+    fn take(flag: &std::sync::atomic::AtomicBool) -> bool {
+        flag.swap(false, std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A plain-HTTP proxy on 127.0.0.1 in front of `upstream`: one request per connection
+/// (it forces `Connection: close`), so each request passes the fault checks.
+fn start_fault_proxy(upstream: String, faults: std::sync::Arc<Faults>) -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let (upstream, faults) = (upstream.clone(), faults.clone());
+            std::thread::spawn(move || proxy_one(client, &upstream, &faults));
+        }
+    });
+    addr
+}
+
+fn proxy_one(mut client: std::net::TcpStream, upstream: &str, faults: &Faults) {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        let n = match client.read(&mut byte) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if buf.is_empty() && byte[0] == 0x16 {
+            return; // a TLS ClientHello: this proxy speaks plain HTTP only
+        }
+        buf.extend_from_slice(&byte[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let rest = buf[head_end..].to_vec();
+    let mut lines = head.split("\r\n");
+    let request_line = lines.next().unwrap_or_default().to_string();
+    let mut parts = request_line.split(' ');
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let headers: Vec<&str> = lines.filter(|l| !l.is_empty()).collect();
+    let header = |name: &str| {
+        headers.iter().find_map(|h| {
+            let (k, v) = h.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    };
+    let reply = |mut c: std::net::TcpStream, status: &str, extra: &str| {
+        let _ = c.write_all(
+            format!("HTTP/1.1 {status}\r\n{extra}Content-Length: 0\r\nConnection: close\r\n\r\n")
+                .as_bytes(),
+        );
+    };
+    let is_blob = path.contains("/blobs/sha256:");
+    if method == "HEAD" && is_blob && Faults::take(&faults.head_500) {
+        return reply(client, "500 Internal Server Error", "");
+    }
+    if method == "GET" && path.contains("/manifests/") && Faults::take(&faults.manifest_429) {
+        return reply(client, "429 Too Many Requests", "Retry-After: 1\r\n");
+    }
+    if method == "GET" && is_blob && header("range").is_some() {
+        faults.saw_range.store(true, Ordering::SeqCst);
+    }
+    let body_len: u64 = header("content-length")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let cut_request = (method == "PUT" || method == "PATCH")
+        && body_len > 1024 * 1024
+        && Faults::take(&faults.cut_upload);
+    let cut_response = method == "GET" && is_blob && Faults::take(&faults.cut_blob_get);
+
+    let Ok(mut up) = std::net::TcpStream::connect(upstream) else {
+        return;
+    };
+    let mut new_head = format!("{request_line}\r\n");
+    for h in &headers {
+        if !h.to_ascii_lowercase().starts_with("connection:") {
+            new_head.push_str(h);
+            new_head.push_str("\r\n");
+        }
+    }
+    new_head.push_str("Connection: close\r\n\r\n");
+    if up.write_all(new_head.as_bytes()).is_err() || up.write_all(&rest).is_err() {
+        return;
+    }
+    let mut client_in = client.try_clone().unwrap();
+    let mut up_out = up.try_clone().unwrap();
+    let uploader = std::thread::spawn(move || {
+        let limit = if cut_request { 512 * 1024 } else { u64::MAX };
+        let _ = std::io::copy(&mut (&mut client_in).take(limit), &mut up_out);
+        if cut_request {
+            let _ = up_out.shutdown(std::net::Shutdown::Both);
+            let _ = client_in.shutdown(std::net::Shutdown::Both);
+        }
+    });
+    let limit = if cut_response { 300 * 1024 } else { u64::MAX };
+    let _ = std::io::copy(&mut (&mut up).take(limit), &mut client);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = up.shutdown(std::net::Shutdown::Both);
+    let _ = uploader.join();
+}
+
+#[test]
+fn push_and_pull_complete_through_dropped_connections_500_and_429() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start();
+    let faults = Arc::new(Faults::default());
+    let proxy = start_fault_proxy(registry.addr(), faults.clone());
+    let root = TestRoot::new();
+    let name = format!("{proxy}/faulty/app:1");
+    // Over 16 MiB so the layer goes up in PATCH chunks, one of which gets cut.
+    let digest = make_image(root.path(), &name, 7, 20 * 1024 * 1024);
+    faults.head_500.store(true, Ordering::SeqCst);
+    faults.cut_upload.store(true, Ordering::SeqCst);
+    let (ok, out, err) = rbuild_out(root.rbuild().args(["push", &name]));
+    assert!(ok, "{err}");
+    assert_eq!(pushed_digest(&out), digest.to_string());
+    assert!(
+        !faults.head_500.load(Ordering::SeqCst),
+        "500 was not injected"
+    );
+    assert!(
+        !faults.cut_upload.load(Ordering::SeqCst),
+        "upload was not cut"
+    );
+
+    // What the registry holds (read directly, not through the proxy) is intact.
+    let inspect = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/faulty/app:1", registry.addr()),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"], digest.to_string());
+
+    faults.manifest_429.store(true, Ordering::SeqCst);
+    faults.cut_blob_get.store(true, Ordering::SeqCst);
+    let dst = TestRoot::new();
+    let (ok, out, err) = rbuild_out(dst.rbuild().args(["pull", &name]));
+    assert!(ok, "{err}");
+    assert!(out.contains(&format!("Digest: {digest}")), "{out}");
+    assert!(
+        !faults.manifest_429.load(Ordering::SeqCst),
+        "429 was not injected"
+    );
+    assert!(
+        !faults.cut_blob_get.load(Ordering::SeqCst),
+        "download was not cut"
+    );
+    assert!(
+        faults.saw_range.load(Ordering::SeqCst),
+        "download did not resume with Range"
+    );
+    let store = Store::open(dst.path()).unwrap();
+    let image = store.read_image(&digest, None).unwrap();
+    for layer in &image.manifest.layers {
+        assert_eq!(
+            store.read_blob(&layer.digest).unwrap().len() as u64,
+            layer.size
+        );
+    }
+}
