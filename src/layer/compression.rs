@@ -286,6 +286,20 @@ mod tests {
     }
 
     #[test]
+    fn zstd_output_does_not_depend_on_worker_count() {
+        let data: Vec<u8> = (0..12_000_000u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 27) as u8 ^ (i / 1000) as u8)
+            .collect();
+        let with = |workers| {
+            let mut e = zstd::Encoder::new(Vec::new(), 3).unwrap();
+            e.multithread(workers).unwrap();
+            e.write_all(&data).unwrap();
+            e.finish().unwrap()
+        };
+        assert_eq!(with(1), with(4));
+    }
+
+    #[test]
     fn media_types_map_back_to_compression() {
         for c in [
             Compression::default(),

@@ -6,6 +6,24 @@
 //! This module does not know about the content store or registries: the writer is generic over
 //! any `Write` sink (the store's blob writer computes the compressed digest) and the reader takes
 //! any `Read`.
+//!
+//! ```
+//! use rbuild::image::Digest;
+//! use rbuild::layer::{ApplyOptions, Compression, EntryMeta, LayerWriter, apply};
+//!
+//! // A Vec as sink; in a build it is the store's blob writer, which hashes the blob.
+//! let mut w = LayerWriter::new(Vec::new(), Compression::Zstd { level: 3 }).unwrap();
+//! w.append_dir("etc", &EntryMeta::with_mode(0o755)).unwrap();
+//! w.append_file("etc/motd", &EntryMeta::with_mode(0o644), &b"hi\n"[..], 3).unwrap();
+//! w.append_whiteout("etc/issue").unwrap();
+//! let layer = w.finish().unwrap();
+//! let blob_digest = Digest::of(&layer.sink);
+//! assert_ne!(blob_digest, layer.diff_id);
+//!
+//! let dest = tempfile::tempdir().unwrap();
+//! apply(&layer.sink[..], dest.path(), &ApplyOptions::default()).unwrap();
+//! assert_eq!(std::fs::read(dest.path().join("etc/motd")).unwrap(), b"hi\n");
+//! ```
 
 mod apply;
 mod compression;

@@ -2,9 +2,9 @@
 //! entry (hard links detected by (dev, ino), xattrs, SOURCE_DATE_EPOCH clamp), and
 //! `write_dir_tree` appends a whole directory in sorted, reproducible order.
 
-use std::fs::{self, File};
+use std::fs;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::meta::{
@@ -47,7 +47,13 @@ impl<W: std::io::Write> LayerWriter<W> {
         if ft.is_dir() {
             self.append_dir(name, &meta)
         } else if ft.is_file() {
-            let file = File::open(host_path).map_err(|e| host_err("open", e))?;
+            // O_NOFOLLOW: if the file was swapped for a symlink since lstat, fail rather than
+            // read whatever the link points at into the layer.
+            let file = fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(host_path)
+                .map_err(|e| host_err("open", e))?;
             self.append_file(name, &meta, file, md.len())
         } else if ft.is_symlink() {
             let target = fs::read_link(host_path).map_err(|e| host_err("read link", e))?;
