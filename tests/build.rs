@@ -1,0 +1,369 @@
+//! End-to-end builds without RUN through the `rbuild` binary, checked by real consumers:
+//! `skopeo inspect` of OCI archives, `umoci unpack` and file comparison, a registry base image,
+//! ONBUILD triggers, stdin Dockerfiles, and reproducibility under SOURCE_DATE_EPOCH.
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use common::{Context, Registry, TestRoot, run_ok};
+
+const EPOCH: &str = "1700000000";
+
+fn skopeo_json(args: &[&str]) -> serde_json::Value {
+    let out = run_ok(Command::new("skopeo").args(args));
+    serde_json::from_str(&out).expect("skopeo JSON")
+}
+
+fn oci_build(root: &TestRoot, ctx: &Context, out: &Path, extra: &[&str]) -> String {
+    let dest = format!("type=oci,dest={}", out.display());
+    run_ok(
+        root.rbuild()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["build", "-q", "-o", &dest])
+            .args(extra)
+            .arg(ctx.path()),
+    )
+    .trim()
+    .to_string()
+}
+
+fn multi_stage_context() -> Context {
+    Context::new()
+        .dockerfile(
+            "FROM scratch AS assets\nCOPY --chmod=0600 secret.txt /s/secret.txt\nCOPY dir/ /d/\n\n\
+             FROM scratch\nARG GREETING=hello\nENV GREETING=$GREETING PATH=/bin\nWORKDIR /app\n\
+             COPY --from=assets /s/secret.txt ./\nCOPY --from=assets /d /data\nCOPY --chown=1234:5678 top.txt /top.txt\n\
+             LABEL org.example.greeting=$GREETING\nEXPOSE 8080/tcp 53/udp\nVOLUME /data\nUSER 1234\n\
+             ENTRYPOINT [\"/app/run\"]\nCMD [\"--help\"]\nSTOPSIGNAL SIGINT\n\
+             HEALTHCHECK --interval=30s --retries=3 CMD [\"/app/run\", \"--check\"]\n",
+        )
+        .file("secret.txt", "s3cret\n")
+        .file("dir/one.txt", "one\n")
+        .file("dir/sub/two.txt", "two\n")
+        .file("top.txt", "top\n")
+        .file("ignored.log", "never copied\n")
+        .file(".dockerignore", "*.log\n")
+}
+
+#[test]
+fn multi_stage_scratch_image_is_read_by_skopeo_and_umoci() {
+    let root = TestRoot::new();
+    let ctx = multi_stage_context();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    let id = oci_build(&root, &ctx, &archive, &["--label", "cli.label=yes"]);
+    assert!(id.starts_with("sha256:"), "{id}");
+
+    let arch = format!("oci-archive:{}", archive.display());
+    let summary = skopeo_json(&["inspect", &arch]);
+    assert_eq!(summary["Layers"].as_array().unwrap().len(), 4, "{summary}");
+    assert_eq!(summary["Labels"]["org.example.greeting"], "hello");
+    assert_eq!(summary["Labels"]["cli.label"], "yes");
+    assert_eq!(summary["Created"], "2023-11-14T22:13:20Z");
+
+    let config = skopeo_json(&["inspect", "--config", &arch]);
+    let c = &config["config"];
+    assert_eq!(c["Env"], serde_json::json!(["PATH=/bin", "GREETING=hello"]));
+    assert_eq!(c["WorkingDir"], "/app");
+    assert_eq!(c["User"], "1234");
+    assert_eq!(c["Entrypoint"], serde_json::json!(["/app/run"]));
+    assert_eq!(c["Cmd"], serde_json::json!(["--help"]));
+    assert_eq!(c["StopSignal"], "SIGINT");
+    assert!(c["ExposedPorts"]["8080/tcp"].is_object() && c["ExposedPorts"]["53/udp"].is_object());
+    assert!(c["Volumes"]["/data"].is_object());
+    assert_eq!(
+        c["Healthcheck"]["Test"],
+        serde_json::json!(["CMD", "/app/run", "--check"])
+    );
+    assert_eq!(c["Healthcheck"]["Interval"], 30_000_000_000u64);
+    assert_eq!(c["Healthcheck"]["Retries"], 3);
+    let history: Vec<(String, bool)> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| {
+            assert_eq!(h["created"], "2023-11-14T22:13:20Z");
+            (
+                h["created_by"].as_str().unwrap().to_string(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    let expect: Vec<(&str, bool)> = vec![
+        ("ARG GREETING=hello", true),
+        ("ENV GREETING=hello PATH=/bin", true),
+        ("WORKDIR /app", false),
+        ("COPY /s/secret.txt ./ # buildkit", false),
+        ("COPY /d /data # buildkit", false),
+        ("COPY top.txt /top.txt # buildkit", false),
+        ("LABEL org.example.greeting=hello", true),
+        ("EXPOSE 53/udp 8080/tcp", true),
+        ("VOLUME [/data]", true),
+        ("USER 1234", true),
+        ("ENTRYPOINT [\"/app/run\"]", true),
+        ("CMD [\"--help\"]", true),
+        ("STOPSIGNAL SIGINT", true),
+        (
+            "HEALTHCHECK &{[\"CMD\" \"/app/run\" \"--check\"] \"30s\" \"0s\" \"0s\" \"0s\" '\\x03'}",
+            true,
+        ),
+    ];
+    let got: Vec<(&str, bool)> = history.iter().map(|(s, e)| (s.as_str(), *e)).collect();
+    assert_eq!(got, expect);
+
+    // Unpack with umoci and compare the files.
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout),
+    );
+    let bundle = work.path().join("bundle");
+    let image = format!("{}:latest", layout.display());
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let image =
+        match index["manifests"][0]["annotations"]["org.opencontainers.image.ref.name"].as_str() {
+            Some(tag) => format!("{}:{tag}", layout.display()),
+            None => image,
+        };
+    run_ok(
+        Command::new("umoci")
+            .args(["unpack", "--image", &image])
+            .arg(&bundle),
+    );
+    let rootfs = bundle.join("rootfs");
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("app/secret.txt")).unwrap(),
+        "s3cret\n"
+    );
+    let mode = std::fs::metadata(rootfs.join("app/secret.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o7777, 0o600);
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("data/one.txt")).unwrap(),
+        "one\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(rootfs.join("data/sub/two.txt")).unwrap(),
+        "two\n"
+    );
+    let top = std::fs::metadata(rootfs.join("top.txt")).unwrap();
+    if rustix_is_root() {
+        assert_eq!((top.uid(), top.gid()), (1234, 5678));
+    }
+    assert!(!rootfs.join("ignored.log").exists());
+    assert!(rootfs.join("app").is_dir());
+}
+
+fn rustix_is_root() -> bool {
+    // umoci only restores ownership when it runs as root.
+    run_ok(Command::new("id").arg("-u")).trim() == "0"
+}
+
+#[test]
+fn same_inputs_and_epoch_give_the_same_digest() {
+    let ctx = multi_stage_context();
+    let work = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        let root = TestRoot::new();
+        let meta = work.path().join(format!("meta-{i}.json"));
+        run_ok(
+            root.rbuild()
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["build", "-q", "--metadata-file"])
+                .arg(&meta)
+                .arg(ctx.path()),
+        );
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        digests.push(m["containerimage.digest"].as_str().unwrap().to_string());
+    }
+    assert_eq!(digests[0], digests[1]);
+    // A different epoch changes the config, so the digest.
+    let root = TestRoot::new();
+    let meta = work.path().join("meta-other.json");
+    run_ok(
+        root.rbuild()
+            .args([
+                "build",
+                "-q",
+                "--build-arg",
+                "SOURCE_DATE_EPOCH=1600000000",
+                "--metadata-file",
+            ])
+            .arg(&meta)
+            .arg(ctx.path()),
+    );
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_ne!(m["containerimage.digest"].as_str().unwrap(), digests[0]);
+}
+
+#[test]
+fn run_fails_with_a_clear_error_and_target_skips_it() {
+    let ctx = Context::new()
+        .dockerfile("FROM scratch AS ok\nCOPY a /a\nFROM ok\nRUN echo hi\n")
+        .file("a", "a");
+    let root = TestRoot::new();
+    let out = root.rbuild().arg("build").arg(ctx.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).lines().last().unwrap(),
+        "rbuild: line 4: RUN is not supported yet"
+    );
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "--target", "ok"])
+            .arg(ctx.path()),
+    );
+}
+
+#[test]
+fn tags_land_in_the_store_and_onbuild_triggers_fire() {
+    let root = TestRoot::new();
+    let base = Context::new()
+        .dockerfile("FROM scratch\nCOPY base.txt /\nONBUILD COPY child.txt /from-trigger.txt\n")
+        .file("base.txt", "base\n");
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-t", "onbase:1"])
+            .arg(base.path()),
+    );
+    let images = run_ok(root.rbuild().arg("images"));
+    assert!(images.contains("onbase"), "{images}");
+
+    let child = Context::new()
+        .dockerfile("FROM onbase:1\nLABEL child=1\n")
+        .file("child.txt", "child\n");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("child.tar");
+    oci_build(&root, &child, &archive, &[]);
+    let arch = format!("oci-archive:{}", archive.display());
+    let config = skopeo_json(&["inspect", "--config", &arch]);
+    let created: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        created,
+        [
+            "COPY base.txt / # buildkit",
+            "ONBUILD COPY child.txt /from-trigger.txt",
+            "COPY child.txt /from-trigger.txt # buildkit",
+            "LABEL child=1",
+        ]
+    );
+    assert!(config["config"]["OnBuild"].is_null(), "{config}");
+    assert_eq!(config["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn dockerfile_from_stdin_with_and_without_context() {
+    let root = TestRoot::new();
+    let ctx = Context::new().file("f.txt", "f\n");
+    let mut child = root
+        .rbuild()
+        .args(["build", "-q", "-f", "-"])
+        .arg(ctx.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nCOPY f.txt /\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = root
+        .rbuild()
+        .args(["build", "-q", "-t", "nocontext", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"FROM scratch\nLABEL a=b\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let inspect = run_ok(root.rbuild().args(["inspect", "nocontext"]));
+    assert!(
+        inspect.contains(id.trim_start_matches("sha256:")),
+        "{inspect}"
+    );
+}
+
+#[test]
+fn builds_on_a_registry_base_image_with_named_owner() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new()
+        .dockerfile(&format!(
+            "FROM {base}\nCOPY --chown=www-data:www-data site.html /srv/www/index.html\nWORKDIR /srv/app\nUSER nobody\n"
+        ))
+        .file("site.html", "<h1>hi</h1>\n");
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    oci_build(&root, &ctx, &archive, &[]);
+    let arch = format!("oci-archive:{}", archive.display());
+    let config = skopeo_json(&["inspect", "--config", &arch]);
+    assert_eq!(config["config"]["User"], "nobody");
+    assert_eq!(config["config"]["WorkingDir"], "/srv/app");
+    // The last two layers are ours; read the COPY layer's tar to check the owner.
+    let manifest = skopeo_json(&["inspect", "--raw", &arch]);
+    let layers = manifest["layers"].as_array().unwrap();
+    assert!(layers.len() >= 3, "{manifest}");
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout),
+    );
+    let copy_layer = layers[layers.len() - 2]["digest"]
+        .as_str()
+        .unwrap()
+        .replace(':', "/");
+    let listing = run_ok(
+        Command::new("tar")
+            .args(["--numeric-owner", "-tvzf"])
+            .arg(layout.join("blobs").join(copy_layer)),
+    );
+    let line = listing
+        .lines()
+        .find(|l| l.ends_with("srv/www/index.html"))
+        .expect(&listing);
+    assert!(line.contains("33/33"), "{listing}");
+}
