@@ -380,3 +380,161 @@ fn context_builder_writes_files_modes_and_links() {
     );
     assert_eq!(std::fs::read_to_string(context.join("link")).unwrap(), "a");
 }
+
+/// Sends one HTTP/1.0 request to `addr` and returns (status, body).
+fn http(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
+    for header in headers {
+        request.push_str(&format!("{header}\r\n"));
+    }
+    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
+}
+
+#[test]
+fn token_registry_runs_the_bearer_flow() {
+    let mut policy = common::TokenPolicy::new("tester", "pw");
+    policy.read_only.push("frozen".to_string());
+    let registry = Registry::start_with_token(policy);
+    assert!(registry.url().starts_with("http://"));
+    let reference = fixtures::busybox(&registry);
+
+    // The registry challenges with the token server's realm.
+    let (status, _) = http(&registry.addr(), "GET", "/v2/", &[], "");
+    assert_eq!(status, 401);
+    assert!(registry.log().contains("401"), "{}", registry.log());
+
+    let creds = ["--creds", "tester:pw", "--tls-verify=false"];
+    assert_eq!(
+        json(&skopeo_inspect(&creds, &reference))["Layers"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let anonymous = skopeo_inspect(&["--tls-verify=false"], &reference);
+    assert!(!anonymous.status.success(), "anonymous pull allowed");
+    let wrong = skopeo_inspect(
+        &["--creds", "tester:nope", "--tls-verify=false"],
+        &reference,
+    );
+    assert!(!wrong.status.success(), "wrong password accepted");
+
+    let requests = registry.token_requests();
+    assert!(
+        requests.iter().any(|r| r.user.as_deref() == Some("tester")
+            && r.scopes.iter().any(|s| s == "repository:busybox:pull,push")),
+        "{requests:?}"
+    );
+    assert!(requests.iter().any(|r| r.status == 401), "{requests:?}");
+
+    // Push to a read-only repository is refused.
+    let frozen = Command::new("skopeo")
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--quiet",
+            "--dest-creds=tester:pw",
+        ])
+        .arg("--dest-tls-verify=false")
+        .arg(format!(
+            "oci:{}:latest",
+            fixtures::busybox_layout().display()
+        ))
+        .arg(format!("docker://{}", registry.repo("frozen:1")))
+        .env("XDG_RUNTIME_DIR", runtime_dir())
+        .output()
+        .unwrap();
+    assert!(
+        !frozen.status.success(),
+        "push to a read-only repository succeeded"
+    );
+
+    // OAuth2 POST: password grant with offline access yields a refresh token, which yields a
+    // token that the registry accepts.
+    let realm = registry.token_server().unwrap().realm();
+    let token_addr = realm
+        .trim_start_matches("http://")
+        .trim_end_matches("/token")
+        .to_string();
+    let form = "grant_type=password&username=tester&password=pw&service=rbuild-test-registry\
+                &client_id=rbuild&access_type=offline&scope=repository%3Abusybox%3Apull";
+    let (status, body) = http(&token_addr, "POST", "/token", &[], form);
+    assert_eq!(status, 200, "{body}");
+    let grant: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let refresh = grant["refresh_token"].as_str().unwrap().to_string();
+    let form = format!(
+        "grant_type=refresh_token&refresh_token={refresh}&service=rbuild-test-registry\
+         &client_id=rbuild&scope=repository%3Abusybox%3Apull"
+    );
+    let (status, body) = http(&token_addr, "POST", "/token", &[], &form);
+    assert_eq!(status, 200, "{body}");
+    let token = serde_json::from_str::<serde_json::Value>(&body).unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let accept = "Accept: application/vnd.oci.image.manifest.v1+json, \
+                  application/vnd.docker.distribution.manifest.v2+json";
+    let bearer = format!("Authorization: Bearer {token}");
+    let (status, body) = http(
+        &registry.addr(),
+        "GET",
+        "/v2/busybox/manifests/latest",
+        &[&bearer, accept],
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    // The registry really verifies the signature: a tampered token is refused.
+    let (payload, signature) = token.rsplit_once('.').unwrap();
+    let flipped = if signature.starts_with('A') { "B" } else { "A" };
+    let forged = format!(
+        "Authorization: Bearer {payload}.{flipped}{}",
+        &signature[1..]
+    );
+    let (status, _) = http(
+        &registry.addr(),
+        "GET",
+        "/v2/busybox/manifests/latest",
+        &[&forged, accept],
+        "",
+    );
+    assert_eq!(status, 401);
+    let (status, _) = http(
+        &token_addr,
+        "POST",
+        "/token",
+        &[],
+        "grant_type=refresh_token&refresh_token=bad",
+    );
+    assert_eq!(status, 401);
+
+    let config_dir = tempfile::tempdir().unwrap();
+    let mut cmd = common::rbuild();
+    registry.configure_client(&mut cmd, config_dir.path());
+    assert!(config_dir.path().join("config.json").is_file());
+}
+
+#[test]
+fn token_registry_can_allow_anonymous_pull() {
+    let mut policy = common::TokenPolicy::new("tester", "pw");
+    policy.anonymous_pull = true;
+    let registry = Registry::start_with_token(policy);
+    let reference = fixtures::busybox(&registry);
+    let anonymous = skopeo_inspect(&["--tls-verify=false"], &reference);
+    assert_eq!(json(&anonymous)["Layers"].as_array().map(Vec::len), Some(1));
+    assert!(
+        registry
+            .token_requests()
+            .iter()
+            .any(|r| r.user.is_none() && r.status == 200)
+    );
+}

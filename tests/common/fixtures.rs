@@ -46,16 +46,7 @@ pub fn push_as(registry: &Registry, fixture: &str, repo_tag: &str) -> String {
     let dest = registry.repo(repo_tag);
     let mut cmd = Command::new(script("push"));
     cmd.arg(fixture).arg(&dest);
-    match (registry.credentials(), registry.cert_dir()) {
-        (Some((user, password)), Some(cert_dir)) => {
-            cmd.arg(format!("--dest-creds={user}:{password}"))
-                .arg("--dest-cert-dir")
-                .arg(cert_dir);
-        }
-        _ => {
-            cmd.arg("--dest-tls-verify=false");
-        }
-    }
+    cmd.args(registry.skopeo_args("dest-"));
     run_script(&mut cmd);
     dest
 }

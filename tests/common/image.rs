@@ -17,26 +17,9 @@ fn skopeo(registry: &Registry, subcommand: &str) -> Command {
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
         cmd.env("XDG_RUNTIME_DIR", dir);
     }
-    let src_or_plain = subcommand == "copy";
-    match (registry.credentials(), registry.cert_dir()) {
-        (Some((user, password)), Some(cert_dir)) => {
-            let (creds, certs) = if src_or_plain {
-                ("--src-creds", "--src-cert-dir")
-            } else {
-                ("--creds", "--cert-dir")
-            };
-            cmd.arg(format!("{creds}={user}:{password}"))
-                .arg(certs)
-                .arg(cert_dir);
-        }
-        _ => {
-            cmd.arg(if src_or_plain {
-                "--src-tls-verify=false"
-            } else {
-                "--tls-verify=false"
-            });
-        }
-    }
+    // `copy` reads from the registry (`--src-*`); `inspect` takes the bare options.
+    let prefix = if subcommand == "copy" { "src-" } else { "" };
+    cmd.args(registry.skopeo_args(prefix));
     cmd
 }
 

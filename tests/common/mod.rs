@@ -9,6 +9,7 @@ pub mod context;
 pub mod fixtures;
 pub mod image;
 pub mod registry;
+pub mod token;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,6 +17,7 @@ use std::process::Command;
 pub use context::Context;
 pub use image::PulledImage;
 pub use registry::Registry;
+pub use token::TokenPolicy;
 
 /// A `rbuild` command (the binary built for this test run) whose `--root` is a fresh
 /// directory of its own, for one-shot invocations.

@@ -1,12 +1,15 @@
 //! A real OCI registry for tests: Debian's `docker-registry` (CNCF distribution 2.8) bound to
-//! a free loopback port with temporary storage, optionally with htpasswd auth and TLS from a
-//! CA generated for the test. Killed and reaped on drop.
+//! a free loopback port with temporary storage. Three variants: anonymous plain HTTP, htpasswd
+//! basic auth over TLS from a CA generated for the test, and bearer tokens from a
+//! [`TokenServer`] (plain HTTP). Killed and reaped on drop.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use super::token::{TokenPolicy, TokenRequest, TokenServer};
 
 /// How long a freshly started registry may take to answer on its port.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -15,51 +18,75 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// it, so another process can grab it before the registry does.
 const START_ATTEMPTS: usize = 5;
 
-/// Credentials and TLS material of an authenticated registry.
+/// TLS material of the basic-auth variant.
 #[derive(Debug, Clone)]
-struct AuthSetup {
-    user: String,
-    password: String,
+struct Tls {
     ca_cert: PathBuf,
     cert_dir: PathBuf,
 }
 
-/// A running `docker-registry` on `127.0.0.1`. Plain HTTP from [`Registry::start`], HTTPS
-/// with basic auth from [`Registry::start_with_auth`].
+/// How clients authenticate.
+enum Auth {
+    Anonymous,
+    Basic { tls: Tls },
+    Token { server: TokenServer },
+}
+
+/// A running `docker-registry` on `127.0.0.1`: plain HTTP from [`Registry::start`], HTTPS with
+/// basic auth from [`Registry::start_with_auth`], bearer tokens from
+/// [`Registry::start_with_token`].
 pub struct Registry {
     child: Child,
     addr: SocketAddr,
     dir: tempfile::TempDir,
-    auth: Option<AuthSetup>,
+    credentials: Option<(String, String)>,
+    auth: Auth,
 }
 
 impl Registry {
     /// Starts an anonymous, plain-HTTP registry and waits until `GET /v2/` answers 200.
     pub fn start() -> Registry {
-        Registry::start_inner(None)
+        Registry::start_inner(|_| (None, Auth::Anonymous))
     }
 
     /// Starts a registry that requires HTTP basic auth (`user`/`password`, bcrypt htpasswd)
     /// over TLS. Its certificate is issued for `127.0.0.1` and `localhost` by a CA created for
     /// this registry alone; see [`Registry::ca_cert_path`] and [`Registry::cert_dir`].
     pub fn start_with_auth(user: &str, password: &str) -> Registry {
-        Registry::start_inner(Some((user, password)))
+        Registry::start_inner(|dir| {
+            let tls = prepare_basic_tls(dir, user, password);
+            let creds = (user.to_string(), password.to_string());
+            (Some(creds), Auth::Basic { tls })
+        })
     }
 
-    fn start_inner(auth: Option<(&str, &str)>) -> Registry {
+    /// Starts a plain-HTTP registry using the bearer-token flow (like Docker Hub): `/v2/`
+    /// answers 401 with `WWW-Authenticate: Bearer realm=...,service=...`, and a [`TokenServer`]
+    /// issues tokens according to `policy`. See [`Registry::token_requests`].
+    pub fn start_with_token(policy: TokenPolicy) -> Registry {
+        Registry::start_inner(|dir| {
+            let creds = (policy.user.clone(), policy.password.clone());
+            let server = TokenServer::start(dir, policy);
+            (Some(creds), Auth::Token { server })
+        })
+    }
+
+    fn start_inner(prepare: impl FnOnce(&Path) -> (Option<(String, String)>, Auth)) -> Registry {
         let dir = tempfile::Builder::new()
             .prefix("rbuild-test-registry-")
             .tempdir()
             .expect("creating the registry's temp dir");
         let storage = dir.path().join("storage");
         std::fs::create_dir(&storage).expect("creating the registry storage dir");
-        let auth = auth.map(|(user, password)| prepare_auth(dir.path(), user, password));
+        let (credentials, auth) = prepare(dir.path());
+        let auth_yaml = auth_config(&auth, dir.path());
+        let tls = matches!(auth, Auth::Basic { .. });
 
         let mut last_log = String::new();
         for _ in 0..START_ATTEMPTS {
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
             let config = dir.path().join("config.yml");
-            write_config(&config, addr, &storage, dir.path(), auth.is_some());
+            write_config(&config, addr, &storage, &auth_yaml);
             let log_path = dir.path().join("registry.log");
             let log = std::fs::File::create(&log_path).expect("creating registry.log");
             let mut child = Command::new("docker-registry")
@@ -72,11 +99,13 @@ impl Registry {
                 .unwrap_or_else(|e| {
                     panic!("could not start docker-registry (apt-get install docker-registry): {e}")
                 });
-            if wait_ready(&mut child, addr, auth.is_some()) {
+            let expect_200 = matches!(auth, Auth::Anonymous);
+            if wait_ready(&mut child, addr, tls, expect_200) {
                 return Registry {
                     child,
                     addr,
                     dir,
+                    credentials,
                     auth,
                 };
             }
@@ -101,7 +130,7 @@ impl Registry {
 
     /// Base URL: `http://127.0.0.1:PORT` or `https://127.0.0.1:PORT` for the auth variant.
     pub fn url(&self) -> String {
-        let scheme = if self.auth.is_some() { "https" } else { "http" };
+        let scheme = if self.is_tls() { "https" } else { "http" };
         format!("{scheme}://{}", self.addr)
     }
 
@@ -110,27 +139,49 @@ impl Registry {
         format!("{}/{repo}", self.addr)
     }
 
-    /// Whether this registry serves TLS with basic auth.
+    /// Whether this registry serves TLS (the basic-auth variant).
     pub fn is_tls(&self) -> bool {
-        self.auth.is_some()
+        matches!(self.auth, Auth::Basic { .. })
+    }
+
+    fn tls(&self) -> Option<&Tls> {
+        match &self.auth {
+            Auth::Basic { tls } => Some(tls),
+            _ => None,
+        }
+    }
+
+    /// The token server of the token variant.
+    pub fn token_server(&self) -> Option<&TokenServer> {
+        match &self.auth {
+            Auth::Token { server } => Some(server),
+            _ => None,
+        }
+    }
+
+    /// The token requests clients made so far (empty for other variants).
+    pub fn token_requests(&self) -> Vec<TokenRequest> {
+        self.token_server()
+            .map(TokenServer::requests)
+            .unwrap_or_default()
     }
 
     /// The PEM CA certificate that signed the server certificate (auth variant only).
     pub fn ca_cert_path(&self) -> Option<&Path> {
-        self.auth.as_ref().map(|a| a.ca_cert.as_path())
+        self.tls().map(|t| t.ca_cert.as_path())
     }
 
     /// A directory holding only `ca.crt`, in the layout `skopeo --cert-dir` and
     /// `/etc/docker/certs.d/HOST:PORT/` use (auth variant only).
     pub fn cert_dir(&self) -> Option<&Path> {
-        self.auth.as_ref().map(|a| a.cert_dir.as_path())
+        self.tls().map(|t| t.cert_dir.as_path())
     }
 
-    /// `(user, password)` of the auth variant.
+    /// `(user, password)` of the basic-auth and token variants.
     pub fn credentials(&self) -> Option<(&str, &str)> {
-        self.auth
+        self.credentials
             .as_ref()
-            .map(|a| (a.user.as_str(), a.password.as_str()))
+            .map(|(u, p)| (u.as_str(), p.as_str()))
     }
 
     /// Everything the registry printed so far (its request log included), e.g. to check that
@@ -150,7 +201,7 @@ impl Registry {
         use base64::Engine as _;
         let (user, password) = self
             .credentials()
-            .expect("write_docker_config needs a registry started with auth");
+            .expect("write_docker_config needs a registry with credentials");
         let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
         let json = serde_json::json!({ "auths": { self.addr(): { "auth": token } } });
         std::fs::create_dir_all(dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
@@ -163,16 +214,33 @@ impl Registry {
         path
     }
 
-    /// Points an rbuild (or docker-like) command at this registry's trust and credentials: for
-    /// the auth variant, writes `config.json` into `docker_config_dir`, sets `DOCKER_CONFIG` to it
-    /// and `RBUILD_REGISTRY_CA` (read by rbuild's registry client) to the test CA. A plain
-    /// registry needs nothing: rbuild treats `127.0.0.0/8` as insecure, like docker.
+    /// Points an rbuild (or docker-like) command at this registry's credentials and trust:
+    /// with credentials, writes `config.json` into `docker_config_dir` and sets `DOCKER_CONFIG`
+    /// to it; for TLS, sets `RBUILD_REGISTRY_CA` (read by rbuild's registry client) to the test
+    /// CA. An anonymous registry needs nothing: rbuild treats `127.0.0.0/8` as insecure, like
+    /// docker.
     pub fn configure_client(&self, cmd: &mut Command, docker_config_dir: &Path) {
-        if let Some(ca) = self.ca_cert_path() {
+        if self.credentials.is_some() {
             self.write_docker_config(docker_config_dir);
-            cmd.env("DOCKER_CONFIG", docker_config_dir)
-                .env("RBUILD_REGISTRY_CA", ca);
+            cmd.env("DOCKER_CONFIG", docker_config_dir);
         }
+        if let Some(ca) = self.ca_cert_path() {
+            cmd.env("RBUILD_REGISTRY_CA", ca);
+        }
+    }
+
+    /// `skopeo` options reaching this registry, with `prefix` `"src-"`, `"dest-"` or `""`
+    /// (for `inspect`): credentials, and the CA dir or `tls-verify=false`.
+    pub fn skopeo_args(&self, prefix: &str) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some((user, password)) = self.credentials() {
+            args.push(format!("--{prefix}creds={user}:{password}"));
+        }
+        match self.cert_dir() {
+            Some(dir) => args.push(format!("--{prefix}cert-dir={}", dir.display())),
+            None => args.push(format!("--{prefix}tls-verify=false")),
+        }
+        args
     }
 }
 
@@ -183,9 +251,10 @@ impl Drop for Registry {
     }
 }
 
-/// Polls until the registry answers on its port (and, for plain HTTP, until `GET /v2/`
-/// returns 200). False when the process died (e.g. the port was taken) or the timeout passed.
-fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool) -> bool {
+/// Polls until the registry answers on its port (and, without TLS, until `GET /v2/` answers:
+/// 200 when `expect_200`, else any status). False when the process died (e.g. the port was
+/// taken) or the timeout passed.
+fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool, expect_200: bool) -> bool {
     let deadline = Instant::now() + START_TIMEOUT;
     while Instant::now() < deadline {
         if let Ok(Some(_status)) = child.try_wait() {
@@ -194,7 +263,7 @@ fn wait_ready(child: &mut Child, addr: SocketAddr, tls: bool) -> bool {
         if let Ok(stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
             // With TLS the certificates are loaded before the listener opens, so an accepted
             // connection means it serves; without TLS, check that the API answers too.
-            if tls || v2_answers_200(stream) {
+            if tls || v2_answers(stream, expect_200) {
                 return true;
             }
         }
@@ -208,7 +277,7 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local_addr").port()
 }
 
-fn v2_answers_200(mut stream: TcpStream) -> bool {
+fn v2_answers(mut stream: TcpStream, expect_200: bool) -> bool {
     let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
     let request = "GET /v2/ HTTP/1.0\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
     if stream.write_all(request.as_bytes()).is_err() {
@@ -216,32 +285,49 @@ fn v2_answers_200(mut stream: TcpStream) -> bool {
     }
     let mut response = String::new();
     let _ = stream.read_to_string(&mut response);
-    response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200")
+    match response.get(..12) {
+        Some(status) if expect_200 => status.ends_with(" 200"),
+        Some(status) => status.starts_with("HTTP/1."),
+        None => false,
+    }
 }
 
-fn write_config(config: &Path, addr: SocketAddr, storage: &Path, dir: &Path, tls: bool) {
-    let mut yaml = format!(
-        "version: 0.1\n\
-         log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
-         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
-         maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: {addr}\n  secret: rbuild-test-secret\n",
-        storage = storage.display(),
-    );
-    if tls {
-        yaml.push_str(&format!(
+/// The `http.tls` and `auth` parts of the registry configuration.
+fn auth_config(auth: &Auth, dir: &Path) -> String {
+    match auth {
+        Auth::Anonymous => String::new(),
+        Auth::Basic { .. } => format!(
             "  tls:\n    certificate: {crt}\n    key: {key}\n\
              auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {htpasswd}\n",
             crt = dir.join("tls/server.crt").display(),
             key = dir.join("tls/server.key").display(),
             htpasswd = dir.join("htpasswd").display(),
-        ));
+        ),
+        Auth::Token { server } => format!(
+            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
+             issuer: {issuer}\n    rootcertbundle: {bundle}\n",
+            realm = server.realm(),
+            service = super::token::SERVICE,
+            issuer = super::token::ISSUER,
+            bundle = server.cert_path().display(),
+        ),
     }
+}
+
+fn write_config(config: &Path, addr: SocketAddr, storage: &Path, auth_yaml: &str) {
+    let yaml = format!(
+        "version: 0.1\n\
+         log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
+         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
+         maintenance:\n    uploadpurging:\n      enabled: false\n\
+         http:\n  addr: {addr}\n  secret: rbuild-test-secret\n{auth_yaml}",
+        storage = storage.display(),
+    );
     std::fs::write(config, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
 }
 
 /// Creates the htpasswd file, a CA and a server certificate under `dir`.
-fn prepare_auth(dir: &Path, user: &str, password: &str) -> AuthSetup {
+fn prepare_basic_tls(dir: &Path, user: &str, password: &str) -> Tls {
     let htpasswd = super::run_ok(
         Command::new("htpasswd")
             .args(["-Bbn", user, password])
@@ -295,10 +381,5 @@ fn prepare_auth(dir: &Path, user: &str, password: &str) -> AuthSetup {
     );
     let ca_cert = cert_dir.join("ca.crt");
     std::fs::copy(tls.join("ca.crt"), &ca_cert).expect("copying ca.crt");
-    AuthSetup {
-        user: user.to_string(),
-        password: password.to_string(),
-        ca_cert,
-        cert_dir,
-    }
+    Tls { ca_cert, cert_dir }
 }
