@@ -528,3 +528,64 @@ fn plan_writes_into_a_layer() {
     }
     assert_eq!(seen, ["app/:", "app/a.txt:hello", "app/l:"]);
 }
+
+#[test]
+fn hard_links_in_a_selection_stay_links() {
+    let ctx = Context::new().file("d/a", "same");
+    std::fs::hard_link(ctx.join("d/a"), ctx.join("d/b")).unwrap();
+    assert_eq!(copy(&req(&ctx, &["d"], "/x/")), ["x/", "x/a", "x/b => x/a"]);
+}
+
+#[test]
+fn copy_from_a_stage_root_keeps_owners_and_scopes_symlinks() {
+    // A stage root: absolute links resolve inside it, as in the container.
+    let stage = Context::new()
+        .file("usr/lib/libfoo.so.1", "lib")
+        .symlink("usr/lib/libfoo.so", "/usr/lib/libfoo.so.1")
+        .symlink("lib", "usr/lib");
+    let ctx = Context::new();
+    let mut r = req(&ctx, &["/lib/libfoo.so"], "/out/");
+    r.source_root = stage.path().to_path_buf();
+    r.from_context = false;
+    r.ignore = None;
+    let plan = plan_copy(&r).unwrap();
+    assert_eq!(paths(&plan.entries), ["out/", "out/libfoo.so"]);
+    assert_eq!(content(&plan.entries[1]), "lib");
+    let meta = std::fs::metadata(stage.join("usr/lib/libfoo.so.1")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(plan.entries[1].uid, meta.uid());
+}
+
+#[test]
+fn directories_never_replace_image_symlinks_or_files() {
+    let ctx = Context::new()
+        .file("rootfs/bin/tool", "t")
+        .file("rootfs/etc/x", "x");
+    let image = Context::new()
+        .dir("usr/bin")
+        .symlink("bin", "usr/bin")
+        .file("etc", "file");
+    let mut r = req(&ctx, &["rootfs/bin"], "/bin/");
+    r.dest_root = Some(image.path().to_path_buf());
+    // The destination itself is resolved through the image's symlink.
+    assert_eq!(copy(&r), ["usr/", "usr/bin/", "usr/bin/tool"]);
+    // A nested directory landing on a symlink or a file is refused, as BuildKit refuses it.
+    let mut r = req(&ctx, &["rootfs"], "/");
+    r.dest_root = Some(image.path().to_path_buf());
+    let err = plan_copy(&r).unwrap_err().to_string();
+    assert!(err.contains("cannot copy to non-directory: /bin"), "{err}");
+}
+
+#[test]
+fn add_archive_honours_chown() {
+    let ctx = Context::new().file("b.tgz", compress("gz", &tar_bytes()));
+    let mut r = req(&ctx, &["b.tgz"], "/o/");
+    r.is_add = true;
+    r.chown = Some("5:6".into());
+    let plan = plan_copy(&r).unwrap();
+    assert!(
+        plan.entries.iter().all(|e| (e.uid, e.gid) == (5, 6)),
+        "{:?}",
+        plan.entries
+    );
+}

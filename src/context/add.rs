@@ -135,7 +135,7 @@ pub(crate) fn extract_archive(
     let mut archive = tar::Archive::new(open(path, format)?);
     let entries = archive.entries().map_err(|e| bad(e.to_string()))?;
     if !dest.is_empty() {
-        set.ensure_parents(&format!("{dest}/x"));
+        set.ensure_parents(&format!("{dest}/x"))?;
     }
     for entry in entries {
         let mut entry = entry.map_err(|e| bad(e.to_string()))?;
@@ -220,7 +220,7 @@ pub(crate) fn extract_archive(
             gid,
             mtime,
             existing_parent: false,
-        });
+        })?;
     }
     Ok(())
 }

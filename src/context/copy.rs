@@ -78,20 +78,24 @@ impl<'a> EntrySet<'a> {
     }
 
     /// Ensures every ancestor of `path` is listed: existing directories of the destination root
-    /// with their own metadata, new ones as 0755 owned by the `--chown` owner (or root).
-    pub(crate) fn ensure_parents(&mut self, path: &str) {
+    /// with their own metadata, new ones as 0755 owned by the `--chown` owner (or root). An
+    /// ancestor that exists in the image as a non-directory (a file, or a symlink such as a
+    /// merged-usr `/bin`) is refused as BuildKit refuses it, instead of replacing it.
+    pub(crate) fn ensure_parents(&mut self, path: &str) -> Result<(), ContextError> {
         let comps: Vec<&str> = path.split('/').collect();
         for i in 1..comps.len() {
             let dir = comps[..i].join("/");
-            if self.index.contains_key(&dir) {
+            if let Some(&idx) = self.index.get(&dir) {
+                if !self.entries[idx].is_dir() {
+                    return Err(non_directory(&dir));
+                }
                 continue;
             }
             let existing = self
                 .dest_root
-                .and_then(|r| std::fs::symlink_metadata(r.join(&dir)).ok())
-                .filter(|m| m.is_dir());
+                .and_then(|r| std::fs::symlink_metadata(r.join(&dir)).ok());
             let entry = match existing {
-                Some(m) => LayerEntry {
+                Some(m) if m.is_dir() => LayerEntry {
                     path: dir.clone(),
                     kind: EntryKind::Dir,
                     mode: m.mode() & 0o7777,
@@ -100,6 +104,7 @@ impl<'a> EntrySet<'a> {
                     mtime: Some(Mtime::of(&m)),
                     existing_parent: true,
                 },
+                Some(_) => return Err(non_directory(&dir)),
                 None => LayerEntry {
                     path: dir.clone(),
                     kind: EntryKind::Dir,
@@ -113,14 +118,23 @@ impl<'a> EntrySet<'a> {
             self.index.insert(dir, self.entries.len());
             self.entries.push(entry);
         }
+        Ok(())
     }
 
     /// Adds or replaces an entry (a later copy of the same path wins, keeping its position).
-    pub(crate) fn put(&mut self, entry: LayerEntry) {
+    pub(crate) fn put(&mut self, entry: LayerEntry) -> Result<(), ContextError> {
         if entry.path.is_empty() {
-            return;
+            return Ok(());
         }
-        self.ensure_parents(&entry.path);
+        self.ensure_parents(&entry.path)?;
+        if entry.is_dir()
+            && let Some(root) = self.dest_root
+            && let Ok(m) = std::fs::symlink_metadata(root.join(&entry.path))
+            && !m.is_dir()
+            && !self.index.contains_key(&entry.path)
+        {
+            return Err(non_directory(&entry.path));
+        }
         match self.index.get(&entry.path) {
             Some(&i) => self.entries[i] = entry,
             None => {
@@ -128,6 +142,7 @@ impl<'a> EntrySet<'a> {
                 self.entries.push(entry);
             }
         }
+        Ok(())
     }
 
     fn existing_dir(&self, path: &str) -> bool {
@@ -140,6 +155,10 @@ impl<'a> EntrySet<'a> {
         }
         self.dest_root.is_some_and(|r| r.join(path).is_dir())
     }
+}
+
+fn non_directory(path: &str) -> ContextError {
+    ContextError::Destination(format!("cannot copy to non-directory: /{path}"))
 }
 
 fn is_url(s: &str) -> bool {
@@ -303,7 +322,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             {
                 // Copying contents into the root or an existing directory keeps its metadata.
                 if !target.is_empty() {
-                    set.ensure_parents(&format!("{target}/x"));
+                    set.ensure_parents(&format!("{target}/x"))?;
                 }
                 continue;
             }
@@ -367,7 +386,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             tracing::warn!(path = %sel.host.display(), "skipping special file in {what} source");
             continue;
         };
-        set.put(entry);
+        set.put(entry)?;
     }
 
     for url in req.sources.iter().filter(|s| is_url(s)) {
@@ -396,12 +415,12 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             gid: owner.gid,
             mtime: fetched.mtime,
             existing_parent: false,
-        });
+        })?;
     }
     if dest_is_dir && !dest.is_empty() {
         // `COPY empty-wildcard* /dir/` still creates the directory, as BuildKit's
         // CreateDestPath does before copying.
-        set.ensure_parents(&format!("{dest}/x"));
+        set.ensure_parents(&format!("{dest}/x"))?;
     }
     Ok(CopyPlan {
         entries: set.entries,
