@@ -151,17 +151,25 @@ pub(crate) const INSTRUCTIONS: &[&str] = &[
     "WORKDIR",
 ];
 
-/// The closest instruction name by edit distance, if within BuildKit's threshold (a third of
-/// the word's length, at least one edit... at most two for short words).
+/// The closest instruction name by edit distance, as BuildKit's `suggest.WrapError` picks it:
+/// case-insensitive, distance below 3, first best match wins; the suggestion takes the
+/// case of what was written when it is all upper-case, lower-case otherwise.
 pub(crate) fn suggest_instruction(name: &str) -> Option<String> {
-    let upper = name.to_uppercase();
-    let max = (upper.chars().count() / 3).max(2);
-    INSTRUCTIONS
-        .iter()
-        .map(|cand| (levenshtein(&upper, cand), *cand))
-        .filter(|(d, _)| *d <= max)
-        .min_by_key(|(d, _)| *d)
-        .map(|(_, c)| c.to_string())
+    let lower = name.to_lowercase();
+    let mut best: Option<(usize, &str)> = None;
+    for cand in INSTRUCTIONS {
+        let d = levenshtein(&lower, &cand.to_lowercase());
+        if d < best.map_or(3, |(b, _)| b) {
+            best = Some((d, cand));
+        }
+    }
+    let (_, cand) = best?;
+    // Go's matchCase: all-lower (checked first) → lower, all-upper → upper, mixed → lower.
+    Some(if name != lower && name == name.to_uppercase() {
+        cand.to_string()
+    } else {
+        cand.to_lowercase()
+    })
 }
 
 fn levenshtein(a: &str, b: &str) -> usize {
@@ -185,7 +193,10 @@ mod tests {
     #[test]
     fn suggestions() {
         assert_eq!(suggest_instruction("COPPY").as_deref(), Some("COPY"));
-        assert_eq!(suggest_instruction("runn").as_deref(), Some("RUN"));
+        assert_eq!(suggest_instruction("runn").as_deref(), Some("run"));
+        assert_eq!(suggest_instruction("Workdri").as_deref(), Some("workdir"));
+        assert_eq!(suggest_instruction("COPPY").as_deref(), Some("COPY"));
+        assert_eq!(suggest_instruction("ENTRYPIONTS"), None);
         assert_eq!(suggest_instruction("XYZZYQUUX"), None);
     }
 
