@@ -376,6 +376,8 @@ struct Faults {
     head_500: std::sync::atomic::AtomicBool,
     manifest_429: std::sync::atomic::AtomicBool,
     cut_blob_get: std::sync::atomic::AtomicBool,
+    /// Only GETs of this blob are cut (small blobs would finish before the cut point).
+    cut_digest: std::sync::Mutex<String>,
     cut_upload: std::sync::atomic::AtomicBool,
     saw_range: std::sync::atomic::AtomicBool,
 }
@@ -453,7 +455,10 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: &str, faults: &Faults) {
     let cut_request = (method == "PUT" || method == "PATCH")
         && body_len > 1024 * 1024
         && Faults::take(&faults.cut_upload);
-    let cut_response = method == "GET" && is_blob && Faults::take(&faults.cut_blob_get);
+    let cut_response = method == "GET"
+        && is_blob
+        && path.contains(faults.cut_digest.lock().unwrap().as_str())
+        && Faults::take(&faults.cut_blob_get);
 
     let Ok(mut up) = std::net::TcpStream::connect(upstream) else {
         return;
@@ -520,6 +525,15 @@ fn push_and_pull_complete_through_dropped_connections_500_and_429() {
     let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
     assert_eq!(v["Digest"], digest.to_string());
 
+    let layer = Store::open(root.path())
+        .unwrap()
+        .read_image(&digest, None)
+        .unwrap()
+        .manifest
+        .layers[0]
+        .digest
+        .to_string();
+    *faults.cut_digest.lock().unwrap() = layer;
     faults.manifest_429.store(true, Ordering::SeqCst);
     faults.cut_blob_get.store(true, Ordering::SeqCst);
     let dst = TestRoot::new();
