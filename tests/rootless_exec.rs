@@ -316,3 +316,100 @@ fn startup_time_of_true_is_noted() {
     }
     eprintln!("sandbox start-up of `true`: {:?} per run", start.elapsed() / 5);
 }
+
+/// Writes `tree` as an uncompressed layer file and returns (diff_id, path).
+fn layer_from_tree(tree: &Path, out: &Path) -> rbuild::image::Digest {
+    use rbuild::layer::{Compression, EntryOptions, LayerWriter, write_dir_tree};
+    let file = fs::File::create(out).unwrap();
+    let mut w = LayerWriter::new(file, Compression::Gzip { level: 1 }).unwrap();
+    write_dir_tree(&mut w, tree, Path::new(""), &EntryOptions { uid: Some(0), gid: Some(0), ..EntryOptions::default() }).unwrap();
+    w.finish().unwrap().diff_id
+}
+
+/// (name, uid, kind) of every entry of an uncompressed layer tar.
+fn tar_entries(path: &Path) -> Vec<(String, u64, tar::EntryType)> {
+    let mut archive = tar::Archive::new(fs::File::open(path).unwrap());
+    archive
+        .entries()
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let h = e.header();
+            (String::from_utf8_lossy(&e.path_bytes()).into_owned(), h.uid().unwrap(), h.entry_type())
+        })
+        .collect()
+}
+
+fn run_in(root: RootSpec, script: &str) -> String {
+    ok(&sh(root, script))
+}
+
+#[test]
+fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
+    use rbuild::layer::Compression;
+    use rbuild::snapshot::Snapshotter;
+    setup();
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base");
+    busybox_root(&base);
+    fs::create_dir_all(base.join("data")).unwrap();
+    for f in ["keep", "modify", "delete"] {
+        fs::write(base.join("data").join(f), f).unwrap();
+    }
+    fs::create_dir_all(base.join("olddir")).unwrap();
+    fs::write(base.join("olddir/a"), "a").unwrap();
+    let base_blob = work.path().join("base.tar.gz");
+    let base_id = layer_from_tree(&base, &base_blob);
+
+    let snaps = Snapshotter::new(&work.path().join("store")).unwrap();
+    let dir = snaps.unpack_layer(&base_id, &base_blob).unwrap();
+    assert!(snaps.has_layer(&base_id));
+    assert_eq!(snaps.unpack_layer(&base_id, &base_blob).unwrap(), dir, "unpacked once");
+
+    let active = snaps.prepare(std::slice::from_ref(&base_id)).unwrap();
+    let chown = if ranges_available() { "chown 1234:1234 /data/new" } else { "true" };
+    let mut spec = sh(
+        active.root(),
+        &format!(
+            "echo new > /data/new && {chown} && echo more >> /data/modify && rm /data/delete && \
+             rm -rf /olddir && mkdir /olddir && echo c > /olddir/c && cat /run/secrets/s"
+        ),
+    );
+    spec.mounts.push(MountSpec::Secret { data: b"hidden".to_vec(), target: "/run/secrets/s".into(), uid: 0, gid: 0, mode: 0o400 });
+    assert_eq!(ok(&spec), "hidden");
+
+    let diff_path = work.path().join("diff.tar");
+    let out = fs::File::create(&diff_path).unwrap();
+    let summary = snaps.diff(&active, Compression::Uncompressed, None, out).unwrap();
+    let bytes = fs::read(&diff_path).unwrap();
+    assert_eq!(rbuild::image::Digest::of(&bytes), summary.diff_id);
+    let entries = tar_entries(&diff_path);
+    let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+    for expected in ["data/", "data/.wh.delete", "data/modify", "data/new", "olddir/", "olddir/.wh..wh..opq", "olddir/c"] {
+        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    }
+    for absent in ["data/keep", "olddir/a", "etc/hosts", "proc/", "run/", "run/secrets/s"] {
+        assert!(!names.contains(&absent), "{absent} must not be in {names:?}");
+    }
+    if ranges_available() {
+        let new = entries.iter().find(|(n, _, _)| n == "data/new").unwrap();
+        assert_eq!(new.1, 1234, "layer must carry the container uid");
+    }
+
+    // The diff unpacked as a layer of its own stacks with overlay whiteouts.
+    let gz = work.path().join("diff-copy.tar");
+    fs::copy(&diff_path, &gz).unwrap();
+    snaps.unpack_layer(&summary.diff_id, &gz).unwrap();
+    let top = snaps.prepare(&[base_id.clone(), summary.diff_id.clone()]).unwrap();
+    assert_eq!(run_in(top.root(), "ls /data; ls /olddir"), "keep\nmodify\nnew\nc\n");
+    snaps.remove(top).unwrap();
+
+    // Committing the upper dir gives the same view without unpacking.
+    snaps.remove_layer(&summary.diff_id).unwrap();
+    assert!(!snaps.has_layer(&summary.diff_id));
+    snaps.commit(active, &summary.diff_id).unwrap();
+    let top = snaps.prepare(&[base_id.clone(), summary.diff_id.clone()]).unwrap();
+    assert_eq!(run_in(top.root(), "cat /data/modify; ls /olddir"), "modifymore\nc\n");
+    snaps.remove(top).unwrap();
+    assert_eq!(fs::read_dir(work.path().join("store/snapshots/active")).unwrap().count(), 0);
+}

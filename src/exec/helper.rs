@@ -31,11 +31,13 @@ pub(crate) fn main() -> ExitCode {
             Err(e) => Response::Failed(format!("undecodable job: {e}")),
             Ok(mut req) => {
                 null_stdin();
+                // SAFETY: the parent dup'ed the job's data file onto fd 4 when it says so.
+                let data = req.has_data.then(|| unsafe { OwnedFd::from_raw_fd(DATA_FD) });
                 match pin_paths(&mut req.job) {
                     Err(e) => Response::Failed(e),
                     Ok(_pins) => match enter_userns(&req.idmap) {
                         Err(e) => Response::Failed(e),
-                        Ok(()) => dispatch(req),
+                        Ok(()) => dispatch(req, data),
                     },
                 }
             }
@@ -50,15 +52,13 @@ pub(crate) fn main() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn dispatch(req: Request) -> Response {
+fn dispatch(req: Request, data: Option<OwnedFd>) -> Response {
     match req.job {
         Job::Run { spec, scratch } => match run_step(&spec, &scratch, &req.idmap) {
             Ok(status) => Response::Exited(status),
             Err(e) => Response::Failed(e),
         },
         Job::Snapshot(job) => {
-            // SAFETY: the parent dup'ed the job's data file (if any) onto fd 4 for us.
-            let data = (fcntl_ok(DATA_FD)).then(|| unsafe { OwnedFd::from_raw_fd(DATA_FD) });
             match crate::snapshot::run_ns_job(job, data) {
                 Ok(v) => Response::Done(v),
                 Err(e) => Response::Failed(e),
@@ -89,11 +89,6 @@ fn pin_paths(job: &mut Job) -> Result<Vec<OwnedFd>, String> {
         pins.push(fd);
     }
     Ok(pins)
-}
-
-fn fcntl_ok(fd: i32) -> bool {
-    // SAFETY: F_GETFD only queries the descriptor table.
-    unsafe { libc::fcntl(fd, libc::F_GETFD) >= 0 }
 }
 
 fn null_stdin() {

@@ -35,7 +35,8 @@ pub use spec::{
 };
 pub use userns::{IdMapping, IdRange, MapWriter};
 
-pub(crate) use run::hand_over;
+pub(crate) use mounts::secure_join;
+pub(crate) use run::{hand_over, make_traversable};
 pub(crate) use spawn::{Job, Response, call};
 
 /// Errors of the executor. Setup failures inside the sandbox arrive as [`Error::Sandbox`] with

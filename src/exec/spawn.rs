@@ -50,6 +50,8 @@ fn helper_program() -> PathBuf {
 pub(crate) struct Request {
     pub idmap: IdMapping,
     pub job: Job,
+    /// Whether fd 4 carries the job's data file.
+    pub has_data: bool,
 }
 
 /// What the helper does once inside the user namespace.
@@ -117,6 +119,7 @@ pub(crate) fn call(
     let request = Request {
         idmap: IdMapping::current(),
         job,
+        has_data: data.is_some(),
     };
     let payload = serde_json::to_vec(&request).map_err(|e| Error::Protocol(e.to_string()))?;
     let (status_r, status_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
