@@ -1,0 +1,89 @@
+//! Argument shapes of each line parser.
+
+use super::*;
+
+#[test]
+fn flags_are_extracted() {
+    let (cmd, flags, rest) = split_command("COPY --from=b --chown=\"a b\" --link src dst");
+    assert_eq!(cmd, "COPY");
+    assert_eq!(flags, ["--from=b", "--chown=a b", "--link"]);
+    assert_eq!(rest, "src dst");
+    let (_, flags, rest) = split_command("RUN -- --x");
+    assert!(flags.is_empty());
+    assert_eq!(rest, "--x");
+    let (_, flags, rest) = split_command("RUN --a=é x");
+    assert_eq!(flags, ["--a=Ã©"]);
+    assert_eq!(rest, "x");
+    let (_, flags, rest) = split_command("RUN --");
+    assert!(flags.is_empty() && rest.is_empty());
+}
+
+#[test]
+fn words_keep_quotes() {
+    assert_eq!(
+        parse_words("foo bar 'abc xyz'", '\\'),
+        ["foo", "bar", "'abc xyz'"]
+    );
+    assert_eq!(parse_words("foo\\ bar", '\\'), ["foo\\ bar"]);
+    assert_eq!(
+        parse_words("föo bàr \"âbc xÿz\"", '\\'),
+        ["föo", "bàr", "\"âbc xÿz\""]
+    );
+    assert_eq!(parse_words("a=\"\" b", '\\'), ["a=\"\"", "b"]);
+}
+
+#[test]
+fn json_or_shell() {
+    assert_eq!(
+        maybe_json("[\"a\", \"b\"]").unwrap(),
+        Parsed {
+            args: vec!["a".into(), "b".into()],
+            json: true
+        }
+    );
+    assert_eq!(
+        maybe_json("[\"a\"] x").unwrap(),
+        Parsed {
+            args: vec!["[\"a\"] x".into()],
+            json: false
+        }
+    );
+    assert!(!maybe_json("[not json]").unwrap().json);
+    assert_eq!(maybe_json("[\"a\", 1]").unwrap_err(), NOT_STRING_ARRAY);
+    assert_eq!(
+        maybe_json("[]").unwrap(),
+        Parsed {
+            args: vec![],
+            json: true
+        }
+    );
+    assert_eq!(maybe_json_to_list("a  b\tc").unwrap().args, ["a", "b", "c"]);
+}
+
+#[test]
+fn env_shapes() {
+    assert_eq!(
+        name_val("a=b c=\"d e\"", "ENV", '\\').unwrap().args,
+        ["a", "b", "c", "\"d e\""]
+    );
+    assert_eq!(name_val("x y  z", "ENV", '\\').unwrap().args, ["x", "y  z"]);
+    assert_eq!(
+        name_val("x", "ENV", '\\').unwrap_err(),
+        "ENV must have two arguments"
+    );
+    assert_eq!(
+        name_val("a=b c", "LABEL", '\\').unwrap_err(),
+        "Syntax error - can't find = in \"c\". Must be of the form: name=value"
+    );
+}
+
+#[test]
+fn healthcheck_shape() {
+    assert_eq!(health_config("CMD   a b").unwrap().args, ["CMD", "a b"]);
+    assert_eq!(health_config("NONE").unwrap().args, ["NONE"]);
+    let p = health_config("CMD [\"x\"]").unwrap();
+    assert_eq!(
+        (p.args, p.json),
+        (vec!["CMD".to_string(), "x".to_string()], true)
+    );
+}
