@@ -17,6 +17,9 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let mut nodes = Vec::new();
     let mut warnings = Vec::new();
     let mut current = 0usize;
+    // Errors BuildKit only raises after parsing (in its instructions package): an unknown
+    // instruction or a forbidden ONBUILD trigger. Parse errors further down win over them.
+    let mut deferred: Option<ParseError> = None;
 
     while let Some(raw) = lines.next() {
         let raw = if current == 0 {
@@ -57,23 +60,12 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             ));
         }
 
-        let mut node = node_from_line(&line, dirs.escape, start_line, current).map_err(|e| {
-            // The first line was left-trimmed; point the caret at the name as written.
-            match e {
-                ParseError::UnknownInstruction {
-                    line,
-                    column,
-                    instruction,
-                    suggestion,
-                } => ParseError::UnknownInstruction {
-                    line,
-                    column: column + indent,
-                    instruction,
-                    suggestion,
-                },
-                other => other,
-            }
-        })?;
+        let at = Span {
+            start: start_line,
+            end: current,
+            indent,
+        };
+        let mut node = node_from_line(&line, dirs.escape, at, &mut deferred)?;
         if can_contain_heredoc(&node) && line.contains("<<") {
             let openers = heredocs_from_line(&line).map_err(|message| ParseError::Instruction {
                 line: start_line,
@@ -84,6 +76,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
                 let mut content = String::new();
                 let mut terminated = false;
                 for raw in lines.by_ref() {
+                    check_len(raw, current + 1)?;
                     current += 1;
                     let candidate = raw.trim_end_matches(['\r', '\n']);
                     let candidate = if opener.chomp {
@@ -120,6 +113,9 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
 
     if nodes.is_empty() {
         return Err(ParseError::NoInstructions { line: current });
+    }
+    if let Some(e) = deferred {
+        return Err(e);
     }
     Ok(Dockerfile {
         directives: dirs.into_directives(),
@@ -287,13 +283,28 @@ fn can_contain_heredoc(node: &Node) -> bool {
     matches!(target.instruction.as_str(), "ADD" | "COPY" | "RUN") && !target.json_form
 }
 
-/// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`).
-fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<Node, ParseError> {
+/// Where an instruction sits: its lines, and the indentation its first line had.
+#[derive(Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    indent: usize,
+}
+
+/// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`). Errors
+/// BuildKit raises only after parsing go to `deferred` (first one kept) and the node is
+/// still built, with no arguments for an unknown instruction (BuildKit's `parseIgnore`).
+fn node_from_line(
+    line: &str,
+    escape: char,
+    at: Span,
+    deferred: &mut Option<ParseError>,
+) -> Result<Node, ParseError> {
     let (cmd, flags, rest) = lp::split_command(line);
     let upper = cmd.to_ascii_uppercase();
     let fail = |message: String| ParseError::Instruction {
-        line: start,
-        end_line: end,
+        line: at.start,
+        end_line: at.end,
         message,
     };
     let mut onbuild = None;
@@ -307,21 +318,22 @@ fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<
         "MAINTAINER" | "STOPSIGNAL" | "USER" | "WORKDIR" => lp::single_string(&rest),
         "ONBUILD" => {
             if !rest.is_empty() {
-                let inner = node_from_line(&rest, escape, start, end)?;
-                match inner.instruction.as_str() {
+                let inner_at = Span { indent: 0, ..at };
+                let inner = node_from_line(&rest, escape, inner_at, deferred)?;
+                let trigger_error = match inner.instruction.as_str() {
                     "ONBUILD" => {
-                        return Err(fail(
-                            "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into(),
-                        ));
+                        Some("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
                     }
-                    "FROM" | "MAINTAINER" => {
-                        return Err(fail(format!(
-                            "{} isn't allowed as an ONBUILD trigger",
-                            inner.instruction
-                        )));
-                    }
-                    _ => onbuild = Some(Box::new(inner)),
+                    "FROM" | "MAINTAINER" => Some(format!(
+                        "{} isn't allowed as an ONBUILD trigger",
+                        inner.instruction
+                    )),
+                    _ => None,
+                };
+                if let Some(message) = trigger_error {
+                    deferred.get_or_insert(fail(message));
                 }
+                onbuild = Some(Box::new(inner));
             }
             Parsed {
                 args: if rest.is_empty() {
@@ -333,13 +345,14 @@ fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<
             }
         }
         _ => {
-            let column = line.chars().take_while(|c| c.is_whitespace()).count() + 1;
-            return Err(ParseError::UnknownInstruction {
-                line: start,
+            let column = at.indent + line.chars().take_while(|c| c.is_whitespace()).count() + 1;
+            deferred.get_or_insert(ParseError::UnknownInstruction {
+                line: at.start,
                 column,
                 suggestion: suggest_instruction(&cmd),
                 instruction: cmd,
             });
+            Parsed::default()
         }
     };
     Ok(Node {
@@ -347,8 +360,8 @@ fn node_from_line(line: &str, escape: char, start: usize, end: usize) -> Result<
         flags,
         args: parsed.args,
         json_form: parsed.json,
-        start_line: start,
-        end_line: end,
+        start_line: at.start,
+        end_line: at.end,
         heredocs: Vec::new(),
         onbuild,
         original: line.to_string(),

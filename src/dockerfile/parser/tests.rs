@@ -226,3 +226,31 @@ fn empty_files_fail() {
     assert_eq!(err(""), "file with no instructions");
     assert_eq!(err("# only\n\n   \n"), "file with no instructions");
 }
+
+#[test]
+fn parse_errors_win_over_instruction_errors() {
+    // BuildKit parses the whole file before it looks at instruction names.
+    assert_eq!(err("COPPY a\nRUN <<EOF\n"), "unterminated heredoc");
+    assert_eq!(
+        err("FROB a\nCOPPY b\n"),
+        "unknown instruction: FROB (did you mean FROM?)"
+    );
+    assert_eq!(
+        err("ONBUILD FROM a\nENV x\n"),
+        "ENV must have two arguments"
+    );
+}
+
+#[test]
+fn long_lines_are_refused() {
+    let long = format!("FROM a\nRUN {}\n", "x".repeat(70_000));
+    assert!(matches!(
+        parse(&long),
+        Err(ParseError::LineTooLong { line: 2 })
+    ));
+    let body = format!("RUN <<EOF\n{}\nEOF\n", "y".repeat(70_000));
+    assert!(matches!(
+        parse(&body),
+        Err(ParseError::LineTooLong { line: 2 })
+    ));
+}
