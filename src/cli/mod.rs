@@ -37,6 +37,7 @@ pub struct Globals {
 
 /// Entry point used by `main`: parse, run, print the error chain, map to an exit code.
 pub fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let globals = Globals {
@@ -85,6 +86,15 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     match err.downcast_ref::<CliError>() {
         Some(CliError::Unsupported(_) | CliError::Usage(_)) => 2,
         None => 1,
+    }
+}
+
+/// Rust ignores SIGPIPE, which turns `rbuild inspect x | head` into a panic on the first write
+/// after the reader left. Command-line tools conventionally die quietly instead.
+fn restore_sigpipe() {
+    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid handler.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
