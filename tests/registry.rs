@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use common::{Registry, TestRoot, run_ok};
-use rbuild::image::{Descriptor, Digest, ImageManifest, mediatype, to_canonical_json};
+use rbuild::image::{Descriptor, Digest, ImageIndex, ImageManifest, mediatype, to_canonical_json};
 use rbuild::store::Store;
 
 #[path = "tokenauth/mod.rs"]
@@ -19,6 +19,16 @@ mod tokenauth;
 /// of `layer_bytes` bytes of pseudo-random content derived from `seed`, plus a config.
 /// Returns the manifest digest.
 fn make_image(root: &Path, name: &str, seed: u64, layer_bytes: usize) -> Digest {
+    let desc = make_manifest(root, seed, layer_bytes, "amd64");
+    Store::open(root)
+        .unwrap()
+        .put_image(name, &desc.digest)
+        .unwrap();
+    desc.digest
+}
+
+/// Like [`make_image`] for architecture `arch`, without naming it; returns its descriptor.
+fn make_manifest(root: &Path, seed: u64, layer_bytes: usize, arch: &str) -> Descriptor {
     let store = Store::open(root).unwrap();
     let mut data = Vec::with_capacity(layer_bytes);
     let mut x = seed | 1;
@@ -38,12 +48,12 @@ fn make_image(root: &Path, name: &str, seed: u64, layer_bytes: usize) -> Digest 
     tar.append_data(&mut header, "data.bin", &data[..]).unwrap();
     let tar_bytes = tar.into_inner().unwrap();
     let diff_id = Digest::of(&tar_bytes);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::none());
     gz.write_all(&tar_bytes).unwrap();
     let gz = gz.finish().unwrap();
     let layer = store.write_blob(&gz).unwrap();
     let config = serde_json::json!({
-        "architecture": "amd64",
+        "architecture": arch,
         "os": "linux",
         "config": {"Cmd": ["/bin/sh"]},
         "rootfs": {"type": "layers", "diff_ids": [diff_id.to_string()]},
@@ -65,8 +75,7 @@ fn make_image(root: &Path, name: &str, seed: u64, layer_bytes: usize) -> Digest 
     );
     let (bytes, digest) = to_canonical_json(&manifest).unwrap();
     store.write_blob(&bytes).unwrap();
-    store.put_image(name, &digest).unwrap();
-    digest
+    Descriptor::new(mediatype::OCI_MANIFEST, digest, bytes.len() as u64)
 }
 
 /// Runs rbuild, returning (success, stdout, stderr).
@@ -560,4 +569,117 @@ fn push_and_pull_complete_through_dropped_connections_500_and_429() {
             layer.size
         );
     }
+}
+
+#[test]
+fn multi_platform_index_is_pushed_and_pull_picks_the_platform() {
+    let registry = Registry::start();
+    let root = TestRoot::new();
+    let mut amd = make_manifest(root.path(), 8, 4096, "amd64");
+    amd.platform = Some("linux/amd64".parse().unwrap());
+    let mut arm = make_manifest(root.path(), 9, 4096, "arm64");
+    arm.platform = Some("linux/arm64".parse().unwrap());
+    let store = Store::open(root.path()).unwrap();
+    let index = store
+        .put_index(&ImageIndex::new_oci(vec![amd.clone(), arm.clone()]))
+        .unwrap();
+    let name = format!("{}/multi/app:1", registry.addr());
+    store.put_image(&name, &index.digest).unwrap();
+    let out = run_ok(root.rbuild().args(["push", &name]));
+    assert_eq!(pushed_digest(&out), index.digest.to_string());
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--raw",
+        "--tls-verify=false",
+        &format!("docker://{name}"),
+    ]));
+    assert_eq!(Digest::of(raw.as_bytes()), index.digest);
+
+    let dst = TestRoot::new();
+    let out = run_ok(
+        dst.rbuild()
+            .args(["pull", "--platform", "linux/arm64", &name]),
+    );
+    assert!(out.contains(&format!("Digest: {}", index.digest)), "{out}");
+    let store = Store::open(dst.path()).unwrap();
+    let record = store.resolve(&name).unwrap();
+    assert_eq!(record.target.digest, arm.digest);
+    assert!(
+        !store.has_blob(&amd.digest),
+        "only the chosen platform is fetched"
+    );
+    let (ok, _, err) = rbuild_out(
+        dst.rbuild()
+            .args(["pull", "--platform", "linux/s390x", &name]),
+    );
+    assert!(!ok);
+    assert!(err.contains("no image for platform linux/s390x"), "{err}");
+    assert!(err.contains("linux/amd64, linux/arm64"), "{err}");
+}
+
+#[test]
+fn credentials_come_from_podman_auth_file_and_credential_helpers() {
+    let registry = Registry::start_with_auth("erin", "pw3");
+    let root = TestRoot::new();
+    let name = format!("{}/creds/app:1", registry.addr());
+    make_image(root.path(), &name, 10, 4096);
+    let scratch = tempfile::tempdir().unwrap();
+    let empty_docker = scratch.path().join("docker-empty");
+    std::fs::create_dir(&empty_docker).unwrap();
+
+    // podman's auth.json via REGISTRY_AUTH_FILE.
+    use base64::Engine as _;
+    let auth_file = scratch.path().join("auth.json");
+    let auth = base64::engine::general_purpose::STANDARD.encode("erin:pw3");
+    let json = serde_json::json!({ "auths": { registry.addr(): { "auth": auth } } });
+    std::fs::write(&auth_file, json.to_string()).unwrap();
+    let mut push = root.rbuild();
+    push.env("DOCKER_CONFIG", &empty_docker)
+        .env("REGISTRY_AUTH_FILE", &auth_file)
+        .args(["push", &name]);
+    run_ok(&mut push);
+
+    // A credsStore helper: login stores through it, push reads through it, logout erases.
+    let bin = scratch.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let helper = bin.join("docker-credential-testhelper");
+    let store_file = scratch.path().join("helper-store.json");
+    std::fs::write(
+        &helper,
+        format!(
+            "#!/bin/sh\nset -e\nF={}\ncase \"$1\" in\n store) cat > \"$F\" ;;\n get) cat >/dev/null; if [ -f \"$F\" ]; then cat \"$F\"; else echo 'credentials not found in native keychain'; exit 1; fi ;;\n erase) cat >/dev/null; rm -f \"$F\" ;;\nesac\n",
+            store_file.display()
+        ),
+    )
+    .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let helper_docker = scratch.path().join("docker-helper");
+    std::fs::create_dir(&helper_docker).unwrap();
+    std::fs::write(
+        helper_docker.join("config.json"),
+        r#"{"credsStore":"testhelper"}"#,
+    )
+    .unwrap();
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap());
+    let with_helper = |mut cmd: Command| {
+        cmd.env("DOCKER_CONFIG", &helper_docker)
+            .env("PATH", &path)
+            .env("REGISTRY_AUTH_FILE", scratch.path().join("none.json"));
+        cmd
+    };
+    let (ok, _, err) = login(with_helper(root.rbuild()), &registry.addr(), "erin", "pw3");
+    assert!(ok, "{err}");
+    let stored: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&store_file).unwrap()).unwrap();
+    assert_eq!(stored["Username"], "erin");
+    assert_eq!(stored["ServerURL"], registry.addr());
+    let cfg = std::fs::read_to_string(helper_docker.join("config.json")).unwrap();
+    assert!(
+        !cfg.contains("pw3"),
+        "secret must not land in config.json: {cfg}"
+    );
+    run_ok(with_helper(root.rbuild()).args(["push", &name]));
+    run_ok(with_helper(root.rbuild()).args(["logout", &registry.addr()]));
+    assert!(!store_file.exists());
 }
