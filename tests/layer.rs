@@ -10,8 +10,8 @@ use std::process::Command;
 
 use rbuild::image::{Digest, Hasher};
 use rbuild::layer::{
-    ApplyOptions, Compression, EntryMeta, EntryOptions, LayerError, LayerWriter, apply,
-    sort_layer_paths, write_dir_tree,
+    ApplyOptions, Compression, EntryMeta, EntryOptions, LayerError, LayerWriter, OverlayXattrs,
+    apply, apply_as_overlay_lower, sort_layer_paths, write_dir_tree,
 };
 
 fn is_root() -> bool {
@@ -455,7 +455,8 @@ fn whiteouts_and_opaque_directories_hide_lower_layers() {
     let dest = tempfile::tempdir().unwrap();
     apply(&lower[..], dest.path(), &ApplyOptions::default()).unwrap();
     let stats = apply(&upper[..], dest.path(), &ApplyOptions::default()).unwrap();
-    assert_eq!((stats.whiteouts, stats.opaques), (1, 1));
+    // Every whiteout entry counts, including the one with nothing below it.
+    assert_eq!((stats.whiteouts, stats.opaques), (2, 1));
     let (seen, _) = observe(dest.path());
     let names: Vec<&str> = seen.keys().map(String::as_str).collect();
     assert_eq!(names, ["a", "a/g", "keep", "keep/k", "opq", "opq/new"]);
@@ -584,4 +585,80 @@ fn layer_throughput() {
         out.stdout.as_slice().read_to_string(&mut size).unwrap();
         println!("{name}: {:.0} MB/s ({} bytes)", mb / s, size.trim());
     }
+}
+
+#[test]
+fn overlay_lower_snapshots_record_whiteouts_that_overlayfs_honours() {
+    let lower = {
+        let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed).unwrap();
+        w.append_dir("a", &EntryMeta::with_mode(0o755)).unwrap();
+        w.append_dir("opq", &EntryMeta::with_mode(0o755)).unwrap();
+        for f in ["a/b", "a/c", "opq/old"] {
+            w.append_file(f, &EntryMeta::with_mode(0o644), &b"x"[..], 1)
+                .unwrap();
+        }
+        w.finish().unwrap().sink
+    };
+    // The whiteout's directory is not in the upper layer: it must still be recorded.
+    let upper = {
+        let mut w = LayerWriter::new(Vec::new(), Compression::default()).unwrap();
+        w.append_whiteout("a/b").unwrap();
+        w.append_dir("opq", &EntryMeta::with_mode(0o755)).unwrap();
+        w.append_opaque("opq").unwrap();
+        w.append_file("opq/new", &EntryMeta::with_mode(0o644), &b"n"[..], 1)
+            .unwrap();
+        w.finish().unwrap().sink
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (l1, l2, merged) = (
+        tmp.path().join("l1"),
+        tmp.path().join("l2"),
+        tmp.path().join("m"),
+    );
+    for d in [&l1, &l2, &merged] {
+        fs::create_dir(d).unwrap();
+    }
+    let opts = ApplyOptions::default();
+    apply_as_overlay_lower(&lower[..], &l1, &opts, OverlayXattrs::Trusted).unwrap();
+    let stats = apply_as_overlay_lower(&upper[..], &l2, &opts, OverlayXattrs::Trusted);
+    if !is_root() {
+        // Unprivileged outside a user namespace: neither 0:0 nodes nor trusted.* are allowed.
+        assert!(stats.is_err());
+        return;
+    }
+    let stats = stats.unwrap();
+    assert_eq!((stats.whiteouts, stats.opaques), (1, 1));
+    let wh = fs::symlink_metadata(l2.join("a/b")).unwrap();
+    assert!(std::os::unix::fs::FileTypeExt::is_char_device(
+        &wh.file_type()
+    ));
+    assert_eq!(wh.rdev(), 0);
+    assert_eq!(
+        xattr::get(l2.join("opq"), "trusted.overlay.opaque").unwrap(),
+        Some(b"y".to_vec())
+    );
+    assert!(l2.join("opq/new").exists());
+
+    let options = format!("lowerdir={}:{}", l2.display(), l1.display());
+    let mounted = Command::new("mount")
+        .args(["-t", "overlay", "overlay", "-o", &options])
+        .arg(&merged)
+        .status()
+        .unwrap();
+    if !mounted.success() {
+        eprintln!("SKIP overlay mount check: mount -t overlay is not permitted here");
+        return;
+    }
+    let names = |rel: &str| -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(merged.join(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        v.sort();
+        v
+    };
+    let (a, opq) = (names("a"), names("opq"));
+    Command::new("umount").arg(&merged).status().unwrap();
+    assert_eq!(a, ["c"]);
+    assert_eq!(opq, ["new"]);
 }

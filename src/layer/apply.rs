@@ -17,10 +17,8 @@ use tar::EntryType;
 
 use super::rootfd::{self, Root};
 use super::tar_meta::{Attrs, clean_components, gid, read_attrs, timespec, timestamps, uid};
+use super::whiteout::{OverlayXattrs, WHITEOUT_PREFIX, WhiteoutMode};
 use super::{LayerError, Result, open_decompressed};
-
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
 
 /// How `apply` treats ownership and attributes it may not be allowed to set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -55,9 +53,9 @@ pub struct ApplyStats {
     pub hardlinks: u64,
     /// Device nodes and FIFOs created.
     pub nodes: u64,
-    /// Whiteouts applied (`.wh.<name>`).
+    /// Whiteout entries (`.wh.<name>`) seen, whether or not something was there to delete.
     pub whiteouts: u64,
-    /// Opaque directory markers applied (`.wh..wh..opq`).
+    /// Opaque directory markers (`.wh..wh..opq`) seen.
     pub opaques: u64,
     /// Bytes of regular file content written.
     pub bytes: u64,
@@ -67,8 +65,31 @@ pub struct ApplyStats {
     pub xattr_failures: u64,
 }
 
-/// Applies the tar layer read from `layer` (plain, gzip, zstd, bzip2 or xz) onto `dest`.
+/// Applies the tar layer read from `layer` (plain, gzip, zstd, bzip2 or xz) onto `dest`:
+/// whiteouts delete what they name in `dest`, opaque markers empty their directory of
+/// everything this layer did not write.
 pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> Result<ApplyStats> {
+    run(layer, dest, options, WhiteoutMode::Delete)
+}
+
+/// Unpacks `layer` into the empty directory `dest` as an overlayfs lower layer: whiteouts
+/// become 0:0 character devices and opaque markers set `<namespace>.overlay.opaque=y` on
+/// their directory, so snapshots stack with overlay mounts instead of being merged.
+pub fn apply_as_overlay_lower<R: Read + Send>(
+    layer: R,
+    dest: &Path,
+    options: &ApplyOptions,
+    xattrs: OverlayXattrs,
+) -> Result<ApplyStats> {
+    run(layer, dest, options, WhiteoutMode::Overlay(xattrs))
+}
+
+fn run<R: Read + Send>(
+    layer: R,
+    dest: &Path,
+    options: &ApplyOptions,
+    whiteouts: WhiteoutMode,
+) -> Result<ApplyStats> {
     let root = Root::open(dest).map_err(|source| LayerError::Destination {
         path: dest.to_path_buf(),
         source,
@@ -77,6 +98,7 @@ pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> R
     let mut state = State {
         root,
         options,
+        whiteouts,
         stats: ApplyStats::default(),
         created: HashSet::new(),
         deferred_dirs: Vec::new(),
@@ -92,12 +114,13 @@ pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> R
     Ok(state.stats)
 }
 
-struct State<'o> {
-    root: Root,
+pub(super) struct State<'o> {
+    pub(super) root: Root,
     options: &'o ApplyOptions,
-    stats: ApplyStats,
+    pub(super) whiteouts: WhiteoutMode,
+    pub(super) stats: ApplyStats,
     /// Paths written by this layer; an opaque marker keeps them and hides the rest.
-    created: HashSet<Vec<u8>>,
+    pub(super) created: HashSet<Vec<u8>>,
     /// Directory modes and mtimes, set at the end: later entries would change the mtime, and
     /// a read-only mode would stop a non-root applier from filling the directory.
     deferred_dirs: Vec<(Vec<u8>, u32, i64, u32)>,
@@ -134,10 +157,9 @@ impl State<'_> {
             }
             return Ok(());
         };
-        let parent_rel = parents.join(&b'/');
 
         if base.starts_with(WHITEOUT_PREFIX) {
-            return self.apply_whiteout(&parent_rel, base, &shown);
+            return self.apply_whiteout(parents, base, &shown);
         }
 
         let parent = self
@@ -325,54 +347,6 @@ impl State<'_> {
             .map_err(fail("set times"))?;
         self.stats.nodes += 1;
         Ok(true)
-    }
-
-    fn apply_whiteout(&mut self, parent_rel: &[u8], base: &[u8], shown: &str) -> Result<()> {
-        let fail = |op: &'static str| {
-            move |source: io::Error| LayerError::Apply {
-                entry: shown.to_string(),
-                op,
-                source,
-            }
-        };
-        let parent = match self.root.open_dir(parent_rel) {
-            Ok(fd) => fd,
-            // Nothing below to hide.
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
-                return Ok(());
-            }
-            Err(e) => return Err(fail("open whiteout directory")(e)),
-        };
-        if base == OPAQUE_MARKER {
-            for child in rootfd::list_names(&parent).map_err(fail("list opaque directory"))? {
-                let mut path = parent_rel.to_vec();
-                if !path.is_empty() {
-                    path.push(b'/');
-                }
-                path.extend_from_slice(&child);
-                if !self.created.contains(&path) {
-                    rootfd::remove_at(&parent, &child).map_err(fail("clear opaque directory"))?;
-                }
-            }
-            self.stats.opaques += 1;
-            return Ok(());
-        }
-        let target = &base[WHITEOUT_PREFIX.len()..];
-        if target.is_empty()
-            || target == b"."
-            || target == b".."
-            || target.starts_with(WHITEOUT_PREFIX)
-        {
-            // `.wh..wh.*` other than the opaque marker are aufs metadata; `.wh..` is hostile.
-            tracing::debug!(
-                entry = %shown,
-                "ignoring aufs metadata or invalid whiteout"
-            );
-            return Ok(());
-        }
-        rootfd::remove_at(&parent, target).map_err(fail("whiteout"))?;
-        self.stats.whiteouts += 1;
-        Ok(())
     }
 
     fn set_owner_and_xattrs(&mut self, fd: &OwnedFd, attrs: &Attrs, shown: &str) -> Result<()> {

@@ -33,15 +33,17 @@ mod pargzip;
 mod rootfd;
 mod tar_meta;
 mod tree;
+mod whiteout;
 mod writer;
 
 use std::io;
 use std::path::PathBuf;
 
-pub use apply::{ApplyOptions, ApplyStats, apply};
+pub use apply::{ApplyOptions, ApplyStats, apply, apply_as_overlay_lower};
 pub use compression::{ArchiveFormat, Compression, detect_format, open_decompressed};
 pub use meta::{DeviceKind, EntryMeta, EntryOptions, IdMapping};
 pub use tree::{sort_layer_paths, write_dir_tree};
+pub use whiteout::OverlayXattrs;
 pub use writer::{LayerSummary, LayerWriter};
 
 /// Everything that can go wrong while writing, reading or applying a layer.
