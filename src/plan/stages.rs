@@ -6,17 +6,16 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::args;
 use super::expand;
 use super::{BuildOptions, Plan, PlanError, Source, Stage};
-use crate::dockerfile::instructions::{Instruction, RunMount, suggest};
+use crate::dockerfile::instructions::{FromInstr, Instruction, RunMount, suggest};
 use crate::dockerfile::{Dockerfile, Node};
+
+/// A FROM node, its parsed form and the instructions after it, before resolution.
+type RawStage = (Node, FromInstr, Vec<(Node, Instruction)>);
 
 pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Plan, PlanError> {
     let escape = dockerfile.directives.escape;
     let mut global_decls: Vec<(String, Option<String>)> = Vec::new();
-    let mut raw: Vec<(
-        Node,
-        crate::dockerfile::instructions::FromInstr,
-        Vec<(Node, Instruction)>,
-    )> = Vec::new();
+    let mut raw: Vec<RawStage> = Vec::new();
     for node in &dockerfile.nodes {
         let instr = Instruction::parse(node)?;
         match instr {
@@ -137,11 +136,7 @@ pub(crate) fn from_refs(instr: &Instruction) -> Vec<String> {
 }
 
 fn pick_target(
-    raw: &[(
-        Node,
-        crate::dockerfile::instructions::FromInstr,
-        Vec<(Node, Instruction)>,
-    )],
+    raw: &[RawStage],
     names: &BTreeMap<String, usize>,
     target: Option<&str>,
 ) -> Result<usize, PlanError> {

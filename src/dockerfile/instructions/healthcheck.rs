@@ -107,8 +107,8 @@ pub(crate) fn parse(
 pub(crate) fn parse_go_duration(s: &str) -> Result<Duration, String> {
     let bad = || format!("time: invalid duration {s:?}");
     let body = s.strip_prefix('+').unwrap_or(s);
-    if body.starts_with('-') {
-        if body[1..].chars().all(|c| c == '0') && body.len() > 1 {
+    if let Some(rest) = body.strip_prefix('-') {
+        if !rest.is_empty() && rest.chars().all(|c| c == '0') {
             return Ok(Duration::ZERO);
         }
         return Err(format!("time: negative duration {s:?} not allowed"));

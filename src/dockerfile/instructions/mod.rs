@@ -15,7 +15,7 @@ use serde::Serialize;
 
 pub use copy::{AddInstr, CopyInstr};
 pub use healthcheck::Healthcheck;
-pub use run::{CacheSharing, MountKind, NetworkMode, RunMount, SecurityMode};
+pub use run::{CacheSharing, MountKind, NetworkMode, RunMount, SecurityMode, WordExpander};
 
 use super::{Heredoc, Node};
 use flags::{FlagKind, Flags};
@@ -195,7 +195,7 @@ fn command_line(node: &Node) -> CommandLine {
 
 fn pairs(node: &Node, name: &str) -> Result<Vec<(String, String)>, String> {
     at_least_one(node, name)?;
-    if node.args.len() % 2 != 0 {
+    if !node.args.len().is_multiple_of(2) {
         return Err(format!("{name} has too many arguments"));
     }
     node.args

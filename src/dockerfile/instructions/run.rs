@@ -66,6 +66,9 @@ pub enum CacheSharing {
     Locked,
 }
 
+/// Expands one `--mount` value (variables of the stage), as BuildKit's `SingleWordExpander`.
+pub type WordExpander<'a> = dyn FnMut(&str) -> Result<String, String> + 'a;
+
 /// One parsed `RUN --mount=...` value.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RunMount {
@@ -124,7 +127,7 @@ impl RunMount {
     /// when it is `None` (validation before variables are known), values holding `$` are skipped.
     pub fn parse(
         value: &str,
-        mut expand: Option<&mut dyn FnMut(&str) -> Result<String, String>>,
+        mut expand: Option<&mut WordExpander<'_>>,
     ) -> Result<RunMount, String> {
         let fields = split_csv(value).map_err(|e| format!("failed to parse csv mounts: {e}"))?;
         let mut m = RunMount {

@@ -90,7 +90,7 @@ fn run_forms_and_flags() {
     );
     assert_eq!(
         err(node("RUN", &["--mnt=x"], &["x"], false)),
-        "line 7: RUN: unknown flag: --mnt"
+        "line 7: RUN: unknown flag: --mnt (did you mean --mount?)"
     );
 }
 
