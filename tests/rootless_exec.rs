@@ -41,7 +41,11 @@ fn busybox_root(dir: &Path) {
         "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/home/app:/bin/sh\n",
     )
     .unwrap();
-    fs::write(dir.join("etc/group"), "root:x:0:\nwheel:x:10:root\napp:x:1000:\n").unwrap();
+    fs::write(
+        dir.join("etc/group"),
+        "root:x:0:\nwheel:x:10:root\napp:x:1000:\n",
+    )
+    .unwrap();
     fs::create_dir_all(dir.join("root")).unwrap();
     fs::create_dir_all(dir.join("tmp")).unwrap();
 }
@@ -54,7 +58,12 @@ fn hand_to_sandbox_root(path: &Path) {
     }
     let map = rbuild::exec::IdMapping::current();
     let owner = format!("{}:{}", map.host_uid(0).unwrap(), map.host_gid(0).unwrap());
-    let st = Command::new("chown").arg("-hR").arg(owner).arg(path).status().unwrap();
+    let st = Command::new("chown")
+        .arg("-hR")
+        .arg(owner)
+        .arg(path)
+        .status()
+        .unwrap();
     assert!(st.success());
 }
 
@@ -116,11 +125,20 @@ fn ranges_available() -> bool {
 fn echo_output_is_captured_line_by_line() {
     let sb = sandbox();
     let mut lines = Vec::new();
-    let spec = sh(RootSpec::Dir(sb.rootfs.clone()), "echo hi; echo err >&2; echo two");
-    let status = run(&spec, &mut |s, l| lines.push((s, String::from_utf8_lossy(l).into_owned())))
-        .unwrap();
+    let spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "echo hi; echo err >&2; echo two",
+    );
+    let status = run(&spec, &mut |s, l| {
+        lines.push((s, String::from_utf8_lossy(l).into_owned()))
+    })
+    .unwrap();
     assert!(status.success());
-    let out: Vec<_> = lines.iter().filter(|(s, _)| *s == Stream::Stdout).map(|(_, l)| l.as_str()).collect();
+    let out: Vec<_> = lines
+        .iter()
+        .filter(|(s, _)| *s == Stream::Stdout)
+        .map(|(_, l)| l.as_str())
+        .collect();
     assert_eq!(out, ["hi\n", "two\n"]);
     assert!(lines.contains(&(Stream::Stderr, "err\n".into())));
 }
@@ -131,7 +149,10 @@ fn exit_code_and_signal_are_propagated() {
     let (status, _, _) = exec(&sh(RootSpec::Dir(sb.rootfs.clone()), "exit 7"));
     assert_eq!(status, ExitStatus::Code(7));
     // PID 1 ignores signals sent from inside its namespace, so a child reports the signal.
-    let (status, _, _) = exec(&sh(RootSpec::Dir(sb.rootfs.clone()), "sh -c 'kill -9 $$'; exit $?"));
+    let (status, _, _) = exec(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "sh -c 'kill -9 $$'; exit $?",
+    ));
     assert_eq!(status, ExitStatus::Code(137));
     let missing = RunSpec::new(RootSpec::Dir(sb.rootfs.clone()), vec!["nope".into()]);
     let err = run(&missing, &mut |_, _| {}).unwrap_err().to_string();
@@ -142,7 +163,10 @@ fn exit_code_and_signal_are_propagated() {
 fn user_root_and_numeric_user() {
     let sb = sandbox();
     let root = RootSpec::Dir(sb.rootfs.clone());
-    assert_eq!(ok(&sh(root.clone(), "id -u; id -g; echo $HOME")), "0\n0\n/root\n");
+    assert_eq!(
+        ok(&sh(root.clone(), "id -u; id -g; echo $HOME")),
+        "0\n0\n/root\n"
+    );
     if !ranges_available() {
         eprintln!("no subordinate ids: skipping USER 1000:1000");
         return;
@@ -176,7 +200,10 @@ fn chown_to_any_id_works_with_subordinate_ranges() {
 #[test]
 fn proc_is_the_sandbox_pid_namespace() {
     let sb = sandbox();
-    let out = ok(&sh(RootSpec::Dir(sb.rootfs.clone()), "echo $$; ls /proc | grep -c '^[0-9]'"));
+    let out = ok(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "echo $$; ls /proc | grep -c '^[0-9]'",
+    ));
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some("1"));
     let pids: u32 = lines.next().unwrap().parse().unwrap();
@@ -195,7 +222,14 @@ fn etc_files_and_hostname_are_provided_and_not_left_behind() {
     let out = ok(&spec);
     assert!(out.contains("127.0.0.1\tlocalhost stepbox"), "{out}");
     assert!(out.contains("stepbox\nstepbox\nresolv\ndevnull\n"), "{out}");
-    for stub in ["etc/hosts", "etc/resolv.conf", "etc/hostname", "proc", "dev", "sys"] {
+    for stub in [
+        "etc/hosts",
+        "etc/resolv.conf",
+        "etc/hostname",
+        "proc",
+        "dev",
+        "sys",
+    ] {
         assert!(!sb.rootfs.join(stub).exists(), "{stub} left in the root");
     }
 }
@@ -215,13 +249,19 @@ fn network_none_has_only_loopback() {
 fn secret_mount_is_readable_and_never_in_the_layer() {
     let sb = sandbox();
     let dir = tempfile::tempdir().unwrap();
-    let (upper, work) = (sandbox_dir(&dir.path().join("upper")), sandbox_dir(&dir.path().join("work")));
+    let (upper, work) = (
+        sandbox_dir(&dir.path().join("upper")),
+        sandbox_dir(&dir.path().join("work")),
+    );
     let root = RootSpec::Overlay {
         lowers: vec![sb.rootfs.clone()],
         upper: upper.clone(),
         work,
     };
-    let mut spec = sh(root, "cat /run/secrets/token; stat -c '%a' /run/secrets/token; echo made > /made");
+    let mut spec = sh(
+        root,
+        "cat /run/secrets/token; stat -c '%a' /run/secrets/token; echo made > /made",
+    );
     spec.mounts.push(MountSpec::Secret {
         data: b"s3cr3t\n".to_vec(),
         target: "/run/secrets/token".into(),
@@ -231,7 +271,10 @@ fn secret_mount_is_readable_and_never_in_the_layer() {
     });
     assert_eq!(ok(&spec), "s3cr3t\n400\n");
     assert!(upper.join("made").exists());
-    assert!(!upper.join("run").exists(), "secret mount point left in the upper dir");
+    assert!(
+        !upper.join("run").exists(),
+        "secret mount point left in the upper dir"
+    );
     assert!(!upper.join("etc/hosts").exists());
 }
 
@@ -240,9 +283,16 @@ fn cache_mount_persists_across_runs() {
     let sb = sandbox();
     let store = tempfile::tempdir().unwrap();
     let caches = CacheMounts::new(store.path());
-    let init = CacheInit { uid: 0, gid: 0, mode: 0o755 };
+    let init = CacheInit {
+        uid: 0,
+        gid: 0,
+        mode: 0o755,
+    };
     let lease = caches.acquire("apt-cache", Sharing::Locked).unwrap();
-    let mut spec = sh(RootSpec::Dir(sb.rootfs.clone()), "echo kept > /var/cache/x/f");
+    let mut spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "echo kept > /var/cache/x/f",
+    );
     spec.mounts.push(lease.mount("/var/cache/x", init, false));
     ok(&spec);
     drop(lease);
@@ -259,17 +309,35 @@ fn bind_mounts_are_read_only_or_discard_writes() {
     let sb = sandbox();
     let ctx = tempfile::tempdir().unwrap();
     fs::write(ctx.path().join("in.txt"), "context\n").unwrap();
-    fs::set_permissions(ctx.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    fs::set_permissions(
+        ctx.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let mut spec = sh(
         RootSpec::Dir(sb.rootfs.clone()),
         "cat /ro/in.txt; touch /ro/x 2>/dev/null || echo ro; echo w > /rw/new; cat /rw/new; \
          mount | grep -c ' /tmpfs type tmpfs'",
     );
-    spec.mounts.push(MountSpec::Bind { source: ctx.path().into(), target: "/ro".into(), writable: false });
-    spec.mounts.push(MountSpec::Bind { source: ctx.path().into(), target: "/rw".into(), writable: true });
-    spec.mounts.push(MountSpec::Tmpfs { target: "/tmpfs".into(), size: Some(1 << 20) });
+    spec.mounts.push(MountSpec::Bind {
+        source: ctx.path().into(),
+        target: "/ro".into(),
+        writable: false,
+    });
+    spec.mounts.push(MountSpec::Bind {
+        source: ctx.path().into(),
+        target: "/rw".into(),
+        writable: true,
+    });
+    spec.mounts.push(MountSpec::Tmpfs {
+        target: "/tmpfs".into(),
+        size: Some(1 << 20),
+    });
     assert_eq!(ok(&spec), "context\nro\nw\n1\n");
-    assert!(!ctx.path().join("new").exists(), "rw bind mount wrote to the host");
+    assert!(
+        !ctx.path().join("new").exists(),
+        "rw bind mount wrote to the host"
+    );
 }
 
 fn processes_with_arg(arg: &str) -> usize {
@@ -284,7 +352,10 @@ fn processes_with_arg(arg: &str) -> usize {
 fn cancelled_run_leaves_no_processes_behind() {
     let sb = sandbox();
     let marker = format!("{}", 400_000 + std::process::id() % 100_000);
-    let spec = sh(RootSpec::Dir(sb.rootfs.clone()), &format!("sleep {marker} & sleep {marker}"));
+    let spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        &format!("sleep {marker} & sleep {marker}"),
+    );
     let cancel = CancelHandle::new();
     let c2 = cancel.clone();
     let t = std::thread::spawn(move || run_cancellable(&spec, &c2, &mut |_, _| {}));
@@ -295,14 +366,24 @@ fn cancelled_run_leaves_no_processes_behind() {
     assert!(processes_with_arg(&marker) >= 2, "sleepers never started");
     cancel.cancel();
     let result = t.join().unwrap();
-    assert!(matches!(result, Err(rbuild::exec::Error::Cancelled)), "{result:?}");
+    assert!(
+        matches!(result, Err(rbuild::exec::Error::Cancelled)),
+        "{result:?}"
+    );
     let start = Instant::now();
     while processes_with_arg(&marker) > 0 && start.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert_eq!(processes_with_arg(&marker), 0, "sandbox processes survived cancel");
+    assert_eq!(
+        processes_with_arg(&marker),
+        0,
+        "sandbox processes survived cancel"
+    );
     let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(!mounts.contains("rbuild-run-"), "a sandbox mount leaked into the host");
+    assert!(
+        !mounts.contains("rbuild-run-"),
+        "a sandbox mount leaked into the host"
+    );
 }
 
 #[test]
@@ -314,7 +395,10 @@ fn startup_time_of_true_is_noted() {
     for _ in 0..5 {
         ok(&spec);
     }
-    eprintln!("sandbox start-up of `true`: {:?} per run", start.elapsed() / 5);
+    eprintln!(
+        "sandbox start-up of `true`: {:?} per run",
+        start.elapsed() / 5
+    );
 }
 
 /// Writes `tree` as an uncompressed layer file and returns (diff_id, path).
@@ -322,7 +406,17 @@ fn layer_from_tree(tree: &Path, out: &Path) -> rbuild::image::Digest {
     use rbuild::layer::{Compression, EntryOptions, LayerWriter, write_dir_tree};
     let file = fs::File::create(out).unwrap();
     let mut w = LayerWriter::new(file, Compression::Gzip { level: 1 }).unwrap();
-    write_dir_tree(&mut w, tree, Path::new(""), &EntryOptions { uid: Some(0), gid: Some(0), ..EntryOptions::default() }).unwrap();
+    write_dir_tree(
+        &mut w,
+        tree,
+        Path::new(""),
+        &EntryOptions {
+            uid: Some(0),
+            gid: Some(0),
+            ..EntryOptions::default()
+        },
+    )
+    .unwrap();
     w.finish().unwrap().diff_id
 }
 
@@ -335,7 +429,11 @@ fn tar_entries(path: &Path) -> Vec<(String, u64, tar::EntryType)> {
         .map(|e| {
             let e = e.unwrap();
             let h = e.header();
-            (String::from_utf8_lossy(&e.path_bytes()).into_owned(), h.uid().unwrap(), h.entry_type())
+            (
+                String::from_utf8_lossy(&e.path_bytes()).into_owned(),
+                h.uid().unwrap(),
+                h.entry_type(),
+            )
         })
         .collect()
 }
@@ -364,10 +462,18 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
     let snaps = Snapshotter::new(&work.path().join("store")).unwrap();
     let dir = snaps.unpack_layer(&base_id, &base_blob).unwrap();
     assert!(snaps.has_layer(&base_id));
-    assert_eq!(snaps.unpack_layer(&base_id, &base_blob).unwrap(), dir, "unpacked once");
+    assert_eq!(
+        snaps.unpack_layer(&base_id, &base_blob).unwrap(),
+        dir,
+        "unpacked once"
+    );
 
     let active = snaps.prepare(std::slice::from_ref(&base_id)).unwrap();
-    let chown = if ranges_available() { "chown 1234:1234 /data/new" } else { "true" };
+    let chown = if ranges_available() {
+        "chown 1234:1234 /data/new"
+    } else {
+        "true"
+    };
     let mut spec = sh(
         active.root(),
         &format!(
@@ -375,21 +481,50 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
              rm -rf /olddir && mkdir /olddir && echo c > /olddir/c && cat /run/secrets/s"
         ),
     );
-    spec.mounts.push(MountSpec::Secret { data: b"hidden".to_vec(), target: "/run/secrets/s".into(), uid: 0, gid: 0, mode: 0o400 });
+    spec.mounts.push(MountSpec::Secret {
+        data: b"hidden".to_vec(),
+        target: "/run/secrets/s".into(),
+        uid: 0,
+        gid: 0,
+        mode: 0o400,
+    });
     assert_eq!(ok(&spec), "hidden");
 
     let diff_path = work.path().join("diff.tar");
     let out = fs::File::create(&diff_path).unwrap();
-    let summary = snaps.diff(&active, Compression::Uncompressed, None, out).unwrap();
+    let summary = snaps
+        .diff(&active, Compression::Uncompressed, None, out)
+        .unwrap();
     let bytes = fs::read(&diff_path).unwrap();
     assert_eq!(rbuild::image::Digest::of(&bytes), summary.diff_id);
     let entries = tar_entries(&diff_path);
     let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
-    for expected in ["data/", "data/.wh.delete", "data/modify", "data/new", "olddir/", "olddir/.wh..wh..opq", "olddir/c"] {
-        assert!(names.contains(&expected), "{expected} missing from {names:?}");
+    for expected in [
+        "data/",
+        "data/.wh.delete",
+        "data/modify",
+        "data/new",
+        "olddir/",
+        "olddir/.wh..wh..opq",
+        "olddir/c",
+    ] {
+        assert!(
+            names.contains(&expected),
+            "{expected} missing from {names:?}"
+        );
     }
-    for absent in ["data/keep", "olddir/a", "etc/hosts", "proc/", "run/", "run/secrets/s"] {
-        assert!(!names.contains(&absent), "{absent} must not be in {names:?}");
+    for absent in [
+        "data/keep",
+        "olddir/a",
+        "etc/hosts",
+        "proc/",
+        "run/",
+        "run/secrets/s",
+    ] {
+        assert!(
+            !names.contains(&absent),
+            "{absent} must not be in {names:?}"
+        );
     }
     if ranges_available() {
         let new = entries.iter().find(|(n, _, _)| n == "data/new").unwrap();
@@ -400,16 +535,31 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
     let gz = work.path().join("diff-copy.tar");
     fs::copy(&diff_path, &gz).unwrap();
     snaps.unpack_layer(&summary.diff_id, &gz).unwrap();
-    let top = snaps.prepare(&[base_id.clone(), summary.diff_id.clone()]).unwrap();
-    assert_eq!(run_in(top.root(), "ls /data; ls /olddir"), "keep\nmodify\nnew\nc\n");
+    let top = snaps
+        .prepare(&[base_id.clone(), summary.diff_id.clone()])
+        .unwrap();
+    assert_eq!(
+        run_in(top.root(), "ls /data; ls /olddir"),
+        "keep\nmodify\nnew\nc\n"
+    );
     snaps.remove(top).unwrap();
 
     // Committing the upper dir gives the same view without unpacking.
     snaps.remove_layer(&summary.diff_id).unwrap();
     assert!(!snaps.has_layer(&summary.diff_id));
     snaps.commit(active, &summary.diff_id).unwrap();
-    let top = snaps.prepare(&[base_id.clone(), summary.diff_id.clone()]).unwrap();
-    assert_eq!(run_in(top.root(), "cat /data/modify; ls /olddir"), "modifymore\nc\n");
+    let top = snaps
+        .prepare(&[base_id.clone(), summary.diff_id.clone()])
+        .unwrap();
+    assert_eq!(
+        run_in(top.root(), "cat /data/modify; ls /olddir"),
+        "modifymore\nc\n"
+    );
     snaps.remove(top).unwrap();
-    assert_eq!(fs::read_dir(work.path().join("store/snapshots/active")).unwrap().count(), 0);
+    assert_eq!(
+        fs::read_dir(work.path().join("store/snapshots/active"))
+            .unwrap()
+            .count(),
+        0
+    );
 }

@@ -32,7 +32,9 @@ pub(crate) fn main() -> ExitCode {
             Ok(mut req) => {
                 null_stdin();
                 // SAFETY: the parent dup'ed the job's data file onto fd 4 when it says so.
-                let data = req.has_data.then(|| unsafe { OwnedFd::from_raw_fd(DATA_FD) });
+                let data = req
+                    .has_data
+                    .then(|| unsafe { OwnedFd::from_raw_fd(DATA_FD) });
                 match pin_paths(&mut req.job) {
                     Err(e) => Response::Failed(e),
                     Ok(_pins) => match enter_userns(&req.idmap) {
@@ -58,12 +60,10 @@ fn dispatch(req: Request, data: Option<OwnedFd>) -> Response {
             Ok(status) => Response::Exited(status),
             Err(e) => Response::Failed(e),
         },
-        Job::Snapshot(job) => {
-            match crate::snapshot::run_ns_job(job, data) {
-                Ok(v) => Response::Done(v),
-                Err(e) => Response::Failed(e),
-            }
-        }
+        Job::Snapshot(job) => match crate::snapshot::run_ns_job(job, data) {
+            Ok(v) => Response::Done(v),
+            Err(e) => Response::Failed(e),
+        },
     }
 }
 
@@ -85,7 +85,10 @@ fn pin_paths(job: &mut Job) -> Result<Vec<OwnedFd>, String> {
             rustix::fs::Mode::empty(),
         )
         .map_err(|e| format!("opening {}: {e}", p.display()))?;
-        *p = PathBuf::from(format!("/proc/self/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&fd)));
+        *p = PathBuf::from(format!(
+            "/proc/self/fd/{}",
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
         pins.push(fd);
     }
     Ok(pins)

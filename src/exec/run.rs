@@ -88,7 +88,11 @@ fn host_paths(spec: &RunSpec) -> Vec<PathBuf> {
     let mut out = vec![std::env::temp_dir()];
     match &spec.root {
         RootSpec::Dir(d) => out.push(d.clone()),
-        RootSpec::Overlay { lowers, upper, work } => {
+        RootSpec::Overlay {
+            lowers,
+            upper,
+            work,
+        } => {
             out.extend(lowers.iter().cloned());
             out.push(upper.clone());
             out.push(work.clone());
@@ -115,14 +119,18 @@ pub(crate) fn make_traversable(path: &Path) -> Result<(), Error> {
         return Ok(());
     }
     for dir in path.ancestors().skip(1) {
-        let Ok(meta) = fs::metadata(dir) else { continue };
+        let Ok(meta) = fs::metadata(dir) else {
+            continue;
+        };
         if meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o001 == 0 {
             let mode = (meta.mode() & 0o7777) | 0o001;
             tracing::debug!(dir = %dir.display(), "adding o+x so the sandbox's mapped root can reach it");
-            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| Error::Host {
-                action: "making traversable for the sandbox",
-                path: dir.to_path_buf(),
-                source: e,
+            fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| {
+                Error::Host {
+                    action: "making traversable for the sandbox",
+                    path: dir.to_path_buf(),
+                    source: e,
+                }
             })?;
         }
     }

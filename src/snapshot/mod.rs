@@ -113,7 +113,11 @@ fn unique_name(prefix: &str) -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos());
-    format!("{prefix}{}-{nanos}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}{}-{nanos}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Snapshotter {
@@ -263,7 +267,12 @@ impl Snapshotter {
         if fs::symlink_metadata(path).is_err() {
             return Ok(());
         }
-        call(NsJob::Empty { dir: path.to_path_buf() }, None)?;
+        call(
+            NsJob::Empty {
+                dir: path.to_path_buf(),
+            },
+            None,
+        )?;
         match fs::remove_dir(path) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io("removing", path)(e)),
             _ => Ok(()),

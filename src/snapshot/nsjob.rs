@@ -85,10 +85,12 @@ pub(crate) fn run_ns_job(job: NsJob, data: Option<OwnedFd>) -> Result<serde_json
             let out = File::from(data.ok_or("diff job without an output file")?);
             let compression = Compression::from_name(&compression, level)
                 .ok_or_else(|| format!("unknown compression {compression}"))?;
-            let mut writer =
-                LayerWriter::new(out, compression).map_err(|e| format!("starting the layer: {e}"))?;
+            let mut writer = LayerWriter::new(out, compression)
+                .map_err(|e| format!("starting the layer: {e}"))?;
             super::diff::write_upper(&upper, &mut writer, source_date_epoch)?;
-            let summary = writer.finish().map_err(|e| format!("finishing the layer: {e}"))?;
+            let summary = writer
+                .finish()
+                .map_err(|e| format!("finishing the layer: {e}"))?;
             summary
                 .sink
                 .sync_all()

@@ -46,10 +46,15 @@ pub(crate) fn unpack(mut blob: File, dest: &Path) -> Result<UnpackStats, String>
         .map_err(|e| format!("rewinding the layer blob: {e}"))?;
     let reader = open_decompressed(blob).map_err(|e| e.to_string())?;
     let mut archive = tar::Archive::new(reader);
-    let entries = archive.entries().map_err(|e| format!("reading the layer: {e}"))?;
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("reading the layer: {e}"))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("reading the layer: {e}"))?;
-        let path = entry.path().map_err(|e| format!("layer entry name: {e}"))?.into_owned();
+        let path = entry
+            .path()
+            .map_err(|e| format!("layer entry name: {e}"))?
+            .into_owned();
         let Some(base) = path.file_name().map(|b| b.as_bytes().to_vec()) else {
             continue;
         };
