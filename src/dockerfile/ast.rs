@@ -44,8 +44,10 @@ pub struct Node {
     /// `--name[=value]` words that preceded the arguments, verbatim.
     pub flags: Vec<String>,
     /// Arguments as BuildKit's node list: shell form is one string with continuations joined;
-    /// JSON form one string per element; `ENV`/`LABEL` key, value, key, value (quotes kept);
-    /// `HEALTHCHECK` the sub-command word then the command.
+    /// JSON form one string per element; `ENV`/`LABEL` key, value, key, value (quotes kept;
+    /// the legacy `ENV k v w` form gives `k`, `v w`); `ARG` one word per name (`a=1` kept
+    /// whole); `HEALTHCHECK` the sub-command word then the command; `ONBUILD` the trigger's
+    /// text (its parsed form is in `onbuild`).
     pub args: Vec<String>,
     /// Whether the arguments were written in JSON (exec) form.
     pub json_form: bool,
@@ -57,7 +59,9 @@ pub struct Node {
     pub heredocs: Vec<Heredoc>,
     /// For `ONBUILD`, the nested instruction.
     pub onbuild: Option<Box<Node>>,
-    /// The instruction's source text with continuations joined (for history and errors).
+    /// The instruction's source text with continuations joined (comment lines dropped, first
+    /// line left-trimmed), as BuildKit's `Node.Original`. With heredocs (except under
+    /// `ONBUILD`), each body and its delimiter follow on new lines, ending in a newline.
     #[serde(skip)]
     pub original: String,
 }
@@ -67,7 +71,8 @@ pub struct Node {
 pub struct Heredoc {
     /// The delimiter word (without quotes).
     pub name: String,
-    /// The body, including its final newline.
+    /// The body, including its final newline (line endings as in the file). For `<<-` the
+    /// leading tabs are already removed (BuildKit does that later; doing it again is harmless).
     pub content: String,
     /// False when the delimiter was quoted (no variable expansion).
     pub expand: bool,
