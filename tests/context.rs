@@ -69,8 +69,8 @@ fn wildcards_follow_go_filepath_match() {
         copy(&req(&ctx, &["*/*.txt"], "/dst/")),
         ["dst/", "dst/d.txt"]
     );
-    // An empty wildcard is allowed (BuildKit's AllowEmptyWildcard) but still creates the dir.
-    assert_eq!(copy(&req(&ctx, &["*.none"], "/dst/")), ["dst/"]);
+    // An empty wildcard is allowed (BuildKit's AllowEmptyWildcard) and writes nothing at all.
+    assert!(copy(&req(&ctx, &["*.none"], "/dst/")).is_empty());
 }
 
 #[test]
@@ -80,15 +80,12 @@ fn destination_slash_rules() {
     assert_eq!(copy(&req(&ctx, &["a.txt"], "/x/")), ["x/", "x/a.txt"]);
     // A single wildcard match to a non-slash destination names the file (COPY *.jar app.jar).
     assert_eq!(copy(&req(&ctx, &["a.*"], "/app.jar")), ["app.jar"]);
-    // Several sources make the destination a directory.
-    assert_eq!(
-        copy(&req(&ctx, &["a.txt", "b.txt"], "/d")),
-        ["d/", "d/a.txt", "d/b.txt"]
-    );
-    assert_eq!(
-        copy(&req(&ctx, &["*.txt"], "/d")),
-        ["d/", "d/a.txt", "d/b.txt"]
-    );
+    // Several sources to a path without '/': BuildKit copies each onto it, the last one wins
+    // (moby/buildkit#1853; checked against dockerd 20.10's BuildKit).
+    let plan = plan_copy(&req(&ctx, &["a.txt", "b.txt"], "/d")).unwrap();
+    assert_eq!(paths(&plan.entries), ["d"]);
+    assert_eq!(content(&plan.entries[0]), "b");
+    assert_eq!(copy(&req(&ctx, &["*.txt"], "/d")), ["d"]);
     // Relative destinations are relative to WORKDIR; `.` is the WORKDIR itself.
     let mut r = req(&ctx, &["a.txt"], "rel/x");
     r.workdir = "/srv/app".into();
@@ -588,4 +585,40 @@ fn add_archive_honours_chown() {
         "{:?}",
         plan.entries
     );
+}
+
+#[test]
+fn directory_metadata_matches_buildkit() {
+    // Checked against dockerd 20.10's BuildKit: the destination of a directory source is
+    // 0755 with the --chown owner, slash or not; nested dirs keep their mode (and get --chmod);
+    // directories carry the build time while files keep their own mtime.
+    let ctx = Context::new()
+        .file("dir/sub/s", "s")
+        .mode("dir", 0o700)
+        .mode("dir/sub", 0o750);
+    let mut r = req(&ctx, &["dir"], "/y");
+    r.chown = Some("7:8".into());
+    let plan = plan_copy(&r).unwrap();
+    let got: Vec<(String, u32, u32, bool)> = plan
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), e.mode, e.uid, e.mtime.is_some()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("y".into(), 0o755, 7, false),
+            ("y/sub".into(), 0o750, 7, false),
+            ("y/sub/s".into(), 0o644, 7, true),
+        ]
+    );
+    let mut r = req(&ctx, &["dir"], "/y/");
+    r.chmod = Some("700".into());
+    let modes: Vec<u32> = plan_copy(&r)
+        .unwrap()
+        .entries
+        .iter()
+        .map(|e| e.mode)
+        .collect();
+    assert_eq!(modes, [0o755, 0o700, 0o700]);
 }

@@ -171,9 +171,9 @@ fn is_git(s: &str) -> bool {
 
 /// The destination made absolute against WORKDIR, resolved through symlinked directories of the
 /// destination root; returns (root-relative path, whether it names a directory).
-fn resolve_dest(req: &CopyRequest, multiple: bool) -> Result<(String, bool), ContextError> {
+fn resolve_dest(req: &CopyRequest) -> Result<(String, bool), ContextError> {
     let d = &req.dest;
-    let is_dir = d.is_empty() || d == "." || d.ends_with('/') || d.ends_with("/.") || multiple;
+    let is_dir = d.is_empty() || d == "." || d.ends_with('/') || d.ends_with("/.");
     let abs = if d.starts_with('/') {
         d.clone()
     } else {
@@ -262,11 +262,16 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
     let selected = select_sources(&req.source_root, &local, &opts)?;
     let tops = selected.iter().filter(|s| s.rel.is_empty()).count()
         + req.sources.iter().filter(|s| is_url(s)).count();
-    let (dest, dest_is_dir) = resolve_dest(req, tops > 1)?;
-    let dest_explicit_dir = req.dest.is_empty()
-        || req.dest == "."
-        || req.dest.ends_with('/')
-        || req.dest.ends_with("/.");
+    let (dest, dest_is_dir) = resolve_dest(req)?;
+    if tops > 1 && !dest_is_dir {
+        // BuildKit copies each source onto the same path, the last one winning
+        // (moby/buildkit#1853, #4550); the classic builder refused this.
+        tracing::warn!(
+            "{what} with {tops} sources to {:?}, which does not end with '/': each source \
+             overwrites the previous one, as BuildKit does",
+            req.dest
+        );
+    }
 
     let mut set = EntrySet::new(req.dest_root.as_deref(), owner);
     let mut staging: Option<TempDir> = None;
@@ -315,12 +320,10 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         let mtime = Some(Mtime::of(&sel.meta));
         let ft = sel.meta.file_type();
         let entry = if is_dir {
-            // A destination written with a trailing slash is created (0755) before the copy,
-            // as BuildKit's CreateDestPath does, so it keeps that metadata.
-            let precreated = sel.rel.is_empty() && dest_explicit_dir && !req.parents;
-            if target.is_empty() || (sel.rel.is_empty() && set.existing_dir(&target)) || precreated
-            {
-                // Copying contents into the root or an existing directory keeps its metadata.
+            if sel.rel.is_empty() {
+                // The directory a source's contents go to is created like a parent (0755, the
+                // --chown owner, build time) or kept as it is, never given the source dir's
+                // metadata: what BuildKit produces.
                 if !target.is_empty() {
                     set.ensure_parents(&format!("{target}/x"))?;
                 }
@@ -334,7 +337,8 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
                     .map_or(meta_mode, |c| c.apply(meta_mode, true)),
                 uid,
                 gid,
-                mtime,
+                // BuildKit's copied directories carry the build time, not the source's mtime.
+                mtime: None,
                 existing_parent: false,
             }
         } else if ft.is_symlink() {
@@ -417,11 +421,6 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             existing_parent: false,
         })?;
     }
-    if dest_is_dir && !dest.is_empty() {
-        // `COPY empty-wildcard* /dir/` still creates the directory, as BuildKit's
-        // CreateDestPath does before copying.
-        set.ensure_parents(&format!("{dest}/x"))?;
-    }
     Ok(CopyPlan {
         entries: set.entries,
         _staging: staging,
@@ -478,20 +477,16 @@ mod tests {
             workdir: "/srv".into(),
             ..Default::default()
         };
-        assert_eq!(
-            resolve_dest(&req, false).unwrap(),
-            ("srv/app".into(), false)
-        );
-        assert_eq!(resolve_dest(&req, true).unwrap(), ("srv/app".into(), true));
+        assert_eq!(resolve_dest(&req).unwrap(), ("srv/app".into(), false));
         req.dest = "app/".into();
-        assert_eq!(resolve_dest(&req, false).unwrap(), ("srv/app".into(), true));
+        assert_eq!(resolve_dest(&req).unwrap(), ("srv/app".into(), true));
         req.dest = ".".into();
-        assert_eq!(resolve_dest(&req, false).unwrap(), ("srv".into(), true));
+        assert_eq!(resolve_dest(&req).unwrap(), ("srv".into(), true));
         req.dest = "/abs/../x".into();
-        assert_eq!(resolve_dest(&req, false).unwrap(), ("x".into(), false));
+        assert_eq!(resolve_dest(&req).unwrap(), ("x".into(), false));
         req.workdir = String::new();
         req.dest = "rel".into();
-        assert_eq!(resolve_dest(&req, false).unwrap(), ("rel".into(), false));
+        assert_eq!(resolve_dest(&req).unwrap(), ("rel".into(), false));
     }
 
     #[test]
@@ -504,14 +499,11 @@ mod tests {
             dest_root: Some(root.path().to_path_buf()),
             ..Default::default()
         };
-        assert_eq!(
-            resolve_dest(&req, false).unwrap(),
-            ("usr/bin/tool".into(), false)
-        );
+        assert_eq!(resolve_dest(&req).unwrap(), ("usr/bin/tool".into(), false));
         let req = CopyRequest {
             dest: "/bin".into(),
             ..req
         };
-        assert_eq!(resolve_dest(&req, false).unwrap(), ("usr/bin".into(), true));
+        assert_eq!(resolve_dest(&req).unwrap(), ("usr/bin".into(), true));
     }
 }
