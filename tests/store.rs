@@ -273,3 +273,40 @@ fn images_resolve_by_unique_id_prefix_and_refuse_ambiguous_ones() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("nosuch:tag"));
 }
+
+#[test]
+fn concurrent_taggers_in_two_processes_lose_no_names() {
+    const PER_PROCESS: usize = 15;
+    if let Ok(root) = std::env::var(CHILD_ROOT) {
+        let store = Store::open(Path::new(&root)).unwrap();
+        let (m, _) = image(&store, "shared");
+        let me = std::process::id();
+        for i in 0..PER_PROCESS {
+            store
+                .put_image(&format!("docker.io/library/p{me}:{i}"), &m.digest)
+                .unwrap();
+        }
+        return;
+    }
+    let root = tempfile::tempdir().unwrap();
+    let children: Vec<_> = (0..2)
+        .map(|_| {
+            spawn_self(
+                "concurrent_taggers_in_two_processes_lose_no_names",
+                root.path(),
+            )
+        })
+        .collect();
+    for mut c in children {
+        assert!(c.wait().unwrap().success(), "a tagging process failed");
+    }
+    let store = Store::open(root.path()).unwrap();
+    assert_eq!(store.list_images().unwrap().len(), 2 * PER_PROCESS);
+    // The OCI index.json mirror lists every name too.
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.dir().join("index.json")).unwrap()).unwrap();
+    assert_eq!(
+        index["manifests"].as_array().unwrap().len(),
+        2 * PER_PROCESS
+    );
+}

@@ -30,17 +30,14 @@ pub(crate) fn write_local(
 }
 
 /// Writes the final filesystem of `target` as an uncompressed tar into `out`. The layers are
-/// applied into a scratch directory next to the store first, then walked in sorted order.
+/// applied into a store scratch directory first, then walked in sorted order.
 pub(crate) fn write_tar<W: Write>(
     store: &Store,
     target: &Descriptor,
     platform: Option<&Platform>,
     out: W,
 ) -> Result<W, Error> {
-    let scratch = tempfile::Builder::new()
-        .prefix("export-tar-")
-        .tempdir_in(store.dir())
-        .map_err(|e| Error::io("create scratch directory in", store.dir(), e))?;
+    let scratch = store.scratch_dir("export-tar-")?;
     let rootfs = scratch.path().join("rootfs");
     write_local(store, target, platform, &rootfs)?;
     let tar_err = |source| Error::Layer {

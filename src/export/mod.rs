@@ -14,7 +14,6 @@ mod layout;
 mod oci;
 mod spec;
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
@@ -105,6 +104,8 @@ pub fn export(
     platform: Option<&Platform>,
     spec: &OutputSpec,
 ) -> Result<Descriptor, Error> {
+    // Blobs must not be pruned while they are read or rewritten, nor before the image is named.
+    let _gc_guard = store.gc_guard()?;
     let prepare = || {
         let opts = ConvertOptions {
             oci_mediatypes: spec.oci_mediatypes,
@@ -217,9 +218,4 @@ fn with_output_file(
             reason: "dest= is required".into(),
         }),
     }
-}
-
-/// Opens `path` for reading an exported archive (used by tests and `load`-style tools).
-pub fn open_archive(path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|e| Error::io("open", path, e))
 }

@@ -16,6 +16,7 @@ use super::{Error, Store, lock};
 use crate::image::{AnyManifest, Digest};
 
 pub(crate) const ROOTS_DIR: &str = "gc-roots";
+pub(crate) const SCRATCH_DIR: &str = "tmp";
 /// Manifests and indexes are small; bigger blobs are layers and never parsed during GC.
 const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Temp files outside `blobs/` are written under the index lock, not the gc lock, so only
@@ -157,6 +158,21 @@ impl Store {
             }
         }
         sync_dir(&self.blobs)?;
+        // Scratch users hold the shared gc lock, so under the exclusive one all of tmp/ is stale.
+        let scratch = self.dir.join(SCRATCH_DIR);
+        if let Ok(entries) = fs::read_dir(&scratch) {
+            for entry in entries.flatten() {
+                let path = entry.path();
+                report.reclaimed_bytes += tree_size(&path);
+                let removed = if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                    fs::remove_dir_all(&path)
+                } else {
+                    fs::remove_file(&path)
+                };
+                removed.map_err(Error::io("remove", path))?;
+                report.removed_temp_files += 1;
+            }
+        }
         for dir in [self.dir.clone(), self.dir.join(ROOTS_DIR)] {
             report.removed_temp_files += remove_old_temps(&dir, &mut report.reclaimed_bytes)?;
         }
@@ -179,6 +195,16 @@ fn remove(path: &Path) -> Result<(), Error> {
             source: e,
         }),
     }
+}
+
+fn tree_size(path: &Path) -> u64 {
+    walkdir::WalkDir::new(path)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum()
 }
 
 fn remove_old_temps(dir: &Path, reclaimed: &mut u64) -> Result<usize, Error> {
@@ -247,11 +273,14 @@ mod tests {
             .unwrap();
         let junk = s.write_blob(b"junk").unwrap();
         fs::write(s.blobs.join(".tmp-dead"), b"partial").unwrap();
+        let scratch = s.scratch_dir("export-").unwrap().keep();
+        fs::write(scratch.join("leftover"), b"12345").unwrap();
 
         let report = s.prune().unwrap();
         assert_eq!(report.removed_blobs, vec![junk.clone()]);
-        assert_eq!(report.removed_temp_files, 1);
-        assert_eq!(report.reclaimed_bytes, 4 + 7);
+        assert_eq!(report.removed_temp_files, 2);
+        assert_eq!(report.reclaimed_bytes, 4 + 7 + 5);
+        assert!(!scratch.exists());
         for d in [&layer, &cfg.digest, &m.digest, &rooted] {
             assert!(s.has_blob(d), "{d} should survive");
         }

@@ -7,6 +7,7 @@
 //! - `index-v1.json`: rbuild's tag index (names → manifest digest + image ID). The version is in
 //!   the file name and the file; a newer format gets a new name instead of a migration.
 //! - `gc-roots/<name>`: extra GC roots other modules register (digests, one per line).
+//! - `tmp/`: scratch directories ([`Store::scratch_dir`]), emptied by `prune`.
 //! - `gc.lock`, `index.lock`: see [`lock`](self::LockGuard).
 //!
 //! The store does not parse image names: callers pass fully normalised reference strings.
@@ -57,7 +58,10 @@ impl Store {
         let store = Store { dir, blobs };
         if !store.dir.join("index.json").exists() {
             let _g = lock::exclusive(&store.dir.join("index.lock"))?;
-            store.write_oci_index(&images::TagIndex::default())?;
+            // Another process may have created it (and named images) while we waited.
+            if !store.dir.join("index.json").exists() {
+                store.write_oci_index(&store.load_tag_index()?)?;
+            }
         }
         Ok(store)
     }
@@ -152,6 +156,18 @@ impl Store {
     pub fn blob_writer(&self) -> Result<BlobWriter, Error> {
         let guard = self.gc_guard()?;
         BlobWriter::new(&self.blobs, guard)
+    }
+
+    /// A scratch directory under `<store>/tmp/`, removed when dropped. Hold a
+    /// [`Store::gc_guard`] while using it: `prune` empties `tmp/` of anything left behind by
+    /// killed processes.
+    pub fn scratch_dir(&self, prefix: &str) -> Result<tempfile::TempDir, Error> {
+        let tmp = self.dir.join(gc::SCRATCH_DIR);
+        fs::create_dir_all(&tmp).map_err(Error::io("create directory", tmp.clone()))?;
+        tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&tmp)
+            .map_err(Error::io("create scratch directory in", tmp))
     }
 
     /// A shared lock that keeps `prune` from running. Hold it from writing a build's blobs until
