@@ -11,7 +11,6 @@ use super::ContextError;
 use super::copy::EntrySet;
 use super::dockerignore::clean_path;
 use super::entry::{EntryKind, LayerEntry, Mtime};
-use super::owner::Chown;
 use super::select::join_rel;
 use crate::image::{Digest, DigestError, Hasher};
 
@@ -123,7 +122,6 @@ pub(crate) fn extract_archive(
     path: &Path,
     format: ArchiveFormat,
     dest: &str,
-    chown: Option<Chown>,
     stage: &Path,
     set: &mut EntrySet<'_>,
     origin: &str,
@@ -153,14 +151,11 @@ pub(crate) fn extract_archive(
         }
         let header = entry.header();
         let mode = header.mode().map_err(|e| bad(e.to_string()))? & 0o7777;
-        let (uid, gid) = match chown {
-            Some(c) => (c.uid, c.gid),
-            // Like Go's archive/tar, an empty numeric field reads as 0.
-            None => (
-                header.uid().unwrap_or(0) as u32,
-                header.gid().unwrap_or(0) as u32,
-            ),
-        };
+        // Archive entries keep their own owners even with --chown (only the destination
+        // directory takes it): what dockerd 20.10's BuildKit produces. An empty numeric field
+        // reads as 0, as in Go's archive/tar.
+        let uid = header.uid().unwrap_or(0) as u32;
+        let gid = header.gid().unwrap_or(0) as u32;
         let mtime = Some(Mtime {
             secs: header.mtime().unwrap_or(0) as i64,
             nanos: 0,

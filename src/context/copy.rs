@@ -275,7 +275,9 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
 
     let mut set = EntrySet::new(req.dest_root.as_deref(), owner);
     let mut staging: Option<TempDir> = None;
-    let mut links: HashMap<(u64, u64), String> = HashMap::new();
+    // Hard links are kept within one source's copy only: BuildKit copies each source in its own
+    // action, so `COPY a b /d/` with a and b linked writes two files.
+    let mut links: HashMap<(usize, u64, u64), String> = HashMap::new();
     // Where each top-level match lands: for a directory, the dir its contents go to.
     let mut top_target = String::new();
     for sel in &selected {
@@ -314,7 +316,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             let stage = staging_dir(&mut staging)?;
             // Docker extracts into the destination as a directory, slash or not.
             let origin = &local[sel.source_index];
-            add::extract_archive(&sel.host, format, &dest, chown, stage, &mut set, origin)?;
+            add::extract_archive(&sel.host, format, &dest, stage, &mut set, origin)?;
             continue;
         }
         let mtime = Some(Mtime::of(&sel.meta));
@@ -362,7 +364,8 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             let mode = chmod
                 .as_ref()
                 .map_or(meta_mode, |c| c.apply(meta_mode, false));
-            let key = inode_key(&sel.meta);
+            let (dev, ino) = inode_key(&sel.meta);
+            let key = (sel.source_index, dev, ino);
             let kind = match links.get(&key) {
                 Some(first) if sel.meta.nlink() > 1 => EntryKind::Hardlink {
                     target: first.clone(),
@@ -399,7 +402,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         if req.unpack == Some(true)
             && let Some(format) = add::detect_archive(&fetched.path)?
         {
-            add::extract_archive(&fetched.path, format, &dest, chown, stage, &mut set, url)?;
+            add::extract_archive(&fetched.path, format, &dest, stage, &mut set, url)?;
             continue;
         }
         let target = if dest_is_dir || set.existing_dir(&dest) {
