@@ -84,7 +84,7 @@ fn rbuild_out(cmd: &mut Command) -> (bool, String, String) {
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
+        format!("{}\n({})", String::from_utf8_lossy(&out.stderr), out.status),
     )
 }
 
