@@ -1,4 +1,4 @@
-//! End-to-end builds without RUN through the `rbuild` binary, checked by real consumers:
+//! End-to-end builds through the `rbuild` binary, checked by real consumers:
 //! `skopeo inspect` of OCI archives, `umoci unpack` and file comparison, a registry base image,
 //! ONBUILD triggers, stdin Dockerfiles, and reproducibility under SOURCE_DATE_EPOCH.
 
@@ -224,16 +224,22 @@ fn same_inputs_and_epoch_give_the_same_digest() {
 }
 
 #[test]
-fn run_fails_with_a_clear_error_and_target_skips_it() {
+fn failing_run_reports_the_command_and_target_skips_it() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
     let ctx = Context::new()
-        .dockerfile("FROM scratch AS ok\nCOPY a /a\nFROM ok\nRUN echo hi\n")
+        .dockerfile(&format!(
+            "FROM {base} AS ok\nCOPY a /a\nFROM ok\nRUN echo failing; exit 3\n"
+        ))
         .file("a", "a");
     let root = TestRoot::new();
     let out = root.rbuild().arg("build").arg(ctx.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("#4 failing"), "{err}");
     assert_eq!(
-        String::from_utf8_lossy(&out.stderr).lines().last().unwrap(),
-        "rbuild: line 4: RUN is not supported yet"
+        err.lines().last().unwrap(),
+        "rbuild: line 4: RUN: process \"/bin/sh -c echo failing; exit 3\" did not complete successfully: exit code: 3"
     );
     run_ok(
         root.rbuild()
@@ -382,4 +388,73 @@ fn builds_on_a_registry_base_image_with_named_owner() {
         .find(|l| l.ends_with("srv/www/index.html"))
         .expect(&listing);
     assert!(line.contains("33/33"), "{listing}");
+}
+
+#[test]
+fn run_steps_execute_on_a_registry_base_image() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new()
+        .dockerfile(&format!(
+            "FROM {base} AS build\nARG WHO=world\nRUN echo \"hello $WHO\" > /greeting && mkdir -p /out && cp /greeting /out/g\n\
+             FROM {base}\nCOPY --from=build /out/g /g\nRUN rm /bin/vi && test \"$(cat /g)\" = 'hello world'\n\
+             RUN --mount=type=cache,target=/cache echo cached > /cache/x && cat /cache/x > /from-cache\n"
+        ));
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("img.tar");
+    oci_build(&root, &ctx, &archive, &["-t", "run:1"]);
+    let config = archive_config(&archive);
+    let history: Vec<&str> = config["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|h| h["created_by"].as_str())
+        .collect();
+    assert!(
+        history.contains(
+            &"RUN /bin/sh -c rm /bin/vi && test \"$(cat /g)\" = 'hello world' # buildkit"
+        ),
+        "{history:?}"
+    );
+    // The RUN layers hold the deletion as a whiteout and the file written through the cache.
+    let layout = work.path().join("layout");
+    std::fs::create_dir(&layout).unwrap();
+    run_ok(
+        Command::new("tar")
+            .arg("-xf")
+            .arg(&archive)
+            .arg("-C")
+            .arg(&layout),
+    );
+    let manifest = skopeo_json(&[
+        "inspect",
+        "--raw",
+        &format!("oci-archive:{}", archive.display()),
+    ]);
+    let layers = manifest["layers"].as_array().unwrap();
+    let list = |i: usize| {
+        let blob = layers[i]["digest"].as_str().unwrap().replace(':', "/");
+        run_ok(
+            Command::new("tar")
+                .arg("-tzf")
+                .arg(layout.join("blobs").join(blob)),
+        )
+    };
+    let n = layers.len();
+    assert!(
+        list(n - 2).lines().any(|l| l == "bin/.wh.vi"),
+        "{}",
+        list(n - 2)
+    );
+    assert!(
+        list(n - 1).lines().any(|l| l == "from-cache"),
+        "{}",
+        list(n - 1)
+    );
+    assert!(
+        !list(n - 1).lines().any(|l| l.starts_with("cache")),
+        "{}",
+        list(n - 1)
+    );
 }

@@ -224,6 +224,11 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         pull: args.pull,
         insecure_registries: Vec::new(),
         compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
+        network: match args.network.as_deref() {
+            Some("none") => Some(crate::dockerfile::instructions::NetworkMode::None),
+            Some("host") => Some(crate::dockerfile::instructions::NetworkMode::Host),
+            _ => None,
+        },
     };
     let store = Store::open(&globals.root)?;
     if args.dry_run {

@@ -7,6 +7,7 @@
 
 mod image;
 mod resolve;
+mod run;
 mod stage;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -47,6 +48,8 @@ pub struct BuildRequest {
     pub insecure_registries: Vec<String>,
     /// Layer compression.
     pub compression: Compression,
+    /// `--network` for RUN steps without their own `--network`.
+    pub network: Option<crate::dockerfile::instructions::NetworkMode>,
 }
 
 /// What a build produced.
@@ -98,6 +101,14 @@ pub enum SolveError {
         path: PathBuf,
         /// The error.
         source: std::io::Error,
+    },
+    /// A RUN step failed (sandbox setup or a non-zero exit).
+    #[error("line {line}: RUN: {message}")]
+    Run {
+        /// Dockerfile line.
+        line: usize,
+        /// What happened.
+        message: String,
     },
     /// A feature the build uses that rbuild cannot do yet.
     #[error("line {line}: {what} is not supported yet")]

@@ -45,12 +45,7 @@ impl<'a> StageBuilder<'a> {
         for step in &self.dispatch.steps {
             let changed = match &step.op {
                 Op::Metadata => false,
-                Op::Run(_) => {
-                    return Err(SolveError::Unsupported {
-                        line: step.line,
-                        what: "RUN".into(),
-                    });
-                }
+                Op::Run(r) => self.run_step(step.line, r)?,
                 Op::Mkdir { path, user } => self.mkdir(step.line, path, user.as_deref())?,
                 Op::Copy(c) => self.copy(step.line, c)?,
             };
@@ -91,6 +86,16 @@ impl<'a> StageBuilder<'a> {
         }
         self.rootfs = Some(dir.clone());
         Ok(dir)
+    }
+
+    fn run_step(&mut self, line: usize, op: &crate::plan::RunOp) -> Result<bool, SolveError> {
+        let out = super::run::run_step(self.shared, line, op, &self.layers, &self.diff_ids)?;
+        if let Some(root) = &self.rootfs {
+            apply_layer(self.shared, &out.layer.digest, root)?;
+        }
+        self.layers.push(out.layer);
+        self.diff_ids.push(out.diff_id);
+        Ok(true)
     }
 
     fn mkdir(&mut self, line: usize, path: &str, user: Option<&str>) -> Result<bool, SolveError> {

@@ -1,0 +1,226 @@
+//! RUN steps: the stage's layers as overlay lowers (unpacked once per diff_id by the
+//! snapshotter), the rootless executor with the step's mounts, and the upper dir's changes as
+//! the next layer.
+
+use std::io::{Seek, SeekFrom};
+use std::path::{Component, Path, PathBuf};
+
+use crate::dockerfile::instructions::{CacheSharing, MountKind, NetworkMode, RunMount};
+use crate::exec::{
+    CacheInit, CacheLease, CacheMounts, MountSpec, Network, RunSpec, Sharing, Stream,
+};
+use crate::image::{Descriptor, Digest};
+use crate::plan::{RunOp, Source};
+use crate::snapshot::Snapshotter;
+
+use super::{Shared, SolveError};
+
+/// A finished RUN step's layer.
+pub(crate) struct RunLayer {
+    pub layer: Descriptor,
+    pub diff_id: Digest,
+}
+
+fn snap_err(line: usize) -> impl Fn(crate::snapshot::Error) -> SolveError {
+    move |e| SolveError::Run {
+        line,
+        message: e.to_string(),
+    }
+}
+
+/// `path` inside `root`, refusing `..` and absolute escapes (bind sources are plain subpaths).
+fn sub_path(root: &Path, path: Option<&str>, line: usize) -> Result<PathBuf, SolveError> {
+    let Some(p) = path.filter(|p| !p.is_empty()) else {
+        return Ok(root.to_path_buf());
+    };
+    let rel = Path::new(p.trim_start_matches('/'));
+    if rel.components().any(|c| matches!(c, Component::ParentDir)) {
+        return Err(SolveError::Run {
+            line,
+            message: format!("mount source {p:?} must stay inside its root"),
+        });
+    }
+    Ok(root.join(rel))
+}
+
+/// Runs one RUN step on top of `layers` and returns the layer it produced.
+pub(crate) fn run_step(
+    shared: &Shared<'_>,
+    line: usize,
+    op: &RunOp,
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+) -> Result<RunLayer, SolveError> {
+    let snap = Snapshotter::new(shared.store.dir().parent().unwrap_or(shared.store.dir()))
+        .map_err(snap_err(line))?;
+    for (layer, diff_id) in layers.iter().zip(diff_ids) {
+        snap.unpack_layer(diff_id, &shared.store.blob_path(&layer.digest))
+            .map_err(snap_err(line))?;
+    }
+    let active = snap.prepare(diff_ids).map_err(snap_err(line))?;
+    let result = run_in(shared, &snap, &active, line, op);
+    match result {
+        Ok(out) => {
+            snap.commit(active, &out.diff_id).map_err(snap_err(line))?;
+            Ok(out)
+        }
+        Err(e) => {
+            let _ = snap.remove(active);
+            Err(e)
+        }
+    }
+}
+
+fn run_in(
+    shared: &Shared<'_>,
+    snap: &Snapshotter,
+    active: &crate::snapshot::Active,
+    line: usize,
+    op: &RunOp,
+) -> Result<RunLayer, SolveError> {
+    let caches = CacheMounts::new(shared.store.dir().parent().unwrap_or(shared.store.dir()));
+    let mut leases: Vec<CacheLease> = Vec::new();
+    let mut mounts = Vec::new();
+    for (m, src) in op.mounts.iter().zip(&op.mount_sources) {
+        if let Some(spec) = mount_spec(shared, line, m, src, &caches, &mut leases)? {
+            mounts.push(spec);
+        }
+    }
+    let network = match op.network.or(shared.request.network) {
+        Some(NetworkMode::None) => Network::None,
+        _ => Network::Host,
+    };
+    let spec = RunSpec {
+        root: active.root(),
+        argv: op.argv.clone(),
+        env: op.env.clone(),
+        cwd: op.cwd.clone(),
+        user: op.user.clone(),
+        network,
+        mounts,
+        ..RunSpec::new(active.root(), op.argv.clone())
+    };
+    let mut partial = [String::new(), String::new()];
+    let mut on_output = |stream: Stream, bytes: &[u8]| {
+        let buf = &mut partial[usize::from(stream == Stream::Stderr)];
+        buf.push_str(&String::from_utf8_lossy(bytes));
+        while let Some(i) = buf.find('\n') {
+            let l: String = buf.drain(..=i).collect();
+            shared.progress(&format!("#{line} {}", l.trim_end_matches('\n')));
+        }
+    };
+    let status = crate::exec::run(&spec, &mut on_output).map_err(|e| SolveError::Run {
+        line,
+        message: e.to_string(),
+    })?;
+    for rest in partial.iter().filter(|p| !p.is_empty()) {
+        shared.progress(&format!("#{line} {rest}"));
+    }
+    drop(leases);
+    if !status.success() {
+        return Err(SolveError::Run {
+            line,
+            message: format!(
+                "process {:?} did not complete successfully: {status}",
+                op.argv.join(" ")
+            ),
+        });
+    }
+    let tmp = tempfile::tempfile_in(shared.scratch.path()).map_err(|source| SolveError::Io {
+        path: shared.scratch.path().to_path_buf(),
+        source,
+    })?;
+    let mut file = tmp.try_clone().map_err(|source| SolveError::Io {
+        path: shared.scratch.path().to_path_buf(),
+        source,
+    })?;
+    let summary = snap
+        .diff(active, shared.compression, shared.epoch, tmp)
+        .map_err(snap_err(line))?;
+    file.seek(SeekFrom::Start(0))
+        .map_err(|source| SolveError::Io {
+            path: shared.scratch.path().to_path_buf(),
+            source,
+        })?;
+    let mut w = shared.store.blob_writer()?;
+    std::io::copy(&mut file, &mut w).map_err(|source| SolveError::Io {
+        path: shared.store.dir().to_path_buf(),
+        source,
+    })?;
+    let (digest, size) = w.commit(None)?;
+    Ok(RunLayer {
+        layer: Descriptor::new(shared.compression.oci_media_type(), digest, size),
+        diff_id: summary.diff_id,
+    })
+}
+
+fn mount_spec(
+    shared: &Shared<'_>,
+    line: usize,
+    m: &RunMount,
+    src: &Source,
+    caches: &CacheMounts,
+    leases: &mut Vec<CacheLease>,
+) -> Result<Option<MountSpec>, SolveError> {
+    let target = m.target.clone().unwrap_or_default();
+    Ok(Some(match m.kind {
+        MountKind::Tmpfs => MountSpec::Tmpfs {
+            target,
+            size: m.size,
+        },
+        MountKind::Bind => {
+            let (root, _) = shared.source_root(line, src)?;
+            MountSpec::Bind {
+                source: sub_path(&root, m.source.as_deref(), line)?,
+                target,
+                // Writes to a rw bind mount must not reach the context or another stage; the
+                // executor only offers real binds, so refuse instead of leaking writes.
+                writable: if m.read_only {
+                    false
+                } else {
+                    return Err(SolveError::Unsupported {
+                        line,
+                        what: "RUN --mount=type=bind,rw".into(),
+                    });
+                },
+            }
+        }
+        MountKind::Cache => {
+            if *src != Source::MainContext {
+                return Err(SolveError::Unsupported {
+                    line,
+                    what: "RUN --mount=type=cache with from=".into(),
+                });
+            }
+            let id = m.id.clone().unwrap_or_else(|| target.clone());
+            let sharing = match m.sharing.unwrap_or(CacheSharing::Shared) {
+                CacheSharing::Shared => Sharing::Shared,
+                CacheSharing::Private => Sharing::Private,
+                CacheSharing::Locked => Sharing::Locked,
+            };
+            let lease = caches.acquire(&id, sharing).map_err(|e| SolveError::Run {
+                line,
+                message: e.to_string(),
+            })?;
+            let init = CacheInit {
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+                mode: m.mode.unwrap_or(0o755),
+            };
+            let spec = lease.mount(&target, init, m.read_only);
+            leases.push(lease);
+            spec
+        }
+        MountKind::Secret | MountKind::Ssh if !m.required => {
+            // BuildKit skips optional secret/ssh mounts it has no value for; rbuild has no
+            // `--secret`/`--ssh` yet, so every optional one is absent.
+            return Ok(None);
+        }
+        MountKind::Secret | MountKind::Ssh => {
+            return Err(SolveError::Unsupported {
+                line,
+                what: format!("RUN --mount=type={}", m.kind.as_str()),
+            });
+        }
+    }))
+}
