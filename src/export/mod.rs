@@ -15,6 +15,7 @@ mod oci;
 mod spec;
 
 use std::io::{self, BufWriter, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 pub use convert::{ConvertOptions, convert_image};
@@ -200,6 +201,10 @@ fn with_output_file(
             temp.as_file()
                 .sync_all()
                 .map_err(|e| Error::io("fsync", temp.path(), e))?;
+            // Temp files start at 0600; an exported archive is an ordinary output file.
+            temp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(0o644))
+                .map_err(|e| Error::io("chmod", temp.path(), e))?;
             temp.persist(path)
                 .map_err(|e| Error::io("rename into", path, e.error))?;
             Ok(())
