@@ -275,6 +275,23 @@ mod tests {
     }
 
     #[test]
+    fn bzip2_and_xz_archives_are_decompressed() {
+        let data = b"ADD archives may be bzip2 or xz".repeat(1000);
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&data).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&data).unwrap();
+        for blob in [bz.finish().unwrap(), xz.finish().unwrap()] {
+            let mut out = Vec::new();
+            open_decompressed(&blob[..])
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
+            assert_eq!(out, data);
+        }
+    }
+
+    #[test]
     fn compressed_output_is_deterministic() {
         let data = vec![7u8; 5_000_000];
         for c in [
