@@ -5,6 +5,7 @@
 mod common;
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -116,6 +117,8 @@ fn oci_archive_is_read_by_skopeo_with_the_same_digest() {
         exported.digest, manifest.digest,
         "OCI export must not rewrite an OCI image"
     );
+    let mode = std::fs::metadata(&dest).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o644, "archives are ordinary output files");
 
     let info = skopeo_inspect(&format!("oci-archive:{}", dest.display()));
     assert_eq!(info["Digest"], manifest.digest.to_string());
