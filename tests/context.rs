@@ -376,10 +376,15 @@ fn add_checksum_is_only_for_urls() {
 
 /// Serves `body` for every request on 127.0.0.1 (a fixed number of times).
 fn serve(body: Vec<u8>, requests: usize) -> String {
+    serve_with(vec![body; requests], true)
+}
+
+/// Answers the i-th request with `bodies[i]`; `validators` adds a `Last-Modified` header.
+fn serve_with(bodies: Vec<Vec<u8>>, validators: bool) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        for _ in 0..requests {
+        for body in bodies {
             let Ok((mut s, _)) = listener.accept() else {
                 return;
             };
@@ -392,8 +397,13 @@ fn serve(body: Vec<u8>, requests: usize) -> String {
                 }
                 seen.extend_from_slice(&buf[..n]);
             }
+            let modified = if validators {
+                "Last-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\n"
+            } else {
+                ""
+            };
             let head = format!(
-                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nLast-Modified: Wed, 21 Oct 2015 07:28:00 GMT\r\nConnection: close\r\n\r\n",
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{modified}Connection: close\r\n\r\n",
                 body.len()
             );
             let _ = s.write_all(head.as_bytes());
@@ -629,4 +639,28 @@ fn directory_metadata_matches_buildkit() {
         .map(|e| e.mode)
         .collect();
     assert_eq!(modes, [0o755, 0o700, 0o700]);
+}
+
+#[test]
+fn url_cache_keys_use_checksum_validators_or_content() {
+    let ctx = Context::new();
+    let mut memo = HashMemo::in_memory();
+    let base = serve(b"v1".to_vec(), 2);
+    let mut r = req(&ctx, &[&format!("{base}/f")], "/");
+    r.is_add = true;
+    let with_validators = selection_digest(&r, &mut memo).unwrap();
+    assert_eq!(selection_digest(&r, &mut memo).unwrap(), with_validators);
+    r.checksum = Some(rbuild::image::Digest::of(b"v1").to_string());
+    assert_ne!(selection_digest(&r, &mut memo).unwrap(), with_validators);
+    // Without validators the content itself is fetched and hashed: the same URL gives a new
+    // key when the content changes (each call makes a HEAD then a GET).
+    let bodies = [b"one", b"one", b"one", b"one", b"two", b"two"].map(|b| b.to_vec());
+    let base = serve_with(bodies.to_vec(), false);
+    let mut r = req(&ctx, &[&format!("{base}/f")], "/");
+    r.is_add = true;
+    let keys: Vec<_> = (0..3)
+        .map(|_| selection_digest(&r, &mut memo).unwrap())
+        .collect();
+    assert_eq!(keys[0], keys[1]);
+    assert_ne!(keys[1], keys[2]);
 }

@@ -286,17 +286,8 @@ pub(crate) fn fetch_url(
     let path = staged_path(stage);
     let url_owned = url.to_string();
     let path_owned = path.clone();
-    // A private runtime on its own thread works whether or not the caller is inside tokio.
-    let result = std::thread::spawn(move || -> Result<(u64, Digest, Option<Mtime>), String> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        rt.block_on(download(&url_owned, &path_owned))
-    })
-    .join()
-    .map_err(|_| fail("download thread panicked".into()))?;
-    let (size, digest, mtime) = result.map_err(fail)?;
+    let (size, digest, mtime) =
+        run_blocking(async move { download(&url_owned, &path_owned).await }).map_err(fail)?;
     if let Some(want) = expected
         && want != digest
     {
@@ -312,6 +303,72 @@ pub(crate) fn fetch_url(
         size,
         mtime,
     })
+}
+
+/// Runs `fut` on a private runtime on its own thread, which works whether or not the caller is
+/// inside tokio (where blocking on the caller's runtime would panic).
+fn run_blocking<T: Send + 'static>(
+    fut: impl std::future::Future<Output = Result<T, String>> + Send + 'static,
+) -> Result<T, String> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        rt.block_on(fut)
+    })
+    .join()
+    .map_err(|_| "download thread panicked".to_string())?
+}
+
+/// What identifies the content behind an ADD URL for cache keys: the `--checksum` when given
+/// (the content is pinned), else the server's validators (`ETag`, `Last-Modified`,
+/// `Content-Length`) from a HEAD request, else the digest of the downloaded content.
+pub(crate) fn url_cache_key(url: &str, checksum: Option<&str>) -> Result<String, ContextError> {
+    if let Some(c) = checksum {
+        return Ok(format!("checksum\0{c}"));
+    }
+    let fail = |reason: String| ContextError::Fetch {
+        url: url.to_string(),
+        reason,
+    };
+    let url_owned = url.to_string();
+    let validators = run_blocking(async move {
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let resp = client
+            .head(&url_owned)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        if !resp.status().is_success() {
+            return Ok(None);
+        }
+        let h = resp.headers();
+        let get = |name| {
+            h.get(name)
+                .and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok())
+                .unwrap_or("")
+                .to_string()
+        };
+        let etag = get(reqwest::header::ETAG);
+        let modified = get(reqwest::header::LAST_MODIFIED);
+        if etag.is_empty() && modified.is_empty() {
+            return Ok(None);
+        }
+        let length = get(reqwest::header::CONTENT_LENGTH);
+        Ok(Some(format!("etag\0{etag}\0{modified}\0{length}")))
+    })
+    .map_err(fail)?;
+    if let Some(v) = validators {
+        return Ok(v);
+    }
+    let stage = tempfile::tempdir().map_err(|e| ContextError::io(std::env::temp_dir(), e))?;
+    let fetched = fetch_url(url, None, stage.path())?;
+    let digest =
+        Digest::of(&std::fs::read(&fetched.path).map_err(|e| ContextError::io(&fetched.path, e))?);
+    Ok(format!("content\0{digest}"))
 }
 
 async fn download(url: &str, path: &Path) -> Result<(u64, Digest, Option<Mtime>), String> {

@@ -226,7 +226,9 @@ fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String,
 
 /// The cache-key digest of exactly what a COPY/ADD selects from its source root: sources after
 /// wildcard expansion, `--exclude` and `.dockerignore`, every file's content via the memo. URL
-/// sources contribute their URL and `--checksum` (their content is only known once fetched).
+/// sources contribute their URL plus `--checksum`, or the server's `ETag`/`Last-Modified`, or
+/// (when the server gives neither) the digest of the downloaded content. Call
+/// [`HashMemo::save`] afterwards to keep the memo for the next build.
 pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest, ContextError> {
     let local: Vec<String> = req
         .sources
@@ -249,7 +251,8 @@ pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest
         h.update(item_line(&req.source_root, sel, memo)?.as_bytes());
     }
     for url in req.sources.iter().filter(|s| !local.contains(s)) {
-        h.update(format!("url\0{url}\0{}\n", req.checksum.as_deref().unwrap_or("")).as_bytes());
+        let key = super::add::url_cache_key(url, req.checksum.as_deref())?;
+        h.update(format!("url\0{url}\0{key}\n").as_bytes());
     }
     Ok(h.finish())
 }
