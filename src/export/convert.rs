@@ -142,3 +142,75 @@ fn recompress(store: &Store, layer: &Descriptor, to: Compression) -> Result<Desc
 fn copy(r: &mut dyn Read, w: &mut dyn Write) -> io::Result<u64> {
     io::copy(r, w)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::ImageConfig;
+
+    fn docker_image(store: &Store) -> Descriptor {
+        let cfg = store
+            .put_config(&ImageConfig {
+                architecture: "amd64".into(),
+                os: "linux".into(),
+                ..Default::default()
+            })
+            .unwrap();
+        let layer = store.write_blob(b"not really a tar").unwrap();
+        let mut m = ImageManifest::new_oci(
+            Descriptor::new(mediatype::DOCKER_CONFIG, cfg.digest, cfg.size),
+            vec![Descriptor::new(mediatype::DOCKER_LAYER_TAR, layer, 16)],
+        );
+        m.media_type = Some(mediatype::DOCKER_MANIFEST.to_string());
+        store.put_manifest(&m).unwrap()
+    }
+
+    #[test]
+    fn media_type_conversion_round_trips_to_the_same_digest() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let docker = docker_image(&store);
+        let to_oci = ConvertOptions {
+            oci_mediatypes: true,
+            force_compression: None,
+        };
+        let oci = convert_image(&store, &docker, &to_oci).unwrap();
+        assert_eq!(oci.media_type, mediatype::OCI_MANIFEST);
+        let AnyManifest::Image(m) = store.read_manifest(&oci.digest).unwrap() else {
+            panic!("expected an image manifest");
+        };
+        assert_eq!(m.config.media_type, mediatype::OCI_CONFIG);
+        assert_eq!(m.layers[0].media_type, mediatype::OCI_LAYER_TAR);
+        assert_eq!(convert_image(&store, &oci, &to_oci).unwrap(), oci, "no-op");
+
+        let to_docker = ConvertOptions {
+            oci_mediatypes: false,
+            force_compression: None,
+        };
+        let back = convert_image(&store, &oci, &to_docker).unwrap();
+        assert_eq!(back.digest, docker.digest);
+    }
+
+    #[test]
+    fn index_children_are_converted_and_keep_their_platform() {
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let mut child = docker_image(&store);
+        child.platform = Some("linux/amd64".parse().unwrap());
+        let mut index = ImageIndex::new_oci(vec![child.clone()]);
+        index.media_type = Some(mediatype::DOCKER_MANIFEST_LIST.to_string());
+        let list = store.put_index(&index).unwrap();
+        let opts = ConvertOptions {
+            oci_mediatypes: true,
+            force_compression: None,
+        };
+        let oci = convert_image(&store, &list, &opts).unwrap();
+        assert_eq!(oci.media_type, mediatype::OCI_INDEX);
+        let AnyManifest::Index(i) = store.read_manifest(&oci.digest).unwrap() else {
+            panic!("expected an index");
+        };
+        assert_eq!(i.manifests[0].platform, child.platform);
+        assert_eq!(i.manifests[0].media_type, mediatype::OCI_MANIFEST);
+        assert_ne!(i.manifests[0].digest, child.digest);
+    }
+}

@@ -226,6 +226,11 @@ impl OutputSpec {
             }
             _ => {}
         }
+        // Docker schema 2 has no zstd layer type; BuildKit switches to OCI media types too.
+        if matches!(out.compression, Compression::Zstd { .. }) && !out.oci_mediatypes {
+            tracing::warn!("compression=zstd needs OCI media types: using oci-mediatypes=true");
+            out.oci_mediatypes = true;
+        }
         Ok(out)
     }
 
@@ -296,8 +301,13 @@ mod tests {
         let s =
             OutputSpec::parse("type=docker,dest=-,compression=zstd,compression-level=9").unwrap();
         assert_eq!(s.dest, Some(Destination::Stdout));
-        assert!(!s.oci_mediatypes);
+        assert!(s.oci_mediatypes, "zstd forces OCI media types");
         assert_eq!(s.compression, Compression::Zstd { level: 9 });
+        assert!(
+            !OutputSpec::parse("type=docker,dest=-")
+                .unwrap()
+                .oci_mediatypes
+        );
 
         let s = OutputSpec::parse("type=registry,name=localhost:5000/x").unwrap();
         assert!(s.push && s.kind == OutputKind::Image);
