@@ -458,3 +458,17 @@ fn run_steps_execute_on_a_registry_base_image() {
         list(n - 1)
     );
 }
+
+#[test]
+fn heredocs_in_run_and_copy() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base}\nARG NAME=heredoc\nCOPY <<EOF /etc/motd\nhello $NAME\nEOF\n\
+         RUN <<EOF\nset -e\necho one > /one\necho two >> /one\nEOF\n\
+         RUN cat <<EOT > /two\nfrom cat\nEOT\n\
+         RUN test \"$(cat /etc/motd)\" = 'hello heredoc' && test \"$(cat /two)\" = 'from cat' && test \"$(wc -l < /one)\" -eq 2\n"
+    ));
+    let root = TestRoot::new();
+    run_ok(root.rbuild().args(["build", "-q"]).arg(ctx.path()));
+}

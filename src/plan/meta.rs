@@ -226,6 +226,20 @@ pub(crate) fn dispatch_one(
                 parts.extend(history_args);
             }
             parts.extend(argv.iter().cloned());
+            let run_heredocs: Vec<(String, String)> = node
+                .heredocs
+                .iter()
+                .map(|h| (h.name.clone(), h.content.clone()))
+                .collect();
+            let argv = if r.cmd.prepend_shell && !node.heredocs.is_empty() {
+                with_shell(
+                    st,
+                    &[heredoc_script(&r.cmd.args.join(" "), &node.heredocs)],
+                    true,
+                )
+            } else {
+                argv
+            };
             op = Op::Run(RunOp {
                 argv,
                 env: st.run_env(),
@@ -235,7 +249,7 @@ pub(crate) fn dispatch_one(
                 mount_sources,
                 network: r.network,
                 security: r.security,
-                heredocs: heredocs(st, node)?,
+                heredocs: run_heredocs,
             });
             format!("RUN {}", parts.join(" "))
         }
@@ -297,6 +311,29 @@ fn heredocs(st: &State<'_>, node: &Node) -> Result<Vec<(String, String)>, PlanEr
             Ok((h.name.clone(), content))
         })
         .collect()
+}
+
+/// The shell script a heredoc RUN executes: a lone `<<EOF` runs the body itself as the script;
+/// otherwise the command keeps its heredoc redirections and the shell feeds the bodies (the
+/// shell, not the Dockerfile, expands variables in them, as with BuildKit).
+fn heredoc_script(cmd: &str, heredocs: &[crate::dockerfile::Heredoc]) -> String {
+    let lone = heredocs.len() == 1 && {
+        let w = cmd.trim().trim_start_matches("<<").trim_start_matches('-');
+        w.trim_matches(|c| c == '"' || c == '\'') == heredocs[0].name
+    };
+    if lone {
+        return heredocs[0].content.clone();
+    }
+    let mut script = format!("{cmd}\n");
+    for h in heredocs {
+        script.push_str(&h.content);
+        if !h.content.is_empty() && !h.content.ends_with('\n') {
+            script.push('\n');
+        }
+        script.push_str(&h.name);
+        script.push('\n');
+    }
+    script
 }
 
 /// BuildKit's COPY/ADD history: sources (heredocs as `<<NAME`) and the destination as written.
@@ -539,6 +576,25 @@ fn go_quote_health(h: &crate::image::Healthcheck) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heredoc_scripts() {
+        let h = |name: &str, content: &str| crate::dockerfile::Heredoc {
+            name: name.into(),
+            content: content.into(),
+            expand: true,
+            chomp: false,
+            fd: 0,
+        };
+        assert_eq!(
+            heredoc_script("<<EOF", &[h("EOF", "echo a\necho b\n")]),
+            "echo a\necho b\n"
+        );
+        assert_eq!(
+            heredoc_script("python3 <<PY", &[h("PY", "print(1)\n")]),
+            "python3 <<PY\nprint(1)\nPY\n"
+        );
+    }
 
     #[test]
     fn paths() {

@@ -78,6 +78,12 @@ fn run_in(
     line: usize,
     op: &RunOp,
 ) -> Result<RunLayer, SolveError> {
+    if op.security == Some(crate::dockerfile::instructions::SecurityMode::Insecure) {
+        return Err(SolveError::Unsupported {
+            line,
+            what: "RUN --security=insecure".into(),
+        });
+    }
     let caches = CacheMounts::new(shared.store.dir().parent().unwrap_or(shared.store.dir()));
     let mut leases: Vec<CacheLease> = Vec::new();
     let mut mounts = Vec::new();
