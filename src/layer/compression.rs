@@ -218,8 +218,14 @@ pub fn detect_format(head: &[u8]) -> ArchiveFormat {
 pub fn open_decompressed<'a, R: Read + Send + 'a>(
     mut reader: R,
 ) -> Result<Box<dyn Read + Send + 'a>> {
-    let head = read_prefix(&mut reader, 6).map_err(|source| LayerError::Archive { source })?;
-    let format = detect_format(&head);
+    // A whole header block, so a plain tar whose first name happens to start with a magic
+    // (`BZh...`) is still recognised by its `ustar` signature.
+    let head = read_prefix(&mut reader, 512).map_err(|source| LayerError::Archive { source })?;
+    let format = if is_tar_header(&head) {
+        ArchiveFormat::Plain
+    } else {
+        detect_format(&head)
+    };
     let buffered = BufReader::with_capacity(256 * 1024, io::Cursor::new(head).chain(reader));
     Ok(match format {
         ArchiveFormat::Gzip => Box::new(flate2::bufread::MultiGzDecoder::new(buffered)),
@@ -235,6 +241,11 @@ pub fn open_decompressed<'a, R: Read + Send + 'a>(
         ArchiveFormat::Xz => Box::new(liblzma::bufread::XzDecoder::new_multi_decoder(buffered)),
         ArchiveFormat::Plain => Box::new(buffered),
     })
+}
+
+/// Whether `head` starts with a USTAR/GNU/PAX tar header (magic `ustar` at offset 257).
+fn is_tar_header(head: &[u8]) -> bool {
+    head.len() >= 262 && &head[257..262] == b"ustar"
 }
 
 /// Reads up to `n` bytes, looping over short reads (pipes deliver a few bytes at a time).
@@ -330,6 +341,23 @@ mod tests {
             Some(Compression::default())
         );
         assert_eq!(Compression::from_name("brotli", None), None);
+    }
+
+    #[test]
+    fn a_plain_tar_named_like_a_magic_is_not_decompressed() {
+        let mut b = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_ustar();
+        h.set_path("BZh9-looks-like-bzip2").unwrap();
+        h.set_size(1);
+        h.set_cksum();
+        b.append(&h, &b"x"[..]).unwrap();
+        let plain = b.into_inner().unwrap();
+        let mut out = Vec::new();
+        open_decompressed(&plain[..])
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, plain);
     }
 
     #[test]
