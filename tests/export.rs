@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use rbuild::export::{OutputSpec, export};
-use rbuild::image::{Descriptor, Digest, History, ImageConfig, ImageManifest, Platform, mediatype};
+use rbuild::image::{
+    Descriptor, Digest, History, ImageConfig, ImageIndex, ImageManifest, Platform, mediatype,
+};
 use rbuild::store::Store;
 
 const FILE_CONTENT: &str = "hello from rbuild\n";
@@ -326,4 +328,53 @@ fn local_and_tar_outputs_hold_the_final_filesystem() {
     );
     let content = run(Command::new("tar").arg("-xOf").arg(&tarball).arg("file"));
     assert_eq!(content, FILE_CONTENT);
+}
+
+#[test]
+fn multi_platform_index_exports_whole_to_oci_and_narrows_for_docker() {
+    let root = tempfile::tempdir().unwrap();
+    let (store, host_manifest) = make_image(root.path(), "docker.io/library/multi:host");
+    // A second platform sharing the layer, with its own config.
+    let host_image = store.read_image(&host_manifest.digest, None).unwrap();
+    let other_arch = if host_image.config.architecture == "arm64" {
+        "amd64"
+    } else {
+        "arm64"
+    };
+    let mut other_config = host_image.config.clone();
+    other_config.architecture = other_arch.into();
+    other_config.variant = None;
+    let other_cfg = store.put_config(&other_config).unwrap();
+    let other = store
+        .put_manifest(&ImageManifest::new_oci(
+            other_cfg,
+            host_image.manifest.layers.clone(),
+        ))
+        .unwrap();
+    let mut entries = vec![host_manifest.clone(), other.clone()];
+    entries[0].platform = Some(Platform::host());
+    entries[1].platform = Some(format!("linux/{other_arch}").parse().unwrap());
+    let index = store.put_index(&ImageIndex::new_oci(entries)).unwrap();
+    let name = "docker.io/library/multi:1".to_string();
+    store.put_image(&name, &index.digest).unwrap();
+
+    let oci = root.path().join("multi-oci.tar");
+    let spec = OutputSpec::parse(&format!("type=oci,dest={}", oci.display())).unwrap();
+    export(&store, &index, std::slice::from_ref(&name), None, &spec).unwrap();
+    let raw = skopeo_raw(&format!("oci-archive:{}", oci.display()));
+    assert_eq!(raw["mediaType"], mediatype::OCI_INDEX);
+    assert_eq!(raw["manifests"].as_array().unwrap().len(), 2);
+    let tmp = tempfile::tempdir().unwrap();
+    let other_info = run(Command::new("skopeo")
+        .env("TMPDIR", tmp.path())
+        .args(["--override-arch", other_arch, "inspect"])
+        .arg(format!("oci-archive:{}", oci.display())));
+    let other_info: serde_json::Value = serde_json::from_str(&other_info).unwrap();
+    assert_eq!(other_info["Architecture"], other_arch);
+
+    let docker = root.path().join("multi-docker.tar");
+    let spec = OutputSpec::parse(&format!("type=docker,dest={}", docker.display())).unwrap();
+    export(&store, &index, std::slice::from_ref(&name), None, &spec).unwrap();
+    let info = skopeo_inspect(&format!("docker-archive:{}", docker.display()));
+    assert_eq!(info["Architecture"], Platform::host().architecture);
 }
