@@ -346,6 +346,18 @@ fn token_auth_push_pull_and_cross_repo_mount_with_a_two_scope_token() {
     pull.env("DOCKER_CONFIG", &config).args(["pull", &second]);
     assert!(run_ok(&mut pull).contains(&format!("Digest: {digest}")));
 
+    // `rbuild login` on a token registry asks the token service, which checks the password.
+    let login_dir = reg.scratch("login-config");
+    let with_login = |mut cmd: Command| {
+        cmd.env("DOCKER_CONFIG", &login_dir);
+        cmd
+    };
+    let (ok, _, err) = login(with_login(dst.rbuild()), &reg.addr(), "carol", "nope");
+    assert!(!ok && err.contains("bad credentials"), "{err}");
+    let (ok, _, err) = login(with_login(dst.rbuild()), &reg.addr(), "carol", "tok-pw");
+    assert!(ok, "{err}");
+    run_ok(with_login(dst.rbuild()).args(["pull", &second]));
+
     // Without credentials the token service refuses, and the error names the fix.
     let empty = reg.scratch("no-config");
     let mut pull = TestRoot::new().rbuild();

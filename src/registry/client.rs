@@ -11,18 +11,17 @@
 //! `/etc/containers/certs.d/<host>/*.crt` and the PEM file named by `RBUILD_REGISTRY_CA`.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, RequestBuilder, Response, StatusCode};
 
-use super::RegistryError;
 use super::auth::{Scope, TokenCache};
 use super::challenge::Challenge;
 use super::credentials::{self, Credential};
 use super::error::{chain_text, describe_body};
 use super::retry::{RetryPolicy, parse_retry_after};
+use super::{RegistryError, tls};
 
 /// Settings of a [`Client`].
 #[derive(Debug, Clone)]
@@ -108,20 +107,7 @@ impl Client {
 
     /// Whether `host` gets docker's insecure treatment (configured, localhost or loopback).
     pub fn is_insecure(&self, host: &str) -> bool {
-        let opts = &self.inner.options;
-        if opts.insecure_registries.iter().any(|h| h == host) {
-            return true;
-        }
-        if !opts.loopback_insecure {
-            return false;
-        }
-        let bare = strip_port(host);
-        bare == "localhost"
-            || bare
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .parse::<IpAddr>()
-                .is_ok_and(|ip| ip.is_loopback())
+        tls::is_insecure(&self.inner.options, host)
     }
 
     /// Connects to `registry` (a [`super::Reference::registry`] value) once: picks the scheme
@@ -144,9 +130,9 @@ impl Client {
             Some(c) => Some(c.clone()),
             None => credentials::lookup(registry)?,
         };
-        let https = self.build_http(&api, insecure)?;
+        let https = tls::build_http(&self.inner.options, &api, insecure)?;
         let plain = if insecure {
-            Some(self.build_http(&api, true)?)
+            Some(tls::build_http(&self.inner.options, &api, true)?)
         } else {
             None
         };
@@ -188,46 +174,6 @@ impl Client {
         })
     }
 
-    fn build_http(&self, api: &str, insecure: bool) -> Result<reqwest::Client, RegistryError> {
-        let mut builder = reqwest::Client::builder()
-            .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(30))
-            .read_timeout(std::time::Duration::from_secs(120));
-        if insecure {
-            builder = builder.tls_danger_accept_invalid_certs(true);
-        }
-        let mut certs = Vec::new();
-        for file in self.ca_files(api) {
-            let pem = std::fs::read(&file).map_err(|e| RegistryError::File {
-                path: file.clone(),
-                reason: e.to_string(),
-            })?;
-            let found =
-                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| RegistryError::File {
-                    path: file.clone(),
-                    reason: format!("not a PEM certificate bundle: {e}"),
-                })?;
-            certs.extend(found);
-        }
-        if !certs.is_empty() {
-            builder = builder.tls_certs_merge(certs);
-        }
-        builder.build().map_err(|e| RegistryError::Transport {
-            registry: api.to_string(),
-            action: "setting up the HTTP client".into(),
-            reason: chain_text(&e),
-        })
-    }
-
-    fn ca_files(&self, api: &str) -> Vec<PathBuf> {
-        let mut out = self.inner.options.extra_ca_files.clone();
-        for dir in &self.inner.options.certs_dirs {
-            out.extend(crt_files(&dir.join(api)));
-        }
-        out
-    }
-
-    /// Sends a request built by `make` (called again if the auth challenge has to be
     /// answered anew) with authentication for `scopes` attached. Returns the response for any
     /// status except 401, which becomes [`RegistryError::Unauthorized`] after one fresh try.
     pub(crate) async fn send(
@@ -459,33 +405,10 @@ fn api_host(registry: &str) -> String {
         registry.to_string()
     }
 }
-
-fn strip_port(host: &str) -> &str {
-    if host.starts_with('[') {
-        return host
-            .split(']')
-            .next()
-            .map_or(host, |h| &host[..h.len() + 1]);
-    }
-    host.rsplit_once(':').map_or(host, |(h, _)| h)
-}
-
 pub(crate) fn path_of(url: &str) -> &str {
     url.find("://")
         .and_then(|i| url[i + 3..].find('/').map(|j| &url[i + 3 + j..]))
         .unwrap_or(url)
-}
-
-fn crt_files(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    let mut out: Vec<PathBuf> = entries
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "crt"))
-        .collect();
-    out.sort();
-    out
 }
 
 #[cfg(test)]
@@ -493,46 +416,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn loopback_and_configured_hosts_are_insecure() {
-        let c = Client::new(ClientOptions {
-            insecure_registries: vec!["reg.internal:5000".into()],
-            ..ClientOptions::default()
-        });
-        assert!(c.is_insecure("localhost:5000"));
-        assert!(c.is_insecure("localhost"));
-        assert!(c.is_insecure("127.0.0.1:41000"));
-        assert!(c.is_insecure("127.5.6.7"));
-        assert!(c.is_insecure("[::1]:5000"));
-        assert!(c.is_insecure("reg.internal:5000"));
-        assert!(!c.is_insecure("reg.internal"));
-        assert!(!c.is_insecure("ghcr.io"));
-        assert!(!c.is_insecure("docker.io"));
-    }
-
-    #[test]
     fn urls_and_paths() {
         assert_eq!(
             path_of("http://h:1/v2/x/blobs/uploads/?a=b"),
             "/v2/x/blobs/uploads/?a=b"
         );
-        assert_eq!(strip_port("h:5000"), "h");
-        assert_eq!(strip_port("[::1]:5000"), "[::1]");
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
-    }
-
-    #[test]
-    fn per_host_certificate_files_are_found() {
-        let dir = tempfile::tempdir().unwrap();
-        let host = dir.path().join("reg:5000");
-        std::fs::create_dir(&host).unwrap();
-        std::fs::write(host.join("ca.crt"), "x").unwrap();
-        std::fs::write(host.join("client.key"), "x").unwrap();
-        let c = Client::new(ClientOptions {
-            certs_dirs: vec![dir.path().to_path_buf()],
-            extra_ca_files: vec![],
-            ..ClientOptions::default()
-        });
-        assert_eq!(c.ca_files("reg:5000"), vec![host.join("ca.crt")]);
-        assert!(c.ca_files("other").is_empty());
+        assert_eq!(api_host("ghcr.io"), "ghcr.io");
     }
 }

@@ -25,6 +25,7 @@ mod push;
 mod reference;
 mod retry;
 mod sources;
+mod tls;
 
 pub use auth::Scope;
 pub use client::{Client, ClientOptions};
