@@ -64,6 +64,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             start: start_line,
             end: current,
             indent,
+            depth: 0,
         };
         let mut node = node_from_line(&line, dirs.escape, at, &mut deferred)?;
         if can_contain_heredoc(&node) && line.contains("<<") {
@@ -289,7 +290,11 @@ struct Span {
     start: usize,
     end: usize,
     indent: usize,
+    /// ONBUILD nesting level.
+    depth: usize,
 }
+
+const MAX_ONBUILD_DEPTH: usize = 16;
 
 /// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`). Errors
 /// BuildKit raises only after parsing go to `deferred` (first one kept) and the node is
@@ -317,8 +322,14 @@ fn node_from_line(
         "HEALTHCHECK" => lp::health_config(&rest).map_err(fail)?,
         "MAINTAINER" | "STOPSIGNAL" | "USER" | "WORKDIR" => lp::single_string(&rest),
         "ONBUILD" => {
-            if !rest.is_empty() {
-                let inner_at = Span { indent: 0, ..at };
+            // Any ONBUILD under ONBUILD is already an error; stop descending so a line of
+            // repeated ONBUILDs cannot exhaust the stack.
+            if !rest.is_empty() && at.depth < MAX_ONBUILD_DEPTH {
+                let inner_at = Span {
+                    indent: 0,
+                    depth: at.depth + 1,
+                    ..at
+                };
                 let inner = node_from_line(&rest, escape, inner_at, deferred)?;
                 let trigger_error = match inner.instruction.as_str() {
                     "ONBUILD" => {

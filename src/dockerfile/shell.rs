@@ -148,6 +148,7 @@ impl Lexer {
             mode,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
+            depth: 0,
         };
         let raw = mode.raw_escapes;
         match sw.process_stop_on(None, raw) {
@@ -173,7 +174,13 @@ struct ShellWord<'a> {
     mode: LexMode,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
+    /// Nesting of `${...}`; bounded so a hostile word cannot exhaust the stack.
+    depth: usize,
 }
+
+/// Deeper `${a:-${b:-...}}` nesting than this is refused (Go's growable stacks never hit a
+/// limit; ours are fixed, and no real Dockerfile comes close).
+const MAX_DEPTH: usize = 200;
 
 /// Builds the split-words view alongside the plain result.
 #[derive(Default)]
@@ -371,6 +378,16 @@ impl ShellWord<'_> {
     }
 
     fn process_dollar(&mut self) -> Result<String, String> {
+        if self.depth >= MAX_DEPTH {
+            return Err("syntax error: substitutions nested too deeply".into());
+        }
+        self.depth += 1;
+        let out = self.process_dollar_inner();
+        self.depth -= 1;
+        out
+    }
+
+    fn process_dollar_inner(&mut self) -> Result<String, String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();

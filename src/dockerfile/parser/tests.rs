@@ -254,3 +254,23 @@ fn long_lines_are_refused() {
         Err(ParseError::LineTooLong { line: 2 })
     ));
 }
+
+#[test]
+fn hostile_nesting_does_not_exhaust_the_stack() {
+    let onbuilds = format!("{}RUN x\n", "ONBUILD ".repeat(7000));
+    let dollars = format!("RUN {}x\n", "${A:-".repeat(9000));
+    let handle = std::thread::Builder::new()
+        .stack_size(1024 * 1024)
+        .spawn(move || {
+            assert_eq!(
+                parse(&onbuilds).unwrap_err().message(),
+                "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
+            );
+            let df = parse(&dollars).unwrap();
+            let lex = crate::dockerfile::Lexer::new('\\');
+            let env: Vec<(String, String)> = Vec::new();
+            assert!(lex.process_word(&df.nodes[0].args[0], &env).is_err());
+        })
+        .unwrap();
+    handle.join().unwrap();
+}
