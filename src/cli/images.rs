@@ -10,6 +10,7 @@ use serde_json::json;
 
 use super::args::{ImagesArgs, InspectArgs, PruneArgs, RmiArgs, TagArgs};
 use super::{CliError, Globals};
+use crate::image::parse_rfc3339;
 use crate::registry::Reference;
 use crate::store::{self, ImageRecord, Store};
 
@@ -347,41 +348,6 @@ fn human_duration(secs: f64) -> String {
     }
 }
 
-/// Seconds since the epoch for an RFC 3339 time (`2024-01-02T03:04:05.123Z`, `+01:00`).
-fn parse_rfc3339(s: &str) -> Option<f64> {
-    let b = s.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b'T' | b't' | b' ') {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
-    let mut frac = 0.0;
-    if let Some(r) = rest.strip_prefix('.') {
-        let end = r.find(|c: char| !c.is_ascii_digit()).unwrap_or(r.len());
-        frac = format!("0.{}", &r[..end]).parse().ok()?;
-        rest = &r[end..];
-    }
-    let offset = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
-        }
-        _ => return None,
-    };
-    // Howard Hinnant's days-from-civil.
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some((days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -397,20 +363,5 @@ mod tests {
         assert_eq!(human_duration(0.5), "Less than a second");
         assert_eq!(human_duration(61.0), "About a minute");
         assert_eq!(human_duration(3.0 * 86_400.0), "3 days");
-    }
-
-    #[test]
-    fn rfc3339_parses_to_epoch_seconds() {
-        assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0.0));
-        assert_eq!(parse_rfc3339("2024-01-01T00:00:00Z"), Some(1_704_067_200.0));
-        assert_eq!(
-            parse_rfc3339("2024-01-01T01:00:00+01:00"),
-            Some(1_704_067_200.0)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-01-01T00:00:00.5Z"),
-            Some(1_704_067_200.5)
-        );
-        assert_eq!(parse_rfc3339("yesterday"), None);
     }
 }

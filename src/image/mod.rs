@@ -15,7 +15,9 @@ mod digest;
 mod manifest;
 pub mod mediatype;
 
-pub use config::{EmptyObject, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig};
+pub use config::{
+    EmptyObject, Healthcheck, History, ImageConfig, RootFs, RuntimeConfig, parse_rfc3339,
+};
 pub use descriptor::{Descriptor, Platform, PlatformError};
 pub use digest::{Digest, DigestError, Hasher};
 pub use manifest::{AnyManifest, ImageIndex, ImageManifest, ManifestError, to_canonical_json};
