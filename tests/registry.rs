@@ -217,7 +217,7 @@ fn login_to_tls_registry_with_basic_auth_then_push_and_logout() {
     };
 
     // Without credentials the push fails and says how to fix it.
-    let (ok, _, err) = rbuild_out(&mut with_env(root.rbuild()).args(["push", &name]));
+    let (ok, _, err) = rbuild_out(with_env(root.rbuild()).args(["push", &name]));
     assert!(!ok);
     assert!(
         err.contains(&format!("rbuild login {}", registry.addr())),
@@ -245,7 +245,7 @@ fn login_to_tls_registry_with_basic_auth_then_push_and_logout() {
     run_ok(with_env(root.rbuild()).args(["push", &name]));
     let out = run_ok(with_env(root.rbuild()).args(["logout", &registry.addr()]));
     assert!(out.contains("Removing login credentials"), "{out}");
-    let (ok, _, _) = rbuild_out(&mut with_env(root.rbuild()).args(["push", &name]));
+    let (ok, _, _) = rbuild_out(with_env(root.rbuild()).args(["push", &name]));
     assert!(!ok, "push after logout must fail");
 }
 
