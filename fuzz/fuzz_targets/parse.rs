@@ -11,7 +11,11 @@ fuzz_target!(|data: &[u8]| {
             let lines = text.split_inclusive('\n').count().max(1);
             for node in &df.nodes {
                 assert!(node.start_line >= 1 && node.start_line <= node.end_line);
-                assert!(node.end_line <= lines, "end_line {} > {lines}", node.end_line);
+                assert!(
+                    node.end_line <= lines,
+                    "end_line {} > {lines}",
+                    node.end_line
+                );
             }
             let _ = rbuild::dockerfile::dump(&df);
         }
