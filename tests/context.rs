@@ -913,3 +913,37 @@ fn dockerignore_selections_match_docker() {
         assert_eq!(got_sorted, want, "ignore file {ignore:?}");
     }
 }
+
+#[test]
+fn walk_context_is_sorted_and_honours_ignore_rules() {
+    let ctx = Context::new()
+        .file(".dockerignore", "b\n")
+        .file("c/z", "z")
+        .file("b/x", "x")
+        .file("a", "a");
+    let ig = IgnoreMatcher::for_build(ctx.path(), None).unwrap();
+    let walked: Vec<String> = rbuild::context::walk_context(ctx.path(), Some(&ig))
+        .unwrap()
+        .iter()
+        .map(|s| s.root_path())
+        .collect();
+    assert_eq!(walked, ["", ".dockerignore", "a", "c", "c/z"]);
+}
+
+#[test]
+fn git_sources_are_refused_clearly() {
+    let ctx = Context::new();
+    for src in [
+        "https://github.com/moby/buildkit.git#v0.12",
+        "git@github.com:moby/buildkit.git",
+        "git://example.invalid/repo",
+    ] {
+        let mut r = req(&ctx, &[src], "/src/");
+        r.is_add = true;
+        let err = plan_copy(&r).unwrap_err().to_string();
+        assert!(
+            err.contains("Git repository") && err.contains("not supported yet"),
+            "{err}"
+        );
+    }
+}

@@ -165,8 +165,14 @@ fn is_url(s: &str) -> bool {
     s.starts_with("http://") || s.starts_with("https://")
 }
 
+/// BuildKit's `isGitURL` shapes: `git://`, `git@host:`, `github.com/...`, or an http(s) URL
+/// whose path ends in `.git` (optionally followed by a `#ref:subdir` fragment).
 fn is_git(s: &str) -> bool {
-    s.starts_with("git@") || s.starts_with("git://") || s.ends_with(".git") && is_url(s)
+    if s.starts_with("git@") || s.starts_with("git://") || s.starts_with("github.com/") {
+        return true;
+    }
+    let path = s.split('#').next().unwrap_or(s);
+    is_url(s) && path.trim_end_matches('/').ends_with(".git")
 }
 
 /// The destination made absolute against WORKDIR, resolved through symlinked directories of the

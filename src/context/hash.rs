@@ -177,6 +177,9 @@ impl HashMemo {
         for root in dirty {
             let file = self.memo_file(&root).expect("dir is set");
             let memo = self.roots.get_mut(&root).expect("listed above");
+            // Forget files that are gone so the memo tracks the context, not its history.
+            memo.records
+                .retain(|rel, _| std::fs::symlink_metadata(root.join(rel)).is_ok());
             let bytes = serde_json::to_vec(&memo.records).expect("records serialize");
             let mut tmp =
                 tempfile::NamedTempFile::new_in(&dir).map_err(|e| ContextError::io(&dir, e))?;
@@ -246,6 +249,10 @@ pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest
         scoped_symlinks: !req.from_context,
     };
     let selected = select_sources(&req.source_root, &local, &opts)?;
+    // Stage and image roots are temporary directories: remembering them on disk would only
+    // grow the memo, so they get a memo for this call alone.
+    let mut scratch = HashMemo::in_memory();
+    let memo = if req.from_context { memo } else { &mut scratch };
     let mut h = Hasher::new();
     for sel in &selected {
         h.update(item_line(&req.source_root, sel, memo)?.as_bytes());

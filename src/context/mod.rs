@@ -30,7 +30,7 @@ pub use emit::EmitTimes;
 pub use entry::{EntryKind, LayerEntry, Mtime};
 pub use hash::{HashMemo, MemoStats, selection_digest};
 pub use owner::{Chown, ChownSpec};
-pub use select::{SelectOptions, Selected, select_sources};
+pub use select::{SelectOptions, Selected, select_sources, walk_context};
 
 /// Everything that can go wrong reading a context or resolving COPY/ADD sources.
 #[derive(Debug, thiserror::Error)]

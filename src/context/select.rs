@@ -264,6 +264,18 @@ pub fn select_sources(
     Ok(out)
 }
 
+/// The whole source root as a `COPY . /` would select it: a sorted walk honouring `ignore`.
+pub fn walk_context(
+    root: &Path,
+    ignore: Option<&IgnoreMatcher>,
+) -> Result<Vec<Selected>, ContextError> {
+    let opts = SelectOptions {
+        ignore,
+        ..SelectOptions::default()
+    };
+    select_sources(root, &[".".to_string()], &opts)
+}
+
 fn walk_dir(
     root: &Path,
     (matched, top): (&str, &str),
