@@ -86,7 +86,9 @@ impl HashMemo {
     }
 
     fn memo_file(&self, root: &Path) -> Option<PathBuf> {
-        let name = Digest::of(root.as_os_str().as_encoded_bytes());
+        // The same context reached through another spelling shares one memo.
+        let canonical = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let name = Digest::of(canonical.as_os_str().as_encoded_bytes());
         self.dir
             .as_ref()
             .map(|d| d.join(format!("{}.json", name.hex())))
