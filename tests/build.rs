@@ -472,3 +472,56 @@ fn heredocs_in_run_and_copy() {
     let root = TestRoot::new();
     run_ok(root.rbuild().args(["build", "-q"]).arg(ctx.path()));
 }
+
+#[test]
+fn second_build_reuses_cached_steps_until_inputs_change() {
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY a.txt /a\nWORKDIR /w\nCOPY b.txt /b\n")
+        .file("a.txt", "a\n")
+        .file("b.txt", "b\n");
+    let build = |extra: &[&str]| {
+        let out = root
+            .rbuild()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .arg("build")
+            .args(extra)
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let first = build(&[]);
+    assert!(!first.contains("CACHED"), "{first}");
+    let second = build(&[]);
+    assert!(
+        second.contains("CACHED COPY a.txt /a # buildkit"),
+        "{second}"
+    );
+    assert!(second.contains("CACHED WORKDIR /w"), "{second}");
+    assert!(
+        second.contains("CACHED COPY b.txt /b # buildkit"),
+        "{second}"
+    );
+    let id = |log: &str| log.lines().last().unwrap().to_string();
+    assert_eq!(id(&first), id(&second));
+
+    std::fs::write(ctx.join("b.txt"), "changed\n").unwrap();
+    let third = build(&[]);
+    assert!(third.contains("CACHED COPY a.txt /a # buildkit"), "{third}");
+    assert!(
+        third.contains("line 4: COPY b.txt /b # buildkit"),
+        "{third}"
+    );
+    assert!(!third.contains("CACHED COPY b.txt"), "{third}");
+    assert_ne!(id(&first), id(&third));
+
+    let fourth = build(&["--no-cache"]);
+    assert!(!fourth.contains("CACHED"), "{fourth}");
+    assert_eq!(id(&third), id(&fourth));
+}

@@ -224,6 +224,8 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         pull: args.pull,
         insecure_registries: Vec::new(),
         compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
+        no_cache: args.no_cache,
+        no_cache_filter: args.no_cache_filter.iter().cloned().collect(),
         network: match args.network.as_deref() {
             Some("none") => Some(crate::dockerfile::instructions::NetworkMode::None),
             Some("host") => Some(crate::dockerfile::instructions::NetworkMode::Host),

@@ -2,9 +2,10 @@
 //!
 //! [`build`] plans the Dockerfile, resolves base images (store, then registry), and builds the
 //! needed stages in waves: every stage whose dependencies are done runs on its own thread. The
-//! target stage's layers and config become an OCI image in the store. Layer caching across
-//! builds is not implemented yet: every build recomputes its layers (deterministically).
+//! target stage's layers and config become an OCI image in the store. Steps whose cache key
+//! (parent key, planned op, content of what they read) was built before reuse that layer.
 
+mod cache;
 mod image;
 mod resolve;
 mod run;
@@ -48,6 +49,10 @@ pub struct BuildRequest {
     pub insecure_registries: Vec<String>,
     /// Layer compression.
     pub compression: Compression,
+    /// `--no-cache`: never reuse cached steps (results are still recorded).
+    pub no_cache: bool,
+    /// `--no-cache-filter`: stage names or indices that must not reuse cached steps.
+    pub no_cache_filter: BTreeSet<String>,
     /// `--network` for RUN steps without their own `--network`.
     pub network: Option<crate::dockerfile::instructions::NetworkMode>,
 }
@@ -133,11 +138,16 @@ pub(crate) struct Shared<'a> {
     pub outputs: Mutex<BTreeMap<usize, StageOutput>>,
     pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
     pub log: &'a (dyn Fn(&str) + Sync),
+    pub cache: cache::BuildCache,
+    /// Stage names by index (for `--no-cache-filter`).
+    pub plan_names: BTreeMap<usize, Option<String>>,
+    pub memo: Mutex<crate::context::HashMemo>,
 }
 
 /// A finished stage.
 #[derive(Debug, Clone)]
 pub(crate) struct StageOutput {
+    pub key: Digest,
     pub layers: Vec<Descriptor>,
     pub diff_ids: Vec<Digest>,
     pub produced: Vec<bool>,
@@ -191,6 +201,26 @@ impl Shared<'_> {
             Source::Image(r) => self.image_root(line, r).map(|p| (p, false)),
             Source::Scratch => Ok((self.scratch_dir("empty")?, false)),
         }
+    }
+
+    /// What identifies image `reference` in cache keys: its manifest digest.
+    pub(crate) fn image_key(&self, line: usize, reference: &str) -> Result<String, SolveError> {
+        use crate::plan::ImageResolver as _;
+        let platform = self.request.options.target_platform.clone();
+        let img = self
+            .resolver
+            .resolve(reference, &platform)
+            .map_err(|message| {
+                SolveError::Plan(PlanError::Base {
+                    line,
+                    image: reference.to_string(),
+                    message,
+                })
+            })?;
+        Ok(img
+            .manifest_digest
+            .map(|d| d.to_string())
+            .unwrap_or_else(|| img.name.clone()))
     }
 
     fn image_root(&self, line: usize, reference: &str) -> Result<PathBuf, SolveError> {
@@ -314,8 +344,20 @@ pub fn build(
         outputs: Mutex::new(BTreeMap::new()),
         image_roots: Mutex::new(BTreeMap::new()),
         log,
+        cache: cache::BuildCache::open(store),
+        plan_names: plan
+            .stages
+            .iter()
+            .map(|s| (s.index, s.name.clone()))
+            .collect(),
+        memo: Mutex::new(crate::context::HashMemo::open(store.dir())),
     };
-    run_waves(&plan, &dispatched, &shared)?;
+    let built = run_waves(&plan, &dispatched, &shared);
+    if let Err(e) = shared.memo.lock().expect("memo lock").save() {
+        tracing::warn!("cannot save the context hash memo: {e}");
+    }
+    shared.cache.protect(store);
+    built?;
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
     for arg in plan.unused_build_args() {
@@ -434,7 +476,42 @@ fn build_stage(
             ),
         });
     }
-    let mut b = StageBuilder::new(shared, d, base_layers);
+    let platform = &shared.request.options.target_platform;
+    let platform_text = format!(
+        "{}/{}/{}",
+        platform.os,
+        platform.architecture,
+        platform.variant.as_deref().unwrap_or("")
+    );
+    let base_key = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p].key.clone(),
+        Source::Image(r) => {
+            let id = d
+                .base_image
+                .as_ref()
+                .and_then(|i| i.manifest_digest.as_ref().map(|m| m.to_string()))
+                .unwrap_or_else(|| r.clone());
+            cache::key(&[
+                ("image", id.as_bytes()),
+                ("platform", platform_text.as_bytes()),
+            ])
+        }
+        _ => cache::key(&[("scratch", b""), ("platform", platform_text.as_bytes())]),
+    };
+    let name = shared.plan_names.get(&d.index).cloned().flatten();
+    let filtered = shared
+        .request
+        .no_cache_filter
+        .contains(&d.index.to_string())
+        || name.is_some_and(|n| {
+            shared
+                .request
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&n))
+        });
+    let use_cache = !shared.request.no_cache && !filtered;
+    let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
     b.diff_ids = base_diff_ids;
     b.run(keep_root)
 }

@@ -11,6 +11,7 @@ use crate::image::{Descriptor, Digest};
 use crate::layer::{ApplyOptions, EntryMeta, LayerWriter, apply, open_decompressed};
 use crate::plan::{CopyOp, Op, Source, StageDispatch};
 
+use super::cache::{self, CacheEntry};
 use super::{Shared, SolveError, StageOutput};
 
 /// One stage being built.
@@ -19,9 +20,13 @@ pub(crate) struct StageBuilder<'a> {
     pub dispatch: &'a StageDispatch,
     pub layers: Vec<Descriptor>,
     pub diff_ids: Vec<Digest>,
-    /// Per step: `Some(true)` a layer was added, `Some(false)` nothing changed.
+    /// Per step: whether it added a layer.
     pub produced: Vec<bool>,
     rootfs: Option<PathBuf>,
+    /// Cache key of the stage so far.
+    key: Digest,
+    /// Whether cache lookups are allowed for this stage (`--no-cache`, `--no-cache-filter`).
+    use_cache: bool,
 }
 
 impl<'a> StageBuilder<'a> {
@@ -29,6 +34,8 @@ impl<'a> StageBuilder<'a> {
         shared: &'a Shared<'a>,
         dispatch: &'a StageDispatch,
         base_layers: Vec<Descriptor>,
+        base_key: Digest,
+        use_cache: bool,
     ) -> Self {
         StageBuilder {
             shared,
@@ -37,35 +44,80 @@ impl<'a> StageBuilder<'a> {
             diff_ids: dispatch.config.rootfs.diff_ids.clone(),
             produced: Vec::new(),
             rootfs: None,
+            key: base_key,
+            use_cache,
         }
     }
 
     /// Runs every step; returns the stage's layers and (if asked) its unpacked root.
     pub(crate) fn run(mut self, keep_rootfs: bool) -> Result<StageOutput, SolveError> {
         for step in &self.dispatch.steps {
-            let changed = match &step.op {
-                Op::Metadata => false,
-                Op::Run(r) => self.run_step(step.line, r)?,
-                Op::Mkdir { path, user } => self.mkdir(step.line, path, user.as_deref())?,
-                Op::Copy(c) => self.copy(step.line, c)?,
+            if matches!(step.op, Op::Metadata) {
+                self.produced.push(false);
+                self.shared.progress(&format!(
+                    "stage {} line {}: {}",
+                    self.dispatch.index, step.line, step.created_by
+                ));
+                continue;
+            }
+            let step_key = self.step_key(step.line, &step.op)?;
+            let hit = match &step_key {
+                Some(k) if self.use_cache => self.shared.cache.lookup(self.shared.store, k),
+                _ => None,
             };
+            let before = self.layers.len();
+            let (changed, cached) = match hit {
+                Some(entry) => {
+                    self.add_layer(entry.layer, entry.diff_id)?;
+                    (true, true)
+                }
+                None => {
+                    let changed = match &step.op {
+                        Op::Metadata => false,
+                        Op::Run(r) => self.run_step(step.line, r)?,
+                        Op::Mkdir { path, user } => self.mkdir(step.line, path, user.as_deref())?,
+                        Op::Copy(c) => self.copy(step.line, c)?,
+                    };
+                    (changed, false)
+                }
+            };
+            if self.layers.len() > before {
+                let entry = CacheEntry {
+                    layer: self.layers[self.layers.len() - 1].clone(),
+                    diff_id: self.diff_ids[self.diff_ids.len() - 1].clone(),
+                };
+                match &step_key {
+                    Some(k) => {
+                        if !cached {
+                            self.shared.cache.record(k, &entry);
+                        }
+                        self.key = k.clone();
+                    }
+                    None => {
+                        self.key = cache::key(&[
+                            ("parent", self.key.to_string().as_bytes()),
+                            ("uncached-result", entry.diff_id.to_string().as_bytes()),
+                        ]);
+                    }
+                }
+            } else if let Some(k) = &step_key {
+                self.key = k.clone();
+            }
             self.produced.push(changed);
             self.shared.progress(&format!(
-                "stage {} line {}: {}{}",
+                "stage {} line {}: {}{}{}",
                 self.dispatch.index,
                 step.line,
+                if cached { "CACHED " } else { "" },
                 step.created_by,
-                if !step.empty_layer && !changed {
-                    " (no changes)"
-                } else {
-                    ""
-                }
+                if !changed { " (no changes)" } else { "" }
             ));
         }
         if keep_rootfs {
             self.rootfs()?;
         }
         Ok(StageOutput {
+            key: self.key,
             layers: self.layers,
             diff_ids: self.diff_ids,
             produced: self.produced,
@@ -88,13 +140,78 @@ impl<'a> StageBuilder<'a> {
         Ok(dir)
     }
 
+    /// Appends a finished layer, keeping the unpacked root (if any) in step.
+    fn add_layer(&mut self, layer: Descriptor, diff_id: Digest) -> Result<(), SolveError> {
+        if let Some(root) = &self.rootfs {
+            apply_layer(self.shared, &layer.digest, root)?;
+        }
+        self.layers.push(layer);
+        self.diff_ids.push(diff_id);
+        Ok(())
+    }
+
+    /// The cache key of `op` on top of this stage, or `None` when its inputs cannot be
+    /// fingerprinted (a RUN bind-mounting a build context).
+    fn step_key(&self, line: usize, op: &Op) -> Result<Option<Digest>, SolveError> {
+        let op_json = serde_json::to_vec(op).expect("ops serialize");
+        let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
+        let source_key = |from: &Source| -> Result<Option<Vec<u8>>, SolveError> {
+            Ok(match from {
+                Source::Stage(i) => {
+                    let outputs = self.shared.outputs.lock().expect("outputs lock");
+                    outputs.get(i).map(|o| o.key.to_string().into_bytes())
+                }
+                Source::Image(r) => Some(self.shared.image_key(line, r)?.into_bytes()),
+                Source::Scratch => Some(b"scratch".to_vec()),
+                Source::MainContext | Source::Context(_) => None,
+            })
+        };
+        match op {
+            Op::Metadata | Op::Mkdir { .. } => {}
+            Op::Copy(c) => {
+                if c.heredocs.is_empty() {
+                    match source_key(&c.from)? {
+                        Some(k) => extra.push(("from", k)),
+                        None => {
+                            let req = self.copy_request(line, c, None)?;
+                            let mut memo = self.shared.memo.lock().expect("memo lock");
+                            let d = crate::context::selection_digest(&req, &mut memo)
+                                .map_err(|source| SolveError::Context { line, source })?;
+                            extra.push(("selection", d.to_string().into_bytes()));
+                        }
+                    }
+                }
+            }
+            Op::Run(r) => {
+                for src in &r.mount_sources {
+                    match src {
+                        Source::MainContext => {}
+                        other => match source_key(other)? {
+                            Some(k) => extra.push(("mount", k)),
+                            None => return Ok(None),
+                        },
+                    }
+                }
+                let binds_context = r.mounts.iter().zip(&r.mount_sources).any(|(m, s)| {
+                    m.kind == crate::dockerfile::instructions::MountKind::Bind
+                        && matches!(s, Source::MainContext | Source::Context(_))
+                });
+                if binds_context {
+                    return Ok(None);
+                }
+            }
+        }
+        let parent = self.key.to_string();
+        let mut parts: Vec<(&str, &[u8])> = vec![("parent", parent.as_bytes()), ("op", &op_json)];
+        for (label, bytes) in &extra {
+            parts.push((label, bytes));
+        }
+        Ok(Some(cache::key(&parts)))
+    }
+
     fn run_step(&mut self, line: usize, op: &crate::plan::RunOp) -> Result<bool, SolveError> {
         let out = super::run::run_step(self.shared, line, op, &self.layers, &self.diff_ids)?;
-        if let Some(root) = &self.rootfs {
-            apply_layer(self.shared, &out.layer.digest, root)?;
-        }
-        self.layers.push(out.layer);
-        self.diff_ids.push(out.diff_id);
+        self.add_layer(out.layer, out.diff_id)?;
         Ok(true)
     }
 
@@ -150,9 +267,21 @@ impl<'a> StageBuilder<'a> {
 
     fn copy(&mut self, line: usize, c: &CopyOp) -> Result<bool, SolveError> {
         let dest_root = self.rootfs()?;
-        let heredoc_dir;
+        let req = self.copy_request(line, c, Some(dest_root))?;
+        let copy = plan_copy(&req).map_err(|source| SolveError::Context { line, source })?;
+        self.write_layer(line, &copy.entries)?;
+        Ok(true)
+    }
+
+    /// The context module's view of a COPY/ADD (heredoc bodies written to scratch files).
+    fn copy_request(
+        &self,
+        line: usize,
+        c: &CopyOp,
+        dest_root: Option<PathBuf>,
+    ) -> Result<CopyRequest, SolveError> {
         let (source_root, from_context, sources) = if !c.heredocs.is_empty() {
-            heredoc_dir = self
+            let heredoc_dir = self
                 .shared
                 .scratch_dir(&format!("heredoc-{}-{line}", self.dispatch.index))?;
             let mut sources = Vec::new();
@@ -179,12 +308,12 @@ impl<'a> StageBuilder<'a> {
                 })?;
                 sources.push(name.to_string());
             }
-            (heredoc_dir.clone(), false, sources)
+            (heredoc_dir, false, sources)
         } else {
             let (root, is_ctx) = self.shared.source_root(line, &c.from)?;
             (root, is_ctx, c.sources.clone())
         };
-        let req = CopyRequest {
+        Ok(CopyRequest {
             is_add: c.add,
             source_root,
             from_context,
@@ -196,17 +325,14 @@ impl<'a> StageBuilder<'a> {
             sources,
             dest: c.dest.clone(),
             workdir: "/".into(),
-            dest_root: Some(dest_root),
+            dest_root,
             chown: c.chown.clone(),
             chmod: c.chmod.clone(),
             parents: c.parents,
             excludes: c.excludes.clone(),
             unpack: c.unpack,
             checksum: c.checksum.clone(),
-        };
-        let copy = plan_copy(&req).map_err(|source| SolveError::Context { line, source })?;
-        self.write_layer(line, &copy.entries)?;
-        Ok(true)
+        })
     }
 
     /// Writes `entries` as a new layer into the store and onto the unpacked root.
@@ -245,13 +371,8 @@ impl<'a> StageBuilder<'a> {
         }
         let summary = w.finish().map_err(layer_err)?;
         let (digest, size) = summary.sink.commit(None).map_err(store_err)?;
-        let desc = Descriptor::new(shared.compression.oci_media_type(), digest.clone(), size);
-        if let Some(root) = &self.rootfs {
-            apply_layer(shared, &digest, root)?;
-        }
-        self.layers.push(desc);
-        self.diff_ids.push(summary.diff_id);
-        Ok(())
+        let desc = Descriptor::new(shared.compression.oci_media_type(), digest, size);
+        self.add_layer(desc, summary.diff_id)
     }
 }
 
