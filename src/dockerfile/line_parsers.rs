@@ -3,6 +3,8 @@
 //! `ARG` words, `HEALTHCHECK` sub-command. Quirks are kept on purpose, since BuildKit's
 //! later stages (and ours) rely on these exact shapes.
 
+use std::borrow::Cow;
+
 /// Arguments of one instruction after its line parser ran.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub(crate) struct Parsed {
@@ -45,7 +47,7 @@ pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
     };
     let (args, flags) = match rest {
         Some(rest) => extract_builder_flags(rest),
-        None => (String::new(), Vec::new()),
+        None => (Cow::Borrowed(""), Vec::new()),
     };
     (cmd.to_string(), flags, args.trim().to_string())
 }
@@ -57,7 +59,7 @@ fn byte_is_space(b: u8) -> bool {
 
 /// BuildKit's `extractBuilderFlags`. It walks bytes, so a non-ASCII byte inside a flag
 /// becomes the Latin-1 character of that byte (BuildKit does the same).
-fn extract_builder_flags(line: &str) -> (String, Vec<String>) {
+fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
@@ -70,7 +72,11 @@ fn extract_builder_flags(line: &str) -> (String, Vec<String>) {
     let mut word = String::new();
     let mut quote = 0u8;
     let mut blank_ok = false;
-    let rest_at = |pos: usize| String::from_utf8_lossy(&b[pos..]).into_owned();
+    // The rest starts after an ASCII space, or mid-character after a 0x85/0xA0 byte.
+    let rest_at = |pos: usize| match line.get(pos..) {
+        Some(rest) => Cow::Borrowed(rest),
+        None => String::from_utf8_lossy(&b[pos..]),
+    };
     let mut pos = 0;
     while pos <= b.len() {
         let ch = if pos < b.len() { b[pos] } else { 0 };
@@ -146,7 +152,7 @@ fn extract_builder_flags(line: &str) -> (String, Vec<String>) {
         word.push(char::from(c));
         pos += 1;
     }
-    (String::new(), words)
+    (Cow::Borrowed(""), words)
 }
 
 /// BuildKit's `parseWords`: splits on whitespace, keeping quotes and escapes in the words.
