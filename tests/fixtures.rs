@@ -381,24 +381,10 @@ fn context_builder_writes_files_modes_and_links() {
     assert_eq!(std::fs::read_to_string(context.join("link")).unwrap(), "a");
 }
 
-/// Sends one HTTP/1.0 request to `addr` and returns (status, body).
+/// One raw HTTP request: (status, body).
 fn http(addr: &str, method: &str, path: &str, headers: &[&str], body: &str) -> (u16, String) {
-    use std::io::Write;
-    let mut stream = std::net::TcpStream::connect(addr).unwrap();
-    let mut request = format!("{method} {path} HTTP/1.0\r\nHost: {addr}\r\n");
-    for header in headers {
-        request.push_str(&format!("{header}\r\n"));
-    }
-    request.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    stream.write_all(request.as_bytes()).unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response[9..12].parse().unwrap();
-    let body = response
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_string();
-    (status, body)
+    let response = common::http::request(addr, method, path, headers, body);
+    (response.status, response.body)
 }
 
 #[test]
@@ -410,8 +396,14 @@ fn token_registry_runs_the_bearer_flow() {
     let reference = fixtures::busybox(&registry);
 
     // The registry challenges with the token server's realm.
-    let (status, _) = http(&registry.addr(), "GET", "/v2/", &[], "");
-    assert_eq!(status, 401);
+    let challenge = common::http::request(&registry.addr(), "GET", "/v2/", &[], "");
+    assert_eq!(challenge.status, 401);
+    let realm = registry.token_server().unwrap().realm();
+    let www_authenticate = challenge.header("WWW-Authenticate").unwrap_or_default();
+    assert!(
+        www_authenticate.starts_with(&format!("Bearer realm=\"{realm}\"")),
+        "{www_authenticate}"
+    );
     assert!(registry.log().contains("401"), "{}", registry.log());
 
     let creds = ["--creds", "tester:pw", "--tls-verify=false"];
@@ -461,7 +453,6 @@ fn token_registry_runs_the_bearer_flow() {
 
     // OAuth2 POST: password grant with offline access yields a refresh token, which yields a
     // token that the registry accepts.
-    let realm = registry.token_server().unwrap().realm();
     let token_addr = realm
         .trim_start_matches("http://")
         .trim_end_matches("/token")

@@ -7,6 +7,7 @@
 
 pub mod context;
 pub mod fixtures;
+pub mod http;
 pub mod image;
 pub mod registry;
 pub mod token;

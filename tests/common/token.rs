@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 
+use super::http::{form, values};
+
 /// The `service` the registry and the token server agree on.
 pub const SERVICE: &str = "rbuild-test-registry";
 /// The token issuer the registry trusts.
@@ -366,17 +368,6 @@ fn basic_user(header: Option<&str>, policy: &TokenPolicy) -> Result<Option<Strin
     }
 }
 
-/// Parses `application/x-www-form-urlencoded` (also used for query strings).
-fn form(text: &str) -> Vec<(String, String)> {
-    text.split('&')
-        .filter(|pair| !pair.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
 /// Every requested scope: `scope` may repeat and may hold several space-separated scopes.
 fn scopes(params: &[(String, String)]) -> Vec<String> {
     values(params, "scope")
@@ -385,36 +376,4 @@ fn scopes(params: &[(String, String)]) -> Vec<String> {
         .filter(|s| !s.is_empty())
         .map(str::to_string)
         .collect()
-}
-
-fn values(params: &[(String, String)], key: &str) -> Vec<String> {
-    params
-        .iter()
-        .filter(|(k, _)| k == key)
-        .map(|(_, v)| v.clone())
-        .collect()
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
-                match u8::from_str_radix(hex, 16) {
-                    Ok(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    Err(_) => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
