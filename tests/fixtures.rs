@@ -529,3 +529,21 @@ fn token_registry_can_allow_anonymous_pull() {
             .any(|r| r.user.is_none() && r.status == 200)
     );
 }
+
+#[test]
+fn form_decoding_handles_escapes_plus_and_bad_input() {
+    use common::http::{form, percent_decode, values};
+    assert_eq!(
+        percent_decode("repository%3Aa%2Fb%3Apull"),
+        "repository:a/b:pull"
+    );
+    assert_eq!(percent_decode("a+b%20c"), "a b c");
+    assert_eq!(percent_decode("100%"), "100%");
+    assert_eq!(percent_decode("%4"), "%4");
+    assert_eq!(percent_decode("%zz"), "%zz");
+    let params = form("scope=a&scope=b+c&empty=&flag&&x=%41");
+    assert_eq!(values(&params, "scope"), ["a", "b c"]);
+    assert_eq!(values(&params, "empty"), [""]);
+    assert_eq!(values(&params, "flag"), [""]);
+    assert_eq!(values(&params, "x"), ["A"]);
+}
