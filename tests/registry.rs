@@ -110,6 +110,7 @@ fn push_then_pull_round_trip_keeps_digests_and_second_push_skips_blobs() {
     let digest = make_image(src.path(), &name, 1, 64 * 1024);
     let out = run_ok(src.rbuild().args(["push", &name]));
     assert_eq!(pushed_digest(&out), digest.to_string(), "{out}");
+    assert_eq!(count(&out, ": Pushed"), 1, "{out}");
     let uploads_after_first = count(&registry.log(), "PUT /v2/round/trip/blobs/uploads/");
     assert_eq!(
         uploads_after_first, 2,
@@ -133,6 +134,7 @@ fn push_then_pull_round_trip_keeps_digests_and_second_push_skips_blobs() {
     let out = run_ok(dst.rbuild().args(["pull", &name]));
     assert!(out.contains(&format!("Digest: {digest}")), "{out}");
     assert!(out.contains("Downloaded newer image"), "{out}");
+    assert_eq!(count(&out, ": Pull complete"), 1, "{out}");
     let store = Store::open(dst.path()).unwrap();
     let record = store.resolve(&name).unwrap();
     assert_eq!(record.target.digest, digest);
@@ -146,6 +148,7 @@ fn push_then_pull_round_trip_keeps_digests_and_second_push_skips_blobs() {
     // Pulling again downloads nothing.
     let out = run_ok(dst.rbuild().args(["pull", &name]));
     assert!(out.contains("Image is up to date"), "{out}");
+    assert_eq!(count(&out, ": Already exists"), 1, "{out}");
 }
 
 #[test]

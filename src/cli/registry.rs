@@ -10,7 +10,7 @@ use super::{CliError, Globals};
 use crate::image::Platform;
 use crate::registry::credentials::{self, StoredIn};
 use crate::registry::{
-    Client, ClientOptions, Credential, DOCKER_HUB, PullOptions, PushOptions, Reference,
+    BlobStatus, Client, ClientOptions, Credential, DOCKER_HUB, PullOptions, PushOptions, Reference,
 };
 use crate::store::Store;
 
@@ -67,6 +67,15 @@ pub(super) fn push(args: PushArgs, globals: &Globals) -> anyhow::Result<()> {
         &dest,
         &PushOptions::default(),
     ))?;
+    // Docker lists layers only; the config is the first blob.
+    for (digest, status) in pushed.blobs.iter().skip(1) {
+        let what = match status {
+            BlobStatus::Existed => "Layer already exists".to_string(),
+            BlobStatus::Mounted { from } => format!("Mounted from {from}"),
+            BlobStatus::Uploaded | BlobStatus::Downloaded => "Pushed".to_string(),
+        };
+        println!("{}: {what}", digest.short());
+    }
     eprintln!(
         "blobs: {} already present, {} mounted, {} uploaded",
         pushed.existed, pushed.mounted, pushed.sent
@@ -107,6 +116,13 @@ pub(super) fn pull(args: PullArgs, globals: &Globals) -> anyhow::Result<()> {
         &reference,
         &PullOptions { platform },
     ))?;
+    for (digest, status) in pulled.blobs.iter().skip(1) {
+        let what = match status {
+            BlobStatus::Downloaded => "Pull complete",
+            _ => "Already exists",
+        };
+        println!("{}: {what}", digest.short());
+    }
     println!("Digest: {}", pulled.digest);
     if pulled.downloaded {
         println!(

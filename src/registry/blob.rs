@@ -153,15 +153,20 @@ pub(crate) async fn exists(
     }
 }
 
-/// How a blob ended up in the target repository.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Uploaded {
-    /// It was there already.
+/// What a pull or push did with one blob.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobStatus {
+    /// It was there already (in the store for a pull, in the repository for a push).
     Existed,
-    /// Mounted from another repository of the same registry.
-    Mounted,
-    /// Bytes were sent.
-    Sent,
+    /// Mounted from this repository of the same registry.
+    Mounted {
+        /// Source repository path.
+        from: String,
+    },
+    /// Bytes were uploaded.
+    Uploaded,
+    /// Bytes were downloaded.
+    Downloaded,
 }
 
 /// Makes sure `repository` holds the blob `desc` from the store: HEAD, then a mount from one
@@ -174,7 +179,7 @@ pub(crate) async fn upload(
     desc: &Descriptor,
     store: &Store,
     mount_from: &[String],
-) -> Result<Uploaded, RegistryError> {
+) -> Result<BlobStatus, RegistryError> {
     let push_scope = [Scope::push(repository)];
     let what = format!("pushing {} to {}/{repository}", desc.digest, host.registry);
     let policy = client.options().retry.clone();
@@ -183,12 +188,14 @@ pub(crate) async fn upload(
         loop {
             let outcome = async {
                 if exists(client, host, repository, &desc.digest, &push_scope).await? {
-                    return Ok(Uploaded::Existed);
+                    return Ok(BlobStatus::Existed);
                 }
                 let mut location = None;
                 if let Some(from) = mount_from.first() {
                     match mount(client, host, repository, &desc.digest, from).await? {
-                        Ok(()) => return Ok(Uploaded::Mounted),
+                        Ok(()) => {
+                            return Ok(BlobStatus::Mounted { from: from.clone() });
+                        }
                         Err(loc) => location = Some(loc),
                     }
                 }
@@ -207,7 +214,7 @@ pub(crate) async fn upload(
                         retry_after: None,
                     });
                 }
-                Ok(Uploaded::Sent)
+                Ok(BlobStatus::Uploaded)
             }
             .await;
             match outcome {

@@ -28,6 +28,7 @@ mod sources;
 mod tls;
 
 pub use auth::Scope;
+pub use blob::BlobStatus;
 pub use client::{Client, ClientOptions};
 pub use credentials::Credential;
 pub use error::RegistryError;

@@ -13,7 +13,7 @@ use super::auth::Scope;
 use super::client::{Client, Host, status_error};
 use super::error::chain_text;
 use super::sources::BlobSources;
-use super::{Reference, RegistryError, blob};
+use super::{BlobStatus, Reference, RegistryError, blob};
 
 /// Every manifest type rbuild understands, for the `Accept` header.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -41,6 +41,8 @@ pub struct PulledImage {
     pub config: Digest,
     /// Whether any blob had to be downloaded (false: the image was up to date).
     pub downloaded: bool,
+    /// Each blob (config first, then layers) and whether it was downloaded or already local.
+    pub blobs: Vec<(Digest, BlobStatus)>,
 }
 
 /// Pulls `reference` into `store` and names it there as `reference.to_string()`.
@@ -112,6 +114,17 @@ pub async fn pull(
         .cloned()
         .collect();
     let downloaded = !missing.is_empty();
+    let blobs = wanted
+        .iter()
+        .map(|d| {
+            let status = if missing.iter().any(|m| m.digest == d.digest) {
+                BlobStatus::Downloaded
+            } else {
+                BlobStatus::Existed
+            };
+            (d.digest.clone(), status)
+        })
+        .collect();
     fetch_all(client, &host, repo, store, missing).await?;
     let stored = store
         .write_blob(&manifest_bytes)
@@ -137,6 +150,7 @@ pub async fn pull(
         ),
         config: manifest.config.digest.clone(),
         downloaded,
+        blobs,
     })
 }
 

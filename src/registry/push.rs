@@ -13,7 +13,7 @@ use crate::image::{AnyManifest, Descriptor, Digest};
 use crate::store::Store;
 
 use super::auth::Scope;
-use super::blob::{self, Uploaded};
+use super::blob::{self, BlobStatus};
 use super::client::{Client, Host, status_error};
 use super::sources::BlobSources;
 use super::{Reference, RegistryError};
@@ -40,6 +40,8 @@ pub struct PushedImage {
     pub mounted: usize,
     /// Blobs uploaded.
     pub sent: usize,
+    /// What happened to each blob, config first, then layers in manifest order.
+    pub blobs: Vec<(Digest, BlobStatus)>,
 }
 
 /// Pushes the manifest or index `manifest` (stored in `store`) to `dest`. An index is pushed
@@ -93,7 +95,7 @@ pub async fn push(
             }
         }
     }
-    let counts = upload_all(
+    let statuses = upload_all(
         client,
         &host,
         dest,
@@ -139,10 +141,15 @@ pub async fn push(
         reference: dest.clone(),
         digest,
         size: top_bytes.len() as u64,
-        existed: counts[0],
-        mounted: counts[1],
-        sent: counts[2],
+        existed: count(&statuses, |s| *s == BlobStatus::Existed),
+        mounted: count(&statuses, |s| matches!(s, BlobStatus::Mounted { .. })),
+        sent: count(&statuses, |s| *s == BlobStatus::Uploaded),
+        blobs: statuses,
     })
+}
+
+fn count(statuses: &[(Digest, BlobStatus)], pred: impl Fn(&BlobStatus) -> bool) -> usize {
+    statuses.iter().filter(|(_, s)| pred(s)).count()
 }
 
 /// Uploads `blobs` concurrently; returns counts of (existed, mounted, sent).
@@ -154,7 +161,7 @@ async fn upload_all(
     blobs: &[Descriptor],
     sources: Option<&BlobSources>,
     options: &PushOptions,
-) -> Result<[usize; 3], RegistryError> {
+) -> Result<Vec<(Digest, BlobStatus)>, RegistryError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(
         client.options().max_concurrent_transfers.max(1),
     ));
@@ -182,20 +189,16 @@ async fn upload_all(
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
             let how = blob::upload(&client, &host, &repository, &desc, &store, &mount_from).await?;
             tracing::info!("{}: {how:?}", desc.digest);
-            Ok::<_, RegistryError>(how)
+            Ok::<_, RegistryError>((desc.digest, how))
         });
     }
-    let mut counts = [0usize; 3];
+    let mut done = Vec::with_capacity(blobs.len());
     while let Some(joined) = tasks.join_next().await {
-        let how =
-            joined.map_err(|e| RegistryError::Store(format!("upload task failed: {e}")))??;
-        counts[match how {
-            Uploaded::Existed => 0,
-            Uploaded::Mounted => 1,
-            Uploaded::Sent => 2,
-        }] += 1;
+        done.push(joined.map_err(|e| RegistryError::Store(format!("upload task failed: {e}")))??);
     }
-    Ok(counts)
+    // Report in manifest order, not completion order.
+    done.sort_by_key(|(d, _)| blobs.iter().position(|b| b.digest == *d));
+    Ok(done)
 }
 
 /// PUTs manifest `bytes` under `tag_or_digest`; returns the digest the registry reports.
