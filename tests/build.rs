@@ -525,3 +525,70 @@ fn second_build_reuses_cached_steps_until_inputs_change() {
     assert!(!fourth.contains("CACHED"), "{fourth}");
     assert_eq!(id(&third), id(&fourth));
 }
+
+#[test]
+fn push_iidfile_and_unused_build_arg_warning() {
+    let registry = Registry::start();
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nARG USED=1\nCOPY f /f\nLABEL used=$USED\n")
+        .file("f", "pushed\n");
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let iid = work.path().join("iid");
+    let name = format!("{}/built/app:1", registry.addr());
+    let out = root
+        .rbuild()
+        .args([
+            "build",
+            "--push",
+            "--build-arg",
+            "NOPE=x",
+            "-t",
+            &name,
+            "--iidfile",
+        ])
+        .arg(&iid)
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("WARNING: One or more build-args [NOPE] were not consumed"),
+        "{err}"
+    );
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    let remote = skopeo_json(&[
+        "inspect",
+        "--tls-verify=false",
+        "--config",
+        &format!("docker://{name}"),
+    ]);
+    assert_eq!(remote["config"]["Labels"]["used"], "1");
+    let raw = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        "--raw",
+        "--config",
+        &format!("docker://{name}"),
+    ]));
+    assert_eq!(
+        format!("sha256:{}", common_sha256(raw.as_bytes())),
+        id.trim()
+    );
+}
+
+fn common_sha256(bytes: &[u8]) -> String {
+    let out = run_ok(
+        Command::new("sh")
+            .arg("-c")
+            .arg("sha256sum | cut -d' ' -f1")
+            .stdin({
+                let f = tempfile::NamedTempFile::new().unwrap();
+                std::fs::write(f.path(), bytes).unwrap();
+                std::fs::File::open(f.path()).unwrap()
+            }),
+    );
+    out.trim().to_string()
+}

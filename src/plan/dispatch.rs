@@ -49,6 +49,8 @@ pub struct StageDispatch {
     pub config: ImageConfig,
     /// Index into `config.history` of the first entry this stage added.
     pub first_new_history: usize,
+    /// Line of the stage's FROM.
+    pub from_line: usize,
 }
 
 /// Stage state while dispatching.
@@ -229,6 +231,7 @@ impl Plan {
                     steps,
                     config: state.config,
                     first_new_history,
+                    from_line: stage.from.start_line,
                 },
             );
         }

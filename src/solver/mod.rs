@@ -360,9 +360,12 @@ pub fn build(
     built?;
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
-    for arg in plan.unused_build_args() {
+    let unused = plan.unused_build_args();
+    if !unused.is_empty() {
+        // BuildKit's wording.
         result.warnings.push(format!(
-            "build-arg {arg} was not consumed by any stage that was built"
+            "One or more build-args [{}] were not consumed",
+            unused.join(" ")
         ));
     }
     Ok(result)
@@ -449,12 +452,7 @@ fn build_stage(
         Source::Image(r) => shared.resolver.layers_of(r).unwrap_or_default(),
         Source::Context(name) => {
             return Err(SolveError::Unsupported {
-                line: shared
-                    .request
-                    .dockerfile
-                    .nodes
-                    .first()
-                    .map_or(0, |n| n.start_line),
+                line: d.from_line,
                 what: format!("FROM the build context {name:?}"),
             });
         }

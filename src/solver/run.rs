@@ -84,6 +84,17 @@ fn run_in(
             what: "RUN --security=insecure".into(),
         });
     }
+    let target = &shared.request.options.target_platform;
+    let host = crate::image::Platform::host();
+    if target.os != host.os || target.architecture != host.architecture {
+        return Err(SolveError::Unsupported {
+            line,
+            what: format!(
+                "RUN for platform {}/{} on a {}/{} host (no emulation)",
+                target.os, target.architecture, host.os, host.architecture
+            ),
+        });
+    }
     let caches = CacheMounts::new(shared.store.dir().parent().unwrap_or(shared.store.dir()));
     let mut leases: Vec<CacheLease> = Vec::new();
     let mut mounts = Vec::new();
