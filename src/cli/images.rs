@@ -5,12 +5,12 @@
 use std::collections::BTreeSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use anyhow::{Context, bail};
-use serde_json::json;
+use anyhow::bail;
+use serde::Serialize;
 
 use super::args::{ImagesArgs, InspectArgs, PruneArgs, RmiArgs, TagArgs};
 use super::{CliError, Globals};
-use crate::image::parse_rfc3339;
+use crate::image::{AnyManifest, Descriptor, Digest, ImageConfig, RuntimeConfig, parse_rfc3339};
 use crate::registry::Reference;
 use crate::store::{self, ImageRecord, Store};
 
@@ -141,9 +141,10 @@ fn print_table(rows: &[Vec<String>]) {
 /// `Id` (config digest, or index digest), `RepoTags`, `RepoDigests` (`name@manifest-digest`),
 /// `Created`, `Author`, `Architecture`, `Variant`, `Os`, `Size` (stored bytes), `Config`
 /// (the runtime config: Env, Cmd, Entrypoint, ...), `RootFS` (`Type`, `Layers` = diff IDs),
-/// plus rbuild's exact data: `Descriptor` (what the name points at), `Manifest` (the manifest
-/// or index JSON as stored) and `ImageConfig` (the full config JSON as stored; absent for an
-/// index with no image for this host).
+/// plus rbuild's own view: `Descriptor` (what the name points at), `Manifest` (the manifest or
+/// index) and `ImageConfig` (the full config; absent for an index with no image for this host),
+/// both as rbuild parses them (fields it does not model, like docker's `container`, are left
+/// out).
 pub(super) fn inspect(args: InspectArgs, globals: &Globals) -> anyhow::Result<()> {
     let store = Store::open(&globals.root)?;
     let rec = resolve(&store, &args.image)?;
@@ -162,36 +163,63 @@ pub(super) fn inspect(args: InspectArgs, globals: &Globals) -> anyhow::Result<()
             Some(format!("{}@{}", reference.familiar_name(), r.target.digest))
         })
         .collect();
-    let manifest_bytes = store.read_blob(&rec.target.digest)?;
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&manifest_bytes).context("parsing the stored manifest")?;
+    let manifest = store.read_manifest(&rec.target.digest)?;
     let image = store.read_image(&rec.target.digest, None).ok();
-    let config_json = match &image {
-        Some(img) => {
-            let bytes = store.read_blob(&img.manifest.config.digest)?;
-            Some(serde_json::from_slice::<serde_json::Value>(&bytes)?)
-        }
-        None => None,
-    };
     let cfg = image.as_ref().map(|i| &i.config);
-    let out = json!([{
-        "Id": rec.id.to_string(),
-        "RepoTags": repo_tags,
-        "RepoDigests": repo_digests,
-        "Created": cfg.and_then(|c| c.created.clone()),
-        "Author": cfg.and_then(|c| c.author.clone()).unwrap_or_default(),
-        "Architecture": cfg.map(|c| c.architecture.clone()),
-        "Variant": cfg.and_then(|c| c.variant.clone()),
-        "Os": cfg.map(|c| c.os.clone()),
-        "Size": image_size(&store, &rec),
-        "Config": cfg.map(|c| serde_json::to_value(&c.config)).transpose()?,
-        "RootFS": cfg.map(|c| json!({"Type": c.rootfs.kind, "Layers": c.rootfs.diff_ids})),
-        "Descriptor": rec.target,
-        "Manifest": manifest,
-        "ImageConfig": config_json,
-    }]);
+    let out = [InspectOutput {
+        id: rec.id.to_string(),
+        repo_tags,
+        repo_digests,
+        created: cfg.and_then(|c| c.created.clone()),
+        author: cfg.and_then(|c| c.author.clone()).unwrap_or_default(),
+        architecture: cfg.map(|c| c.architecture.clone()),
+        variant: cfg.and_then(|c| c.variant.clone()),
+        os: cfg.map(|c| c.os.clone()),
+        size: image_size(&store, &rec),
+        config: cfg.map(|c| &c.config),
+        root_fs: cfg.map(|c| InspectRootFs {
+            kind: &c.rootfs.kind,
+            layers: &c.rootfs.diff_ids,
+        }),
+        descriptor: &rec.target,
+        manifest: match &manifest {
+            AnyManifest::Image(m) => serde_json::to_value(m)?,
+            AnyManifest::Index(i) => serde_json::to_value(i)?,
+        },
+        image_config: cfg,
+    }];
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
+}
+
+/// The `inspect` document; field order follows `docker image inspect`.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectOutput<'a> {
+    id: String,
+    repo_tags: Vec<String>,
+    repo_digests: BTreeSet<String>,
+    created: Option<String>,
+    author: String,
+    architecture: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    variant: Option<String>,
+    os: Option<String>,
+    size: u64,
+    config: Option<&'a RuntimeConfig>,
+    #[serde(rename = "RootFS")]
+    root_fs: Option<InspectRootFs<'a>>,
+    descriptor: &'a Descriptor,
+    manifest: serde_json::Value,
+    image_config: Option<&'a ImageConfig>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct InspectRootFs<'a> {
+    #[serde(rename = "Type")]
+    kind: &'a str,
+    layers: &'a [Digest],
 }
 
 /// `rbuild tag SOURCE TARGET`.
