@@ -416,7 +416,7 @@ fn serve_with(bodies: Vec<Vec<u8>>, validators: bool) -> String {
 #[test]
 fn add_downloads_urls_with_checksum_and_last_modified() {
     let body = b"remote content\n".to_vec();
-    let base = serve(body.clone(), 4);
+    let base = serve(body.clone(), 5);
     let ctx = Context::new();
     let mut r = req(&ctx, &[&format!("{base}/files/tool.sh")], "/usr/local/bin/");
     r.is_add = true;
@@ -435,6 +435,13 @@ fn add_downloads_urls_with_checksum_and_last_modified() {
     assert_eq!(f.mode, 0o600);
     assert_eq!(f.mtime.unwrap().secs, 1_445_412_480);
     assert_eq!(content(f), "remote content\n");
+    // sha512 (and sha384) checksums are accepted as BuildKit does.
+    use sha2::Digest as _;
+    r.checksum = Some(format!(
+        "sha512:{}",
+        hex::encode(sha2::Sha512::digest(&body))
+    ));
+    assert_eq!(plan_copy(&r).unwrap().entries.len(), 4);
     // A non-slash destination names the file.
     let mut r2 = req(&ctx, &[&format!("{base}/x")], "/named");
     r2.is_add = true;

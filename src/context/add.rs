@@ -12,7 +12,7 @@ use super::copy::EntrySet;
 use super::dockerignore::clean_path;
 use super::entry::{EntryKind, LayerEntry, Mtime};
 use super::select::join_rel;
-use crate::image::{Digest, DigestError, Hasher};
+use crate::image::{Digest, Hasher};
 
 /// The compression around a tar archive, detected from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,6 +220,34 @@ pub(crate) fn extract_archive(
     Ok(())
 }
 
+/// Splits `--checksum=<alg>:<hex>` for the algorithms BuildKit accepts (sha256/384/512).
+fn parse_checksum(c: &str) -> Result<(&'static str, String), ContextError> {
+    let bad = |reason: &str| ContextError::Destination(format!("invalid --checksum={c}: {reason}"));
+    let (alg, hex) = c
+        .split_once(':')
+        .ok_or_else(|| bad("expected <algorithm>:<hex>"))?;
+    let (alg, len) = match alg {
+        "sha256" => ("sha256", 64),
+        "sha384" => ("sha384", 96),
+        "sha512" => ("sha512", 128),
+        _ => return Err(bad("unsupported algorithm (sha256, sha384 or sha512)")),
+    };
+    if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(bad(&format!("expected {len} hex characters")));
+    }
+    Ok((alg, hex.to_ascii_lowercase()))
+}
+
+/// The hex digest of a staged file with a SHA-2 variant other than sha256.
+fn file_hex(path: &Path, alg: &str) -> Result<String, ContextError> {
+    use sha2::Digest as _;
+    let bytes = std::fs::read(path).map_err(|e| ContextError::io(path, e))?;
+    Ok(match alg {
+        "sha384" => hex::encode(sha2::Sha384::digest(&bytes)),
+        _ => hex::encode(sha2::Sha512::digest(&bytes)),
+    })
+}
+
 /// A downloaded ADD URL.
 #[derive(Debug)]
 pub(crate) struct Fetched {
@@ -271,31 +299,24 @@ pub(crate) fn fetch_url(
         url: url.to_string(),
         reason,
     };
-    let expected: Option<Digest> = match checksum {
-        Some(c) if !c.starts_with("sha256:") => {
-            return Err(ContextError::Unsupported(format!(
-                "--checksum algorithm other than sha256 ({c})"
-            )));
-        }
-        Some(c) => Some(
-            c.parse()
-                .map_err(|e: DigestError| fail(format!("invalid --checksum: {e}")))?,
-        ),
-        None => None,
-    };
+    let expected = checksum.map(parse_checksum).transpose()?;
     let path = staged_path(stage);
     let url_owned = url.to_string();
     let path_owned = path.clone();
     let (size, digest, mtime) =
         run_blocking(async move { download(&url_owned, &path_owned).await }).map_err(fail)?;
-    if let Some(want) = expected
-        && want != digest
-    {
-        return Err(ContextError::ChecksumMismatch {
-            url: url.to_string(),
-            expected: want.to_string(),
-            actual: digest.to_string(),
-        });
+    if let Some((alg, want)) = expected {
+        let actual = match alg {
+            "sha256" => digest.hex().to_string(),
+            _ => file_hex(&path, alg)?,
+        };
+        if actual != want {
+            return Err(ContextError::ChecksumMismatch {
+                url: url.to_string(),
+                expected: format!("{alg}:{want}"),
+                actual: format!("{alg}:{actual}"),
+            });
+        }
     }
     Ok(Fetched {
         path,
@@ -404,6 +425,15 @@ async fn download(url: &str, path: &Path) -> Result<(u64, Digest, Option<Mtime>)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn checksums_name_their_algorithm() {
+        let ok = parse_checksum(&format!("sha512:{}", "AB".repeat(64))).unwrap();
+        assert_eq!(ok, ("sha512", "ab".repeat(64)));
+        assert!(parse_checksum("md5:00").is_err());
+        assert!(parse_checksum("sha256:abc").is_err());
+        assert!(parse_checksum("deadbeef").is_err());
+    }
 
     #[test]
     fn url_names_follow_buildkit() {
