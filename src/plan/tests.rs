@@ -327,3 +327,88 @@ fn dry_run_render_lists_order_and_deps() {
     assert!(text.contains("skipped: b"), "{text}");
     assert!(text.contains("needs: a"), "{text}");
 }
+
+#[test]
+fn stage_args_do_not_leak_between_stages() {
+    let text = "FROM busybox AS one\nARG A=1\nLABEL a=$A\nFROM busybox AS two\nLABEL a=x$A\n";
+    let p = plan(text, opts(&[], Some("two"))).unwrap();
+    let d = p.dispatch(&busybox(), &no_trigger).unwrap();
+    assert_eq!(d[&1].config.config.labels["a"], "x");
+}
+
+#[test]
+fn child_stage_inherits_env_but_not_args() {
+    let text = "FROM busybox AS one\nARG A=1\nENV E=$A\nFROM one\nLABEL e=$E a=x$A\n";
+    let d = target_dispatch(text, opts(&[], None));
+    assert_eq!(d.config.config.labels["e"], "1");
+    assert_eq!(d.config.config.labels["a"], "x");
+}
+
+#[test]
+fn declared_arg_without_value_is_empty_and_history_shows_it() {
+    let text = "FROM busybox\nARG NOVAL\nRUN echo $NOVAL\n";
+    let d = target_dispatch(text, opts(&[], None));
+    assert_eq!(
+        history(&d)[1],
+        "RUN |1 NOVAL= /bin/sh -c echo $NOVAL # buildkit"
+    );
+    let Op::Run(r) = &d.steps[1].op else { panic!() };
+    assert!(!r.env.iter().any(|e| e.starts_with("NOVAL=")));
+}
+
+#[test]
+fn build_arg_for_undeclared_name_is_invisible() {
+    let d = target_dispatch(
+        "FROM busybox\nLABEL v=x$SECRET\n",
+        opts(&[("SECRET", "s")], None),
+    );
+    assert_eq!(d.config.config.labels["v"], "x");
+}
+
+#[test]
+fn global_arg_override_reaches_from_and_redeclaration() {
+    let text = "ARG TAG=1\nFROM busybox:$TAG AS b\nARG TAG\nLABEL t=$TAG\n";
+    let p = plan(text, opts(&[("TAG", "2")], None)).unwrap();
+    assert_eq!(p.stages[0].base, Source::Image("busybox:2".into()));
+    let mut imgs = busybox();
+    let c = imgs.0["busybox"].clone();
+    imgs.0.insert("busybox:2".into(), c);
+    let d = p.dispatch(&imgs, &no_trigger).unwrap();
+    assert_eq!(d[&0].config.config.labels["t"], "2");
+}
+
+#[test]
+fn from_platform_flag_expands_with_predefined_args() {
+    let p = plan("FROM --platform=$BUILDPLATFORM busybox\n", opts(&[], None)).unwrap();
+    assert_eq!(p.stages[0].platform.as_deref(), Some("linux/amd64"));
+}
+
+#[test]
+fn run_mount_values_expand_and_from_resolves_to_a_stage() {
+    let text = "FROM busybox AS src\nFROM busybox\nARG DIR=/cache\nRUN --mount=type=cache,target=$DIR --mount=from=src,target=/s true\n";
+    let d = target_dispatch(text, opts(&[], None));
+    let Op::Run(r) = &d.steps[1].op else { panic!() };
+    assert_eq!(r.mounts[0].target.as_deref(), Some("/cache"));
+    assert_eq!(r.mount_sources, [Source::MainContext, Source::Stage(0)]);
+}
+
+#[test]
+fn workdir_is_relative_to_previous_and_expands_env() {
+    let d = target_dispatch(
+        "FROM busybox\nENV BASE=/srv\nWORKDIR $BASE\nWORKDIR app/../web\n",
+        opts(&[], None),
+    );
+    assert_eq!(d.config.config.working_dir.as_deref(), Some("/srv/web"));
+}
+
+#[test]
+fn copy_from_unknown_name_is_an_image() {
+    let d = target_dispatch(
+        "FROM busybox\nCOPY --from=nginx:1 /etc/nginx /etc/nginx\n",
+        opts(&[], None),
+    );
+    let Op::Copy(c) = &d.steps[0].op else {
+        panic!()
+    };
+    assert_eq!(c.from, Source::Image("nginx:1".into()));
+}
