@@ -153,7 +153,9 @@ impl<'a> EntrySet<'a> {
         {
             return true;
         }
-        self.dest_root.is_some_and(|r| r.join(path).is_dir())
+        // Never follow a symlink on the host: an image's absolute link points into the host.
+        self.dest_root
+            .is_some_and(|r| std::fs::symlink_metadata(r.join(path)).is_ok_and(|m| m.is_dir()))
     }
 }
 
@@ -206,7 +208,9 @@ fn resolve_dest(req: &CopyRequest) -> Result<(String, bool), ContextError> {
     let joined = join_rel(&parent, &last);
     let full = resolve_in_root(root, &joined, true, true, &req.dest)?;
     match full {
-        Some(p) if root.join(&p).is_dir() => Ok((p, true)),
+        Some(p) if std::fs::symlink_metadata(root.join(&p)).is_ok_and(|m| m.is_dir()) => {
+            Ok((p, true))
+        }
         _ => Ok((joined, is_dir)),
     }
 }
