@@ -15,7 +15,7 @@ pub mod shell;
 mod shell_pattern;
 
 pub use ast::{Directives, Dockerfile, Heredoc, Node};
-pub use dump::{dump, dump_node};
+pub use dump::{dump, dump_node, is_legacy_key_value};
 pub use error::ParseError;
 pub use parser::parse;
 pub use shell::{Expansion, Lexer, ShellError, VarLookup};
