@@ -68,11 +68,20 @@ fn plain_registry_serves_pushed_busybox() {
             .join("docker/registry/v2/repositories/busybox")
             .is_dir()
     );
+    let requests = registry.requests();
     assert!(
-        registry.log().contains("/v2/busybox/manifests/latest"),
-        "registry log lacks the manifest PUT:\n{}",
+        requests.iter().any(|r| r.method == "PUT"
+            && r.uri == "/v2/busybox/manifests/latest"
+            && r.status == 201),
+        "registry log lacks the manifest PUT: {requests:?}\n{}",
         registry.log()
     );
+    assert!(registry.has_tag("busybox", "latest"));
+    assert!(!registry.has_tag("busybox", "other"));
+    let manifest = common::image::raw_manifest(&registry, &reference);
+    let layer = manifest["layers"][0]["digest"].as_str().unwrap();
+    assert!(registry.has_blob("busybox", layer));
+    assert!(!registry.has_blob("elsewhere", layer));
 }
 
 #[test]

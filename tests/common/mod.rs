@@ -10,6 +10,7 @@ pub mod fixtures;
 pub mod http;
 pub mod image;
 pub mod registry;
+mod registry_config;
 pub mod token;
 
 use std::path::{Path, PathBuf};
@@ -17,7 +18,7 @@ use std::process::Command;
 
 pub use context::Context;
 pub use image::PulledImage;
-pub use registry::Registry;
+pub use registry::{LoggedRequest, Registry};
 pub use token::TokenPolicy;
 
 /// A `rbuild` command (the binary built for this test run) whose `--root` is a fresh

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use super::registry_config::{Tls, basic_tls_yaml, prepare_basic_tls, token_yaml, write_config};
 use super::token::{TokenPolicy, TokenRequest, TokenServer};
 
 /// How long a freshly started registry may take to answer on its port.
@@ -17,13 +18,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Attempts at starting on a free port: the port is picked by binding port 0 and releasing
 /// it, so another process can grab it before the registry does.
 const START_ATTEMPTS: usize = 5;
-
-/// TLS material of the basic-auth variant.
-#[derive(Debug, Clone)]
-struct Tls {
-    ca_cert: PathBuf,
-    cert_dir: PathBuf,
-}
 
 /// How clients authenticate.
 enum Auth {
@@ -190,6 +184,39 @@ impl Registry {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
+    /// The requests the registry served so far, from its access log, oldest first; e.g.
+    /// `requests().iter().filter(|r| r.method == "POST" && r.uri.contains("mount="))`.
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.log()
+            .lines()
+            .filter_map(LoggedRequest::parse)
+            .collect()
+    }
+
+    /// Whether repository `repo` links blob `digest` (`sha256:...`), by looking at storage.
+    pub fn has_blob(&self, repo: &str, digest: &str) -> bool {
+        let (algorithm, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+        self.storage_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_layers")
+            .join(algorithm)
+            .join(hex)
+            .join("link")
+            .is_file()
+    }
+
+    /// Whether repository `repo` has tag `tag`, by looking at storage.
+    pub fn has_tag(&self, repo: &str, tag: &str) -> bool {
+        self.storage_dir()
+            .join("docker/registry/v2/repositories")
+            .join(repo)
+            .join("_manifests/tags")
+            .join(tag)
+            .join("current/link")
+            .is_file()
+    }
+
     /// The registry's filesystem storage root (`docker/registry/v2/...` below it).
     pub fn storage_dir(&self) -> PathBuf {
         self.dir.path().join("storage")
@@ -241,6 +268,33 @@ impl Registry {
             None => args.push(format!("--{prefix}tls-verify=false")),
         }
         args
+    }
+}
+
+/// One line of the registry's access log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoggedRequest {
+    /// `GET`, `HEAD`, `POST`, `PATCH`, `PUT`, `DELETE`.
+    pub method: String,
+    /// Path and query, e.g. `/v2/app/blobs/uploads/?mount=sha256:...&from=base`.
+    pub uri: String,
+    /// The status the registry answered.
+    pub status: u16,
+}
+
+impl LoggedRequest {
+    /// Parses `IP - - [date] "METHOD URI HTTP/1.1" STATUS SIZE "referer" "agent"`.
+    fn parse(line: &str) -> Option<LoggedRequest> {
+        let (_, rest) = line.split_once("] \"")?;
+        let (request, rest) = rest.split_once('"')?;
+        let mut words = request.split(' ');
+        let (method, uri) = (words.next()?, words.next()?);
+        let status = rest.split_whitespace().next()?.parse().ok()?;
+        Some(LoggedRequest {
+            method: method.to_string(),
+            uri: uri.to_string(),
+            status,
+        })
     }
 }
 
@@ -296,90 +350,7 @@ fn v2_answers(mut stream: TcpStream, expect_200: bool) -> bool {
 fn auth_config(auth: &Auth, dir: &Path) -> String {
     match auth {
         Auth::Anonymous => String::new(),
-        Auth::Basic { .. } => format!(
-            "  tls:\n    certificate: {crt}\n    key: {key}\n\
-             auth:\n  htpasswd:\n    realm: rbuild-test\n    path: {htpasswd}\n",
-            crt = dir.join("tls/server.crt").display(),
-            key = dir.join("tls/server.key").display(),
-            htpasswd = dir.join("htpasswd").display(),
-        ),
-        Auth::Token { server } => format!(
-            "auth:\n  token:\n    realm: {realm}\n    service: {service}\n    \
-             issuer: {issuer}\n    rootcertbundle: {bundle}\n",
-            realm = server.realm(),
-            service = super::token::SERVICE,
-            issuer = super::token::ISSUER,
-            bundle = server.cert_path().display(),
-        ),
+        Auth::Basic { .. } => basic_tls_yaml(dir),
+        Auth::Token { server } => token_yaml(server),
     }
-}
-
-fn write_config(config: &Path, addr: SocketAddr, storage: &Path, auth_yaml: &str) {
-    let yaml = format!(
-        "version: 0.1\n\
-         log:\n  level: info\n  formatter: text\n  accesslog:\n    disabled: false\n\
-         storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n  \
-         maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: {addr}\n  secret: rbuild-test-secret\n{auth_yaml}",
-        storage = storage.display(),
-    );
-    std::fs::write(config, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
-}
-
-/// Creates the htpasswd file, a CA and a server certificate under `dir`.
-fn prepare_basic_tls(dir: &Path, user: &str, password: &str) -> Tls {
-    let htpasswd = super::run_ok(
-        Command::new("htpasswd")
-            .args(["-Bbn", user, password])
-            .stdin(Stdio::null()),
-    );
-    std::fs::write(dir.join("htpasswd"), htpasswd).expect("writing htpasswd");
-
-    let tls = dir.join("tls");
-    let cert_dir = dir.join("certs");
-    std::fs::create_dir(&tls).expect("creating tls dir");
-    std::fs::create_dir(&cert_dir).expect("creating certs dir");
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    super::run_ok(
-        Command::new("openssl")
-            .current_dir(&tls)
-            .args(["req", "-x509"])
-            .args(ec)
-            .args(["-keyout", "ca.key", "-out", "ca.crt", "-days", "7"])
-            .args(["-subj", "/CN=rbuild test CA"])
-            .args(["-addext", "basicConstraints=critical,CA:TRUE"])
-            .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]),
-    );
-    super::run_ok(
-        Command::new("openssl")
-            .current_dir(&tls)
-            .arg("req")
-            .args(ec)
-            .args(["-keyout", "server.key", "-out", "server.csr"])
-            .args(["-subj", "/CN=127.0.0.1"]),
-    );
-    std::fs::write(
-        tls.join("server.ext"),
-        "basicConstraints=critical,CA:FALSE\n\
-         keyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\n\
-         subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-    )
-    .expect("writing server.ext");
-    super::run_ok(
-        Command::new("openssl")
-            .current_dir(&tls)
-            .args(["x509", "-req", "-in", "server.csr", "-CA", "ca.crt"])
-            .args(["-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt"])
-            .args(["-days", "7", "-extfile", "server.ext"]),
-    );
-    let ca_cert = cert_dir.join("ca.crt");
-    std::fs::copy(tls.join("ca.crt"), &ca_cert).expect("copying ca.crt");
-    Tls { ca_cert, cert_dir }
 }
