@@ -444,8 +444,25 @@ fn run_in(root: RootSpec, script: &str) -> String {
 
 #[test]
 fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
+    setup();
+    let work = tempfile::tempdir().unwrap();
+    let snaps = rbuild::snapshot::Snapshotter::new(&work.path().join("store")).unwrap();
+    assert_eq!(
+        snaps.backend(),
+        rbuild::snapshot::Backend::Overlay,
+        "overlayfs works on this kernel"
+    );
+    diff_round_trip(rbuild::snapshot::Backend::Overlay);
+}
+
+#[test]
+fn copy_snapshots_give_the_same_layer_semantics() {
+    diff_round_trip(rbuild::snapshot::Backend::Copy);
+}
+
+fn diff_round_trip(backend: rbuild::snapshot::Backend) {
     use rbuild::layer::Compression;
-    use rbuild::snapshot::Snapshotter;
+    use rbuild::snapshot::{Backend, Snapshotter};
     setup();
     let work = tempfile::tempdir().unwrap();
     let base = work.path().join("base");
@@ -459,7 +476,7 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
     let base_blob = work.path().join("base.tar.gz");
     let base_id = layer_from_tree(&base, &base_blob);
 
-    let snaps = Snapshotter::new(&work.path().join("store")).unwrap();
+    let snaps = Snapshotter::with_backend(&work.path().join("store"), backend).unwrap();
     let dir = snaps.unpack_layer(&base_id, &base_blob).unwrap();
     assert!(snaps.has_layer(&base_id));
     assert_eq!(
@@ -499,13 +516,18 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
     assert_eq!(rbuild::image::Digest::of(&bytes), summary.diff_id);
     let entries = tar_entries(&diff_path);
     let names: Vec<&str> = entries.iter().map(|(n, _, _)| n.as_str()).collect();
+    let replaced = if backend == Backend::Overlay {
+        "olddir/.wh..wh..opq"
+    } else {
+        "olddir/.wh.a"
+    };
     for expected in [
         "data/",
         "data/.wh.delete",
         "data/modify",
         "data/new",
         "olddir/",
-        "olddir/.wh..wh..opq",
+        replaced,
         "olddir/c",
     ] {
         assert!(
@@ -562,4 +584,45 @@ fn overlay_diff_has_whiteouts_opaque_dirs_and_container_ids() {
             .count(),
         0
     );
+}
+
+/// Layer production for a RUN writing 20,000 small files and one 200 MB file. Timing is
+/// printed, not asserted: `cargo test --release --test rootless_exec -- --ignored --nocapture`.
+#[test]
+#[ignore = "slow performance note"]
+fn perf_run_and_diff_of_20000_files_and_200mb() {
+    use rbuild::layer::Compression;
+    use rbuild::snapshot::Snapshotter;
+    setup();
+    let work = tempfile::tempdir().unwrap();
+    let base = work.path().join("base");
+    busybox_root(&base);
+    let blob = work.path().join("base.tar.gz");
+    let base_id = layer_from_tree(&base, &blob);
+    let snaps = Snapshotter::new(&work.path().join("store")).unwrap();
+    snaps.unpack_layer(&base_id, &blob).unwrap();
+    let active = snaps.prepare(std::slice::from_ref(&base_id)).unwrap();
+    let start = Instant::now();
+    run_in(
+        active.root(),
+        "mkdir /many && cd /many && for d in $(seq 1 100); do mkdir $d; \
+         for f in $(seq 1 200); do echo $d$f > $d/$f; done; done && \
+         head -c 200000000 /dev/urandom > /big",
+    );
+    eprintln!("RUN writing 20,000 files + 200 MB: {:?}", start.elapsed());
+    for compression in [
+        Compression::Uncompressed,
+        Compression::Zstd { level: 3 },
+        Compression::Gzip { level: 6 },
+    ] {
+        let out = fs::File::create(work.path().join("diff")).unwrap();
+        let start = Instant::now();
+        let summary = snaps.diff(&active, compression, None, out).unwrap();
+        eprintln!(
+            "diff {compression}: {:?} ({} bytes uncompressed)",
+            start.elapsed(),
+            summary.uncompressed_size
+        );
+    }
+    snaps.remove(active).unwrap();
 }

@@ -35,6 +35,7 @@ pub use spec::{
 };
 pub use userns::{IdMapping, IdRange, MapWriter};
 
+pub(crate) use helper::mount_overlay;
 pub(crate) use mounts::secure_join;
 pub(crate) use run::{hand_over, make_traversable};
 pub(crate) use spawn::{Job, Response, call};

@@ -143,13 +143,22 @@ pub(crate) fn call(
                 }
                 data_raw = Some(moved);
             }
-            if libc::dup2(status_raw, STATUS_FD) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if let Some(d) = data_raw
-                && libc::dup2(d, DATA_FD) < 0
-            {
-                return Err(std::io::Error::last_os_error());
+            // dup2 onto itself keeps FD_CLOEXEC, so an fd already in place needs it cleared.
+            let place = |from: i32, to: i32| {
+                let rc = if from == to {
+                    libc::fcntl(to, libc::F_SETFD, 0)
+                } else {
+                    libc::dup2(from, to)
+                };
+                if rc < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(())
+                }
+            };
+            place(status_raw, STATUS_FD)?;
+            if let Some(d) = data_raw {
+                place(d, DATA_FD)?;
             }
             Ok(())
         });

@@ -8,9 +8,12 @@
 //!
 //! Unpacking, diffing and deleting run in the executor's user namespace (through
 //! [`crate::exec`]'s helper), so ownership works rootless and layers carry container ids.
-//! Refuses: copy-based snapshots for kernels without overlayfs in user namespaces (an error
-//! says so), verifying that an unpacked blob matches its diff_id (the store verified the blob).
+//! When overlayfs cannot be mounted in a user namespace (old kernels, odd filesystems), steps
+//! run on a plain copy of the chain and the diff compares metadata ([`Backend::Copy`]); a
+//! warning says so once. Refuses: verifying that an unpacked blob matches its diff_id (the
+//! store verified the blob's digest).
 
+mod copy;
 mod diff;
 mod nsjob;
 mod unpack;
@@ -70,32 +73,50 @@ pub struct DiffSummary {
     pub uncompressed_size: u64,
 }
 
+/// How writable snapshots are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An overlay mount (inside the user namespace) over the layer chain; the diff is the
+    /// upper dir.
+    Overlay,
+    /// A full copy of the chain; the diff compares it with a pristine copy. Slow fallback.
+    Copy,
+}
+
 /// The snapshot area of an rbuild root.
 #[derive(Debug, Clone)]
 pub struct Snapshotter {
     dir: PathBuf,
+    backend: Backend,
 }
 
-/// A writable snapshot for one RUN step: an overlay upper + work dir over a layer chain.
+/// A writable snapshot for one RUN step over a layer chain.
 #[derive(Debug)]
 pub struct Active {
     dir: PathBuf,
     lowers: Vec<PathBuf>,
+    backend: Backend,
 }
 
 impl Active {
     /// The root to give [`crate::exec::RunSpec::root`].
     pub fn root(&self) -> RootSpec {
-        RootSpec::Overlay {
-            lowers: self.lowers.clone(),
-            upper: self.upper(),
-            work: self.dir.join("work"),
+        match self.backend {
+            Backend::Overlay => RootSpec::Overlay {
+                lowers: self.lowers.clone(),
+                upper: self.upper(),
+                work: self.dir.join("work"),
+            },
+            Backend::Copy => RootSpec::Dir(self.dir.join("rootfs")),
         }
     }
 
-    /// The overlay upper dir (the step's changes).
+    /// The overlay upper dir (the step's changes); the whole root for copy snapshots.
     pub fn upper(&self) -> PathBuf {
-        self.dir.join("upper")
+        match self.backend {
+            Backend::Overlay => self.dir.join("upper"),
+            Backend::Copy => self.dir.join("rootfs"),
+        }
     }
 }
 
@@ -121,15 +142,55 @@ fn unique_name(prefix: &str) -> String {
 }
 
 impl Snapshotter {
-    /// Opens (creating) the snapshot area `<rbuild_root>/snapshots/`.
+    /// Opens (creating) the snapshot area `<rbuild_root>/snapshots/`, with overlay snapshots
+    /// when overlayfs works in a user namespace here (probed once per process), else copies.
     pub fn new(rbuild_root: &Path) -> Result<Snapshotter, Error> {
+        static PROBED: std::sync::OnceLock<Backend> = std::sync::OnceLock::new();
+        let mut snap = Snapshotter::with_backend(rbuild_root, Backend::Overlay)?;
+        let backend = match PROBED.get() {
+            Some(b) => *b,
+            None => {
+                let b = snap.probe_overlay()?;
+                if b == Backend::Copy {
+                    tracing::warn!(
+                        "overlayfs cannot be mounted in a user namespace here: RUN steps use \
+                         copy-based snapshots, which are much slower"
+                    );
+                }
+                *PROBED.get_or_init(|| b)
+            }
+        };
+        snap.backend = backend;
+        Ok(snap)
+    }
+
+    /// Like [`new`](Self::new) with a chosen backend and no probe.
+    pub fn with_backend(rbuild_root: &Path, backend: Backend) -> Result<Snapshotter, Error> {
         let dir = rbuild_root.join("snapshots");
         for sub in ["layers", "active", "tmp"] {
             let p = dir.join(sub);
             fs::create_dir_all(&p).map_err(io("creating", &p))?;
         }
         make_traversable(&dir.join("layers").join("x"))?;
-        Ok(Snapshotter { dir })
+        make_traversable(&dir.join("tmp").join("x"))?;
+        Ok(Snapshotter { dir, backend })
+    }
+
+    /// The backend in use.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    fn probe_overlay(&self) -> Result<Backend, Error> {
+        let tmp = self.dir.join("tmp").join(unique_name("probe-"));
+        fs::create_dir(&tmp).map_err(io("creating", &tmp))?;
+        hand_over(&tmp)?;
+        let result = call(NsJob::ProbeOverlay { dir: tmp.clone() }, None);
+        self.remove_tree(&tmp)?;
+        Ok(match result? {
+            serde_json::Value::Bool(true) => Backend::Overlay,
+            _ => Backend::Copy,
+        })
     }
 
     /// Where layer `diff_id` is (or would be) unpacked.
@@ -195,11 +256,39 @@ impl Snapshotter {
             lowers.push(self.layer_dir(d));
         }
         let dir = self.dir.join("active").join(unique_name("run-"));
-        for p in [dir.clone(), dir.join("upper"), dir.join("work")] {
-            fs::create_dir(&p).map_err(io("creating", &p))?;
-            hand_over(&p)?;
+        fs::create_dir(&dir).map_err(io("creating", &dir))?;
+        hand_over(&dir)?;
+        let active = Active {
+            dir: dir.clone(),
+            lowers,
+            backend: self.backend,
+        };
+        let made = match self.backend {
+            Backend::Overlay => [dir.join("upper"), dir.join("work")]
+                .iter()
+                .try_for_each(|p| {
+                    fs::create_dir(p).map_err(io("creating", p))?;
+                    hand_over(p).map_err(Error::from)
+                }),
+            Backend::Copy => {
+                let layers: Vec<PathBuf> = active.lowers.iter().rev().cloned().collect();
+                ["base", "rootfs"].iter().try_for_each(|name| {
+                    let job = NsJob::Materialize {
+                        layers: layers.clone(),
+                        parent: dir.clone(),
+                        name: name.to_string(),
+                    };
+                    call(job, None).map(drop)
+                })
+            }
+        };
+        match made {
+            Ok(()) => Ok(active),
+            Err(e) => {
+                let _ = self.remove(active);
+                Err(e)
+            }
         }
-        Ok(Active { dir, lowers })
     }
 
     /// Writes the changes of `active` as a layer into `out` (a file the caller then stores).
@@ -216,11 +305,20 @@ impl Snapshotter {
             Compression::Uncompressed => ("uncompressed", None),
         };
         let upper = active.upper();
-        let job = NsJob::Diff {
-            upper: upper.clone(),
-            compression: name.into(),
-            level,
-            source_date_epoch,
+        let job = match active.backend {
+            Backend::Overlay => NsJob::Diff {
+                upper: upper.clone(),
+                compression: name.into(),
+                level,
+                source_date_epoch,
+            },
+            Backend::Copy => NsJob::DiffCopy {
+                base: active.dir.join("base"),
+                rootfs: upper.clone(),
+                compression: name.into(),
+                level,
+                source_date_epoch,
+            },
         };
         let fail = |message: String| Error::Diff {
             upper: upper.clone(),
@@ -242,6 +340,9 @@ impl Snapshotter {
     /// upper dir is already in overlay format), so the next step stacks on it without
     /// unpacking. Returns the layer dir.
     pub fn commit(&self, active: Active, diff_id: &Digest) -> Result<PathBuf, Error> {
+        if active.backend == Backend::Copy {
+            return self.commit_copy(active, diff_id);
+        }
         let final_dir = self.layer_dir(diff_id);
         if !final_dir.is_dir()
             && let Err(e) = fs::rename(active.upper(), &final_dir)
@@ -251,6 +352,18 @@ impl Snapshotter {
         }
         self.remove(active)?;
         Ok(final_dir)
+    }
+
+    /// Copy snapshots have no overlay-format upper dir: the diff is unpacked as the layer.
+    fn commit_copy(&self, active: Active, diff_id: &Digest) -> Result<PathBuf, Error> {
+        let tar = self.dir.join("tmp").join(unique_name("commit-"));
+        let file = File::create(&tar).map_err(io("creating", &tar))?;
+        let result = self
+            .diff(&active, Compression::Uncompressed, None, file)
+            .and_then(|_| self.unpack_layer(diff_id, &tar));
+        let _ = fs::remove_file(&tar);
+        self.remove(active)?;
+        result
     }
 
     /// Deletes `active` and everything the step wrote.

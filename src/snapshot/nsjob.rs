@@ -19,6 +19,23 @@ pub(crate) enum NsJob {
     /// Creates `parent/name` and unpacks the layer blob passed as data fd into it, with overlay
     /// whiteouts (char 0:0) and opaque markers (`user.overlay.opaque`).
     Unpack { parent: PathBuf, name: String },
+    /// Copy-based snapshots: copies `layers` (base first) into a new dir `parent/name`.
+    Materialize {
+        layers: Vec<PathBuf>,
+        parent: PathBuf,
+        name: String,
+    },
+    /// Copy-based snapshots: writes what differs between `rootfs` and `base` to the data fd.
+    DiffCopy {
+        base: PathBuf,
+        rootfs: PathBuf,
+        compression: String,
+        level: Option<i32>,
+        source_date_epoch: Option<i64>,
+    },
+    /// Whether overlayfs mounts in this user namespace, tried in `dir` (not pinned: mounting
+    /// needs paths of the helper's own mount namespace).
+    ProbeOverlay { dir: PathBuf },
     /// Writes the layer for the overlay upper dir `upper` to the data fd.
     Diff {
         upper: PathBuf,
@@ -42,6 +59,13 @@ impl NsJob {
             NsJob::Empty { dir } => vec![dir],
             NsJob::Unpack { parent, .. } => vec![parent],
             NsJob::Diff { upper, .. } => vec![upper],
+            NsJob::Materialize { layers, parent, .. } => {
+                let mut v: Vec<&mut PathBuf> = layers.iter_mut().collect();
+                v.push(parent);
+                v
+            }
+            NsJob::DiffCopy { base, rootfs, .. } => vec![base, rootfs],
+            NsJob::ProbeOverlay { .. } => Vec::new(),
         }
     }
 }
@@ -76,30 +100,75 @@ pub(crate) fn run_ns_job(job: NsJob, data: Option<OwnedFd>) -> Result<serde_json
             let stats = super::unpack::unpack(blob, &dest)?;
             serde_json::to_value(stats).map_err(|e| e.to_string())
         }
+        NsJob::Materialize {
+            layers,
+            parent,
+            name,
+        } => {
+            let dest = parent.join(&name);
+            std::fs::create_dir(&dest).map_err(|e| format!("creating {name}: {e}"))?;
+            super::copy::materialize(&layers, &dest)?;
+            Ok(serde_json::Value::Null)
+        }
+        NsJob::ProbeOverlay { dir } => {
+            // SAFETY: single-threaded helper, root in its user namespace.
+            if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+                return Ok(serde_json::Value::Bool(false));
+            }
+            let sub = |n: &str| dir.join(n);
+            for n in ["lower", "upper", "work", "merged"] {
+                std::fs::create_dir(sub(n)).map_err(|e| format!("creating probe dir {n}: {e}"))?;
+            }
+            let ok = crate::exec::mount_overlay(
+                &[sub("lower")],
+                &sub("upper"),
+                &sub("work"),
+                &sub("merged"),
+            );
+            Ok(serde_json::Value::Bool(ok.is_ok()))
+        }
+        NsJob::DiffCopy {
+            base,
+            rootfs,
+            compression,
+            level,
+            source_date_epoch,
+        } => write_layer(data, &compression, level, |w| {
+            super::copy::write_diff(&base, &rootfs, w, source_date_epoch)
+        }),
         NsJob::Diff {
             upper,
             compression,
             level,
             source_date_epoch,
-        } => {
-            let out = File::from(data.ok_or("diff job without an output file")?);
-            let compression = Compression::from_name(&compression, level)
-                .ok_or_else(|| format!("unknown compression {compression}"))?;
-            let mut writer = LayerWriter::new(out, compression)
-                .map_err(|e| format!("starting the layer: {e}"))?;
-            super::diff::write_upper(&upper, &mut writer, source_date_epoch)?;
-            let summary = writer
-                .finish()
-                .map_err(|e| format!("finishing the layer: {e}"))?;
-            summary
-                .sink
-                .sync_all()
-                .map_err(|e| format!("syncing the layer file: {e}"))?;
-            serde_json::to_value(DiffReport {
-                diff_id: summary.diff_id.to_string(),
-                uncompressed_size: summary.uncompressed_size,
-            })
-            .map_err(|e| e.to_string())
-        }
+        } => write_layer(data, &compression, level, |w| {
+            super::diff::write_upper(&upper, w, source_date_epoch)
+        }),
     }
+}
+
+fn write_layer(
+    data: Option<OwnedFd>,
+    compression: &str,
+    level: Option<i32>,
+    body: impl FnOnce(&mut LayerWriter<File>) -> Result<(), String>,
+) -> Result<serde_json::Value, String> {
+    let out = File::from(data.ok_or("diff job without an output file")?);
+    let compression = Compression::from_name(compression, level)
+        .ok_or_else(|| format!("unknown compression {compression}"))?;
+    let mut writer =
+        LayerWriter::new(out, compression).map_err(|e| format!("starting the layer: {e}"))?;
+    body(&mut writer)?;
+    let summary = writer
+        .finish()
+        .map_err(|e| format!("finishing the layer: {e}"))?;
+    summary
+        .sink
+        .sync_all()
+        .map_err(|e| format!("syncing the layer file: {e}"))?;
+    serde_json::to_value(DiffReport {
+        diff_id: summary.diff_id.to_string(),
+        uncompressed_size: summary.uncompressed_size,
+    })
+    .map_err(|e| e.to_string())
 }

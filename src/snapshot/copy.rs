@@ -1,0 +1,257 @@
+//! Copy-based snapshots, used when overlayfs cannot be mounted in a user namespace: the layer
+//! chain is copied into a plain directory (applying overlay-format whiteouts and opaque dirs),
+//! and the diff compares that directory with a pristine copy by metadata, as docker's naive
+//! differ does. Runs inside the user namespace.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{FileTypeExt, MetadataExt, symlink};
+use std::path::{Path, PathBuf};
+
+use filetime::FileTime;
+use walkdir::WalkDir;
+
+use crate::exec::secure_join;
+use crate::layer::{EntryOptions, LayerWriter};
+
+fn is_whiteout(meta: &fs::Metadata) -> bool {
+    meta.file_type().is_char_device() && meta.rdev() == 0
+}
+
+fn is_opaque(dir: &Path) -> bool {
+    matches!(xattr::get(dir, "user.overlay.opaque"), Ok(Some(v)) if v == b"y")
+}
+
+fn remove_any(path: &Path) -> Result<(), String> {
+    let result = match fs::symlink_metadata(path) {
+        Err(_) => return Ok(()),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+    };
+    result.map_err(|e| format!("removing {}: {e}", path.display()))
+}
+
+/// Copies the snapshot dirs `layers` (base first) on top of each other into `dest`.
+pub(crate) fn materialize(layers: &[PathBuf], dest: &Path) -> Result<(), String> {
+    for layer in layers {
+        copy_layer(layer, dest)?;
+    }
+    Ok(())
+}
+
+fn copy_layer(src: &Path, dest: &Path) -> Result<(), String> {
+    let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
+    let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();
+    for entry in WalkDir::new(src).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| format!("walking {}: {e}", src.display()))?;
+        let rel = entry.path().strip_prefix(src).expect("under the walk root");
+        let parent = secure_join(
+            dest,
+            &format!("/{}", rel.parent().unwrap_or(Path::new("")).display()),
+        )?;
+        let target = parent.join(rel.file_name().expect("non-root entry"));
+        let meta = entry
+            .metadata()
+            .map_err(|e| format!("lstat {}: {e}", rel.display()))?;
+        let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", rel.display());
+        if is_whiteout(&meta) {
+            remove_any(&target)?;
+            continue;
+        }
+        if meta.is_dir() {
+            match fs::symlink_metadata(&target) {
+                Ok(m) if m.is_dir() => {
+                    if is_opaque(entry.path()) {
+                        for child in fs::read_dir(&target).map_err(|e| err("listing", e))? {
+                            remove_any(&child.map_err(|e| err("listing", e))?.path())?;
+                        }
+                    }
+                }
+                Ok(_) => {
+                    remove_any(&target)?;
+                    fs::create_dir(&target).map_err(|e| err("creating", e))?;
+                }
+                Err(_) => fs::create_dir(&target).map_err(|e| err("creating", e))?,
+            }
+            set_attrs(entry.path(), &target, &meta)?;
+            dirs.push((target, meta));
+            continue;
+        }
+        remove_any(&target)?;
+        let key = (meta.dev(), meta.ino());
+        if meta.nlink() > 1
+            && let Some(first) = links.get(&key)
+        {
+            fs::hard_link(first, &target).map_err(|e| err("linking", e))?;
+            continue;
+        }
+        let ft = meta.file_type();
+        if ft.is_symlink() {
+            let to = fs::read_link(entry.path()).map_err(|e| err("reading link", e))?;
+            symlink(&to, &target).map_err(|e| err("creating symlink", e))?;
+        } else if ft.is_file() {
+            fs::copy(entry.path(), &target).map_err(|e| err("copying", e))?;
+        } else {
+            let kind = if ft.is_fifo() {
+                rustix::fs::FileType::Fifo
+            } else if ft.is_block_device() {
+                rustix::fs::FileType::BlockDevice
+            } else if ft.is_char_device() {
+                rustix::fs::FileType::CharacterDevice
+            } else {
+                continue; // sockets are never part of a layer
+            };
+            let mode = rustix::fs::Mode::from_raw_mode(meta.mode() & 0o7777);
+            if let Err(e) = rustix::fs::mknodat(rustix::fs::CWD, &target, kind, mode, meta.rdev()) {
+                tracing::warn!(path = %rel.display(), error = %e, "skipping special file");
+                continue;
+            }
+        }
+        set_attrs(entry.path(), &target, &meta)?;
+        if meta.nlink() > 1 {
+            links.insert(key, target);
+        }
+    }
+    // Directory times last: creating their entries changed them.
+    for (dir, meta) in dirs.iter().rev() {
+        let _ = filetime::set_file_times(
+            dir,
+            FileTime::from_last_access_time(meta),
+            FileTime::from_last_modification_time(meta),
+        );
+    }
+    Ok(())
+}
+
+fn set_attrs(src: &Path, target: &Path, meta: &fs::Metadata) -> Result<(), String> {
+    let err = |what: &str, e: std::io::Error| format!("{what} {}: {e}", target.display());
+    std::os::unix::fs::lchown(target, Some(meta.uid()), Some(meta.gid()))
+        .map_err(|e| err("chown", e))?;
+    if !meta.file_type().is_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(target, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(|e| err("chmod", e))?;
+        if let Ok(names) = xattr::list(src) {
+            for name in names.filter(|n| !n.to_string_lossy().starts_with("user.overlay.")) {
+                if let Ok(Some(v)) = xattr::get(src, &name) {
+                    let _ = xattr::set(target, &name, &v);
+                }
+            }
+        }
+    }
+    filetime::set_symlink_file_times(
+        target,
+        FileTime::from_last_access_time(meta),
+        FileTime::from_last_modification_time(meta),
+    )
+    .map_err(|e| err("setting times of", e))
+}
+
+fn same(a: &fs::Metadata, b: &fs::Metadata, pa: &Path, pb: &Path) -> bool {
+    let basic = a.mode() == b.mode()
+        && a.uid() == b.uid()
+        && a.gid() == b.gid()
+        && a.rdev() == b.rdev()
+        && (a.is_dir()
+            || (a.size() == b.size()
+                && a.mtime() == b.mtime()
+                && a.mtime_nsec() == b.mtime_nsec()));
+    if !basic {
+        return false;
+    }
+    if a.file_type().is_symlink() {
+        return fs::read_link(pa).ok() == fs::read_link(pb).ok();
+    }
+    let xa: Vec<_> = xattr::list(pa).map(|l| l.collect()).unwrap_or_default();
+    let xb: Vec<_> = xattr::list(pb).map(|l| l.collect()).unwrap_or_default();
+    xa == xb
+        && xa
+            .iter()
+            .all(|n| xattr::get(pa, n).ok() == xattr::get(pb, n).ok())
+}
+
+/// Appends the not yet written parent dirs of `rel` (containerd's change writer includes them).
+fn parents<W: Write>(
+    rel: &Path,
+    rootfs: &Path,
+    emitted: &mut HashSet<PathBuf>,
+    writer: &mut LayerWriter<W>,
+    options: &EntryOptions,
+) -> Result<(), String> {
+    let mut chain: Vec<&Path> = rel
+        .ancestors()
+        .skip(1)
+        .filter(|a| !a.as_os_str().is_empty())
+        .collect();
+    chain.reverse();
+    for dir in chain {
+        if emitted.insert(dir.to_path_buf()) {
+            writer
+                .append_from_fs(dir, rootfs.join(dir), options)
+                .map_err(|e| e.to_string())?;
+        }
+    }
+    Ok(())
+}
+
+/// Writes what differs between `rootfs` and its pristine copy `base` as a layer.
+pub(crate) fn write_diff<W: Write>(
+    base: &Path,
+    rootfs: &Path,
+    writer: &mut LayerWriter<W>,
+    source_date_epoch: Option<i64>,
+) -> Result<(), String> {
+    let options = EntryOptions {
+        source_date_epoch,
+        ..EntryOptions::default()
+    };
+    let mut emitted = HashSet::new();
+    let mut walk = WalkDir::new(base)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter();
+    while let Some(entry) = walk.next() {
+        let entry = entry.map_err(|e| format!("walking the base copy: {e}"))?;
+        let rel = entry
+            .path()
+            .strip_prefix(base)
+            .expect("under the walk root");
+        let was_dir = entry.file_type().is_dir();
+        match fs::symlink_metadata(rootfs.join(rel)) {
+            Err(_) => {
+                parents(rel, rootfs, &mut emitted, writer, &options)?;
+                writer.append_whiteout(rel).map_err(|e| e.to_string())?;
+                if was_dir {
+                    walk.skip_current_dir();
+                }
+            }
+            Ok(now) if was_dir && !now.is_dir() => walk.skip_current_dir(),
+            Ok(_) => {}
+        }
+    }
+    for entry in WalkDir::new(rootfs).min_depth(1).sort_by_file_name() {
+        let entry = entry.map_err(|e| format!("walking the root: {e}"))?;
+        let rel = entry
+            .path()
+            .strip_prefix(rootfs)
+            .expect("under the walk root");
+        let now = entry
+            .metadata()
+            .map_err(|e| format!("lstat {}: {e}", rel.display()))?;
+        let before = base.join(rel);
+        let unchanged =
+            fs::symlink_metadata(&before).is_ok_and(|b| same(&now, &b, entry.path(), &before));
+        if unchanged || emitted.contains(rel) {
+            continue;
+        }
+        parents(rel, rootfs, &mut emitted, writer, &options)?;
+        if now.is_dir() {
+            emitted.insert(rel.to_path_buf());
+        }
+        writer
+            .append_from_fs(rel, entry.path(), &options)
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
