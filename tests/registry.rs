@@ -404,6 +404,8 @@ struct Faults {
     cut_digest: std::sync::Mutex<String>,
     cut_upload: std::sync::atomic::AtomicBool,
     saw_range: std::sync::atomic::AtomicBool,
+    /// Every manifest PUT fails with 500 while set (not taken once).
+    refuse_manifests: std::sync::atomic::AtomicBool,
 }
 
 impl Faults {
@@ -469,6 +471,12 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: &str, faults: &Faults) {
     }
     if method == "GET" && path.contains("/manifests/") && Faults::take(&faults.manifest_429) {
         return reply(client, "429 Too Many Requests", "Retry-After: 1\r\n");
+    }
+    if method == "PUT"
+        && path.contains("/manifests/")
+        && faults.refuse_manifests.load(Ordering::SeqCst)
+    {
+        return reply(client, "500 Internal Server Error", "");
     }
     if method == "GET" && is_blob && header("range").is_some() {
         faults.saw_range.store(true, Ordering::SeqCst);
@@ -697,4 +705,53 @@ fn credentials_come_from_podman_auth_file_and_credential_helpers() {
     run_ok(with_helper(root.rbuild()).args(["push", &name]));
     run_ok(with_helper(root.rbuild()).args(["logout", &registry.addr()]));
     assert!(!store_file.exists());
+}
+
+#[test]
+fn interrupted_push_leaves_no_tag_and_completes_when_rerun() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start();
+    let faults = Arc::new(Faults::default());
+    let proxy = start_fault_proxy(registry.addr(), faults.clone());
+    let root = TestRoot::new();
+    let name = format!("{proxy}/half/done:1");
+    let digest = make_image(root.path(), &name, 11, 64 * 1024);
+    faults.refuse_manifests.store(true, Ordering::SeqCst);
+    let (ok, _, err) = rbuild_out(root.rbuild().args(["push", &name]));
+    assert!(!ok, "push must fail while manifests are refused");
+    assert!(err.contains("PUT /v2/half/done/manifests/1"), "{err}");
+    assert!(err.contains("500"), "{err}");
+    // The blobs went up, but no tag points at anything.
+    let tags = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false"])
+        .arg(format!("docker://{}/half/done:1", registry.addr()))
+        .output()
+        .unwrap();
+    assert!(
+        !tags.status.success(),
+        "tag must not exist after a failed push"
+    );
+
+    faults.refuse_manifests.store(false, Ordering::SeqCst);
+    let (ok, out, err) = rbuild_out(root.rbuild().args(["push", &name]));
+    assert!(ok, "{err}");
+    assert_eq!(pushed_digest(&out), digest.to_string());
+    assert!(
+        err.contains("2 already present, 0 mounted, 0 uploaded"),
+        "{err}"
+    );
+
+    // A missing image is reported with the registry's own words.
+    let (ok, _, err) = rbuild_out(
+        TestRoot::new()
+            .rbuild()
+            .args(["pull", &format!("{}/half/done:nope", registry.addr())]),
+    );
+    assert!(!ok);
+    assert!(err.contains("manifest unknown"), "{err}");
+    assert!(
+        err.contains(&format!("{}/half/done", registry.addr())),
+        "{err}"
+    );
 }

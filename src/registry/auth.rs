@@ -185,13 +185,13 @@ impl TokenCache {
         let resp = request.send().await.map_err(|e| RegistryError::Transport {
             registry: registry.to_string(),
             action: format!("token request to {realm}"),
-            reason: chain_text(&e),
+            reason: chain_text(&e.without_url()),
         })?;
         let status = resp.status().as_u16();
         let body = resp.bytes().await.map_err(|e| RegistryError::Transport {
             registry: registry.to_string(),
             action: format!("reading token from {realm}"),
-            reason: chain_text(&e),
+            reason: chain_text(&e.without_url()),
         })?;
         if status >= 500 || status == 429 {
             return Err(RegistryError::Status {

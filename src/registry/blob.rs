@@ -84,7 +84,7 @@ pub(crate) async fn download(
                     let chunk = resp.chunk().await.map_err(|e| RegistryError::Transport {
                         registry: host.registry.clone(),
                         action: format!("{action} (after {} bytes)", w.size()),
-                        reason: chain_text(&e),
+                        reason: chain_text(&e.without_url()),
                     })?;
                     let Some(chunk) = chunk else { break };
                     w.write_all(&chunk).map_err(|e| {

@@ -191,7 +191,7 @@ impl Client {
             let resp = req.send().await.map_err(|e| RegistryError::Transport {
                 registry: host.registry.clone(),
                 action: action.to_string(),
-                reason: chain_text(&e),
+                reason: chain_text(&e.without_url()),
             })?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return Ok(resp);
@@ -372,7 +372,7 @@ async fn ping(
         .map_err(|e| RegistryError::Transport {
             registry: registry.to_string(),
             action: format!("GET {url}"),
-            reason: chain_text(&e),
+            reason: chain_text(&e.without_url()),
         })?;
     let status = resp.status().as_u16();
     if status == 401 {

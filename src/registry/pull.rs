@@ -217,7 +217,7 @@ pub(crate) async fn fetch_manifest(
                 let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
                     registry: host.registry.clone(),
                     action: action.clone(),
-                    reason: chain_text(&e),
+                    reason: chain_text(&e.without_url()),
                 })?;
                 if bytes.len() > MAX_MANIFEST {
                     return Err(RegistryError::BadManifest {
