@@ -12,7 +12,7 @@ use super::args::{ImagesArgs, InspectArgs, PruneArgs, RmiArgs, TagArgs};
 use super::{CliError, Globals};
 use crate::image::{AnyManifest, Descriptor, Digest, ImageConfig, RuntimeConfig, parse_rfc3339};
 use crate::registry::Reference;
-use crate::store::{self, ImageRecord, Store};
+use crate::store::{self, ImageRecord, PruneOptions, Store};
 
 /// Finds an image by (normalised) name, by `name@digest`, or by ID / digest / ID prefix.
 fn resolve(store: &Store, input: &str) -> anyhow::Result<ImageRecord> {
@@ -291,20 +291,21 @@ fn rmi_one(store: &Store, input: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rbuild prune`: drops unnamed images, then every blob no image or gc root references.
+/// `rbuild prune`: drops unnamed images, then every blob no image or gc root references;
+/// `--filter until=` and `--keep-storage` limit both as `docker builder prune` does.
 pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     if args.all {
         return Err(super::unsupported("prune --all"));
     }
-    if args.keep_storage.is_some() {
-        return Err(super::unsupported("prune --keep-storage"));
-    }
-    if !args.filter.is_empty() {
-        return Err(super::unsupported("prune --filter"));
-    }
+    let options = PruneOptions::parse(
+        &args.filter,
+        args.keep_storage.as_deref(),
+        SystemTime::now(),
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
     let store = Store::open(&globals.root)?;
-    let dangling = store.remove_unnamed_images()?;
-    let report = store.prune()?;
+    let dangling = store.remove_unnamed_images(options.until)?;
+    let report = store.prune_with(&options)?;
     if dangling > 0 {
         println!("Removed {dangling} unnamed image(s)");
     }

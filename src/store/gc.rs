@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use super::blob::{TEMP_PREFIX, sync_dir, write_file_atomic};
+use super::policy::PruneOptions;
 use super::{Error, Store, lock};
 use crate::image::{AnyManifest, Digest};
 
@@ -83,11 +84,16 @@ impl Store {
         Ok(out)
     }
 
-    /// Removes image records without a name (docker's dangling images); returns how many.
-    pub fn remove_unnamed_images(&self) -> Result<usize, Error> {
+    /// Removes image records without a name (docker's dangling images), only those recorded
+    /// before `until` if given; returns how many.
+    pub fn remove_unnamed_images(&self, until: Option<SystemTime>) -> Result<usize, Error> {
+        let cutoff = until.map(|u| {
+            u.duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs())
+        });
         self.update_tag_index(|images| {
             let before = images.len();
-            images.retain(|r| r.name.is_some());
+            images.retain(|r| r.name.is_some() || cutoff.is_some_and(|c| r.updated_at >= c));
             Ok(before - images.len())
         })
     }
@@ -127,6 +133,12 @@ impl Store {
     /// Deletes unreachable blobs and stale temp files. Waits for the exclusive gc lock, so it
     /// must not be called while this process holds a [`Store::gc_guard`] or a blob writer.
     pub fn prune(&self) -> Result<PruneReport, Error> {
+        self.prune_with(&PruneOptions::default())
+    }
+
+    /// [`Store::prune`] limited by `options`: only blobs older than `until`, and (oldest
+    /// first) only until the blobs fit in `keep_bytes`. Temp files are always removed.
+    pub fn prune_with(&self, options: &PruneOptions) -> Result<PruneReport, Error> {
         let lock_path = self.dir.join("gc.lock");
         let _guard = match lock::try_exclusive(&lock_path)? {
             Some(g) => g,
@@ -137,25 +149,38 @@ impl Store {
         };
         let keep = self.reachable_blobs()?;
         let mut report = PruneReport::default();
+        let mut total = 0u64;
+        let mut candidates = Vec::new();
         for entry in fs::read_dir(&self.blobs).map_err(Error::io("list", self.blobs.clone()))? {
             let entry = entry.map_err(Error::io("list", self.blobs.clone()))?;
             let name = entry.file_name().to_string_lossy().into_owned();
             let path = entry.path();
-            let size = entry.metadata().map(|m| m.len()).unwrap_or(0);
+            let meta = entry.metadata().map_err(Error::io("stat", path.clone()))?;
             if name.starts_with(TEMP_PREFIX) {
                 remove(&path)?;
                 report.removed_temp_files += 1;
-                report.reclaimed_bytes += size;
+                report.reclaimed_bytes += meta.len();
                 continue;
             }
+            total += meta.len();
             let Ok(digest) = format!("sha256:{name}").parse::<Digest>() else {
                 continue;
             };
-            if !keep.contains(&digest) {
-                remove(&path)?;
-                report.reclaimed_bytes += size;
-                report.removed_blobs.push(digest);
+            let mtime = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            let old_enough = options.until.is_none_or(|until| mtime < until);
+            if !keep.contains(&digest) && old_enough {
+                candidates.push((mtime, digest, path, meta.len()));
             }
+        }
+        candidates.sort();
+        for (_, digest, path, size) in candidates {
+            if options.keep_bytes.is_some_and(|limit| total <= limit) {
+                break;
+            }
+            remove(&path)?;
+            total -= size;
+            report.reclaimed_bytes += size;
+            report.removed_blobs.push(digest);
         }
         sync_dir(&self.blobs)?;
         // Scratch users hold the shared gc lock, so under the exclusive one all of tmp/ is stale.
@@ -289,5 +314,37 @@ mod tests {
         let report = s.prune().unwrap();
         assert_eq!(report.removed_blobs.len(), 4);
         assert!(s.set_gc_roots("../evil", &[]).is_err());
+    }
+
+    #[test]
+    fn prune_with_until_and_keep_storage_removes_oldest_unreferenced_first() {
+        let root = tempfile::tempdir().unwrap();
+        let s = Store::open(root.path()).unwrap();
+        let age = |d: &Digest, secs_ago: i64| {
+            let t = filetime::FileTime::from_unix_time(
+                filetime::FileTime::now().unix_seconds() - secs_ago,
+                0,
+            );
+            filetime::set_file_mtime(s.blob_path(d), t).unwrap();
+        };
+        let ancient = s.write_blob(&[1u8; 100]).unwrap();
+        let old = s.write_blob(&[2u8; 100]).unwrap();
+        let fresh = s.write_blob(&[3u8; 100]).unwrap();
+        age(&ancient, 7200);
+        age(&old, 3000);
+
+        let until = PruneOptions {
+            until: Some(SystemTime::now() - Duration::from_secs(3600)),
+            keep_bytes: None,
+        };
+        assert_eq!(s.prune_with(&until).unwrap().removed_blobs, vec![ancient]);
+        assert!(s.has_blob(&old) && s.has_blob(&fresh));
+
+        let keep = PruneOptions {
+            until: None,
+            keep_bytes: Some(150),
+        };
+        assert_eq!(s.prune_with(&keep).unwrap().removed_blobs, vec![old]);
+        assert!(s.has_blob(&fresh));
     }
 }

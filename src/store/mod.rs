@@ -19,6 +19,7 @@ mod error;
 mod gc;
 mod images;
 mod lock;
+mod policy;
 mod read;
 
 use std::fs::{self, File};
@@ -30,6 +31,7 @@ pub use error::Error;
 pub use gc::PruneReport;
 pub use images::ImageRecord;
 pub use lock::LockGuard;
+pub use policy::{PolicyError, PruneOptions};
 pub use read::LoadedImage;
 
 use crate::image::Digest;
