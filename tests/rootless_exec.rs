@@ -626,3 +626,49 @@ fn perf_run_and_diff_of_20000_files_and_200mb() {
     }
     snaps.remove(active).unwrap();
 }
+
+#[test]
+fn sandbox_root_is_never_host_root() {
+    let sb = sandbox();
+    let out = ok(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "cat /proc/self/uid_map",
+    ));
+    let first: Vec<u64> = out
+        .lines()
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .map(|n| n.parse().unwrap())
+        .collect();
+    assert_eq!(first[0], 0);
+    assert_ne!(first[1], 0, "container root mapped to host root: {out}");
+    if !rustix::process::geteuid().is_root() {
+        assert_eq!(first[1], u64::from(rustix::process::geteuid().as_raw()));
+    }
+}
+
+#[test]
+fn ssh_agent_socket_is_bound_into_the_sandbox() {
+    let sb = sandbox();
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("agent.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    hand_to_sandbox_root(dir.path());
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let mut spec = sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "test -S /run/buildkit/ssh_agent.0 && echo socket",
+    );
+    spec.mounts.push(MountSpec::Ssh {
+        socket: sock,
+        target: "/run/buildkit/ssh_agent.0".into(),
+    });
+    assert_eq!(ok(&spec), "socket\n");
+    drop(listener);
+    assert!(!sb.rootfs.join("run").exists());
+}
