@@ -153,7 +153,7 @@ impl Client {
                             .await
                             .map(|c| (http_base.clone(), plain.clone(), c))
                     }
-                    None => Err(err),
+                    None => Err(with_insecure_hint(err, registry)),
                 },
                 Err(err) => Err(err),
             };
@@ -320,6 +320,24 @@ fn ignore_sigpipe() {
     });
 }
 
+/// A TLS failure against a registry that may only speak plain HTTP: say how to allow that.
+fn with_insecure_hint(err: RegistryError, registry: &str) -> RegistryError {
+    match err {
+        RegistryError::Transport {
+            registry: r,
+            action,
+            reason,
+        } if !reason.contains("Connection refused") => RegistryError::Transport {
+            registry: r,
+            action,
+            reason: format!(
+                "{reason} (if {registry} serves plain HTTP or a self-signed certificate, pass --insecure-registry {registry})"
+            ),
+        },
+        other => other,
+    }
+}
+
 /// Turns an unexpected response into an error that says what the registry answered.
 pub(crate) async fn status_error(
     host: &Host,
@@ -423,5 +441,21 @@ mod tests {
         );
         assert_eq!(api_host("docker.io"), "registry-1.docker.io");
         assert_eq!(api_host("ghcr.io"), "ghcr.io");
+    }
+
+    #[test]
+    fn tls_failures_suggest_insecure_registry_but_refusals_do_not() {
+        let err = |reason: &str| RegistryError::Transport {
+            registry: "reg:5000".into(),
+            action: "GET https://reg:5000/v2/".into(),
+            reason: reason.into(),
+        };
+        let hinted = with_insecure_hint(err("received corrupt message"), "reg:5000").to_string();
+        assert!(
+            hinted.contains("pass --insecure-registry reg:5000"),
+            "{hinted}"
+        );
+        let plain = with_insecure_hint(err("Connection refused (os error 111)"), "reg:5000");
+        assert!(!plain.to_string().contains("--insecure-registry"));
     }
 }
