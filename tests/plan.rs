@@ -74,8 +74,8 @@ fn unfinished_flags_are_refused_with_exit_2() {
         ),
         (vec!["--progress", "rawjson"], "--progress=rawjson"),
         (
-            vec!["--build-context", "x=docker-image://alpine"],
-            "--build-context docker-image://",
+            vec!["--build-context", "x=https://example.com/ctx.tar"],
+            "--build-context https://",
         ),
     ] {
         let out = build(&ctx, &flags);
@@ -135,4 +135,20 @@ fn forward_stage_reference_is_an_error() {
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn build_context_image_alias_replaces_a_base_name() {
+    let ctx = Context::new().dockerfile("FROM base\nLABEL a=b\n");
+    let out = build(
+        &ctx,
+        &[
+            "--dry-run",
+            "--build-context",
+            "base=docker-image://busybox:1.36",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("FROM image busybox:1.36"), "{text}");
 }

@@ -103,12 +103,21 @@ fn labels(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-fn named_contexts(args: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
-    let mut out = BTreeMap::new();
+/// `--build-context NAME=DIR` directories and `NAME=docker-image://REF` image aliases.
+type NamedContexts = (BTreeMap<String, PathBuf>, BTreeMap<String, String>);
+
+fn named_contexts(args: &[String]) -> anyhow::Result<NamedContexts> {
+    let mut dirs = BTreeMap::new();
+    let mut images = BTreeMap::new();
     for c in args {
         let Some((name, value)) = c.split_once('=') else {
             bail!(usage(format!("--build-context {c:?}: expected NAME=VALUE")));
         };
+        if let Some(image) = value.strip_prefix("docker-image://") {
+            Reference::parse(image).map_err(|e| usage(format!("--build-context {name}: {e}")))?;
+            images.insert(name.to_string(), image.to_string());
+            continue;
+        }
         if value.contains("://") {
             let scheme = value.split("://").next().unwrap_or_default();
             bail!(super::unsupported(&format!("--build-context {scheme}://")));
@@ -119,9 +128,9 @@ fn named_contexts(args: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> 
                 "--build-context {name}: {value:?} is not a directory"
             )));
         }
-        out.insert(name.to_string(), dir);
+        dirs.insert(name.to_string(), dir);
     }
-    Ok(out)
+    Ok((dirs, images))
 }
 
 fn platform(args: &BuildArgs) -> anyhow::Result<Platform> {
@@ -200,7 +209,7 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         Some(v) => Some(parse_source_date_epoch(&v).map_err(usage)?),
         None => None,
     };
-    let named_contexts = named_contexts(&args.build_contexts)?;
+    let (named_contexts, context_images) = named_contexts(&args.build_contexts)?;
     let (text, file_name, dockerfile_path, context) = read_dockerfile(&args)?;
     let dockerfile = crate::dockerfile::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&file_name, &text).trim_end()))?;
@@ -213,6 +222,7 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
     options.target = args.target.clone();
     options.target_platform = target_platform;
     options.named_contexts = named_contexts.keys().cloned().collect::<BTreeSet<_>>();
+    options.context_images = context_images;
     let request = BuildRequest {
         dockerfile,
         context: context.clone(),
@@ -225,6 +235,7 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         insecure_registries: Vec::new(),
         compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
         no_cache: args.no_cache,
+        jobs: args.jobs,
         no_cache_filter: args.no_cache_filter.iter().cloned().collect(),
         network: match args.network.as_deref() {
             Some("none") => Some(crate::dockerfile::instructions::NetworkMode::None),

@@ -100,6 +100,9 @@ impl State<'_> {
         if self.plan.options.named_contexts.contains(name) {
             return Ok(Source::Context(name.to_string()));
         }
+        if let Some(image) = self.plan.options.context_images.get(name) {
+            return Ok(Source::Image(image.clone()));
+        }
         let lower = name.to_lowercase();
         let by_name = self
             .plan

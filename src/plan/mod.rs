@@ -39,8 +39,10 @@ pub struct BuildOptions {
     pub target_platform: Platform,
     /// The platform the build runs on.
     pub build_platform: Platform,
-    /// Names given with `--build-context NAME=...`.
+    /// Names given with `--build-context NAME=DIR`.
     pub named_contexts: BTreeSet<String>,
+    /// `--build-context NAME=docker-image://REF`: the name stands for that image.
+    pub context_images: BTreeMap<String, String>,
 }
 
 impl BuildOptions {
@@ -52,6 +54,7 @@ impl BuildOptions {
             target_platform: Platform::host(),
             build_platform: Platform::host(),
             named_contexts: BTreeSet::new(),
+            context_images: BTreeMap::new(),
         }
     }
 }

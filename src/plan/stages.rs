@@ -69,6 +69,7 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
         names: &names,
         lines: raw.iter().map(|(n, _, _)| n.start_line).collect(),
         contexts: &options.named_contexts,
+        images: &options.context_images,
     };
     let mut stages = Vec::new();
     for (index, (node, f, commands)) in raw.into_iter().enumerate() {
@@ -164,6 +165,7 @@ struct Refs<'a> {
     names: &'a BTreeMap<String, usize>,
     lines: Vec<usize>,
     contexts: &'a BTreeSet<String>,
+    images: &'a BTreeMap<String, String>,
 }
 
 impl Refs<'_> {
@@ -179,6 +181,9 @@ impl Refs<'_> {
         let lower = name.to_lowercase();
         if self.contexts.contains(name) {
             return Ok(Source::Context(name.to_string()));
+        }
+        if let Some(image) = self.images.get(name) {
+            return Ok(Source::Image(image.clone()));
         }
         if let Some(&i) = self.names.get(&lower) {
             if i >= current {

@@ -412,3 +412,17 @@ fn copy_from_unknown_name_is_an_image() {
     };
     assert_eq!(c.from, Source::Image("nginx:1".into()));
 }
+
+#[test]
+fn named_contexts_replace_images_and_stages() {
+    let mut o = opts(&[], None);
+    o.context_images.insert("base".into(), "busybox".into());
+    o.named_contexts.insert("assets".into());
+    let p = plan("FROM base\nCOPY --from=assets /x /x\n", o).unwrap();
+    assert_eq!(p.stages[0].base, Source::Image("busybox".into()));
+    let d = p.dispatch(&busybox(), &no_trigger).unwrap();
+    let Op::Copy(c) = &d[&0].steps[0].op else {
+        panic!()
+    };
+    assert_eq!(c.from, Source::Context("assets".into()));
+}

@@ -53,6 +53,8 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--no-cache-filter`: stage names or indices that must not reuse cached steps.
     pub no_cache_filter: BTreeSet<String>,
+    /// `--jobs`: at most this many stages build at once (default: CPU count).
+    pub jobs: Option<usize>,
     /// `--network` for RUN steps without their own `--network`.
     pub network: Option<crate::dockerfile::instructions::NetworkMode>,
 }
@@ -417,21 +419,30 @@ fn run_waves(
             unreachable!("stage dependencies always point to earlier stages");
         }
         pending = rest;
-        let results: Vec<Result<(usize, StageOutput), SolveError>> = std::thread::scope(|scope| {
-            let handles: Vec<_> = ready
-                .iter()
-                .map(|&i| {
-                    let keep_root = keep.contains(&i);
-                    scope.spawn(move || {
-                        build_stage(shared, &dispatched[&i], keep_root).map(|o| (i, o))
+        let jobs = shared
+            .request
+            .jobs
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
+            .max(1);
+        let mut results: Vec<Result<(usize, StageOutput), SolveError>> = Vec::new();
+        for batch in ready.chunks(jobs) {
+            results.extend(std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&i| {
+                        let keep_root = keep.contains(&i);
+                        scope.spawn(move || {
+                            build_stage(shared, &dispatched[&i], keep_root).map(|o| (i, o))
+                        })
                     })
-                })
-                .collect();
-            handles
-                .into_iter()
-                .map(|h| h.join().expect("stage thread panicked"))
-                .collect()
-        });
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("stage thread panicked"))
+                    .collect::<Vec<_>>()
+            }));
+        }
         for r in results {
             let (i, out) = r?;
             shared.outputs.lock().expect("outputs lock").insert(i, out);
