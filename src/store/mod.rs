@@ -8,7 +8,8 @@
 //!   the file name and the file; a newer format gets a new name instead of a migration.
 //! - `gc-roots/<name>`: extra GC roots other modules register (digests, one per line).
 //! - `tmp/`: scratch directories ([`Store::scratch_dir`]), emptied by `prune`.
-//! - `gc.lock`, `index.lock`: see [`lock`](self::LockGuard).
+//! - `gc.lock`: shared by blob writers and [`Store::gc_guard`] holders, exclusive for `prune`;
+//!   `index.lock`: exclusive around every tag index read-modify-write.
 //!
 //! The store does not parse image names: callers pass fully normalised reference strings.
 //! Blob reads are lock-free (blobs are immutable and appear atomically). Anything that writes
