@@ -9,12 +9,12 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
-use super::add;
 use super::dockerignore::{IgnoreMatcher, clean_path};
-use super::entry::{EntryKind, LayerEntry, Mtime};
+use super::entry::{EntryKind, EntrySet, LayerEntry, Mtime};
 use super::owner::{Chown, ChownSpec};
 use super::select::{SelectOptions, inode_key, join_rel, resolve_in_root, select_sources};
 use super::{Chmod, ContextError};
+use super::{archive, fetch};
 
 /// One COPY or ADD instruction, with variables already expanded.
 #[derive(Debug, Clone, Default)]
@@ -57,110 +57,6 @@ pub struct CopyPlan {
     /// Entries in the order they must be written (parents before children).
     pub entries: Vec<LayerEntry>,
     _staging: Option<TempDir>,
-}
-
-/// Ordered, de-duplicated entries with parent directories filled in.
-pub(crate) struct EntrySet<'a> {
-    entries: Vec<LayerEntry>,
-    index: HashMap<String, usize>,
-    dest_root: Option<&'a Path>,
-    owner: Chown,
-}
-
-impl<'a> EntrySet<'a> {
-    fn new(dest_root: Option<&'a Path>, owner: Chown) -> Self {
-        EntrySet {
-            entries: Vec::new(),
-            index: HashMap::new(),
-            dest_root,
-            owner,
-        }
-    }
-
-    /// Ensures every ancestor of `path` is listed: existing directories of the destination root
-    /// with their own metadata, new ones as 0755 owned by the `--chown` owner (or root). An
-    /// ancestor that exists in the image as a non-directory (a file, or a symlink such as a
-    /// merged-usr `/bin`) is refused as BuildKit refuses it, instead of replacing it.
-    pub(crate) fn ensure_parents(&mut self, path: &str) -> Result<(), ContextError> {
-        let comps: Vec<&str> = path.split('/').collect();
-        for i in 1..comps.len() {
-            let dir = comps[..i].join("/");
-            if let Some(&idx) = self.index.get(&dir) {
-                if !self.entries[idx].is_dir() {
-                    return Err(non_directory(&dir));
-                }
-                continue;
-            }
-            let existing = self
-                .dest_root
-                .and_then(|r| std::fs::symlink_metadata(r.join(&dir)).ok());
-            let entry = match existing {
-                Some(m) if m.is_dir() => LayerEntry {
-                    path: dir.clone(),
-                    kind: EntryKind::Dir,
-                    mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
-                    mtime: Some(Mtime::of(&m)),
-                    existing_parent: true,
-                },
-                Some(_) => return Err(non_directory(&dir)),
-                None => LayerEntry {
-                    path: dir.clone(),
-                    kind: EntryKind::Dir,
-                    mode: 0o755,
-                    uid: self.owner.uid,
-                    gid: self.owner.gid,
-                    mtime: None,
-                    existing_parent: false,
-                },
-            };
-            self.index.insert(dir, self.entries.len());
-            self.entries.push(entry);
-        }
-        Ok(())
-    }
-
-    /// Adds or replaces an entry (a later copy of the same path wins, keeping its position).
-    pub(crate) fn put(&mut self, entry: LayerEntry) -> Result<(), ContextError> {
-        if entry.path.is_empty() {
-            return Ok(());
-        }
-        self.ensure_parents(&entry.path)?;
-        if entry.is_dir()
-            && let Some(root) = self.dest_root
-            && let Ok(m) = std::fs::symlink_metadata(root.join(&entry.path))
-            && !m.is_dir()
-            && !self.index.contains_key(&entry.path)
-        {
-            return Err(non_directory(&entry.path));
-        }
-        match self.index.get(&entry.path) {
-            Some(&i) => self.entries[i] = entry,
-            None => {
-                self.index.insert(entry.path.clone(), self.entries.len());
-                self.entries.push(entry);
-            }
-        }
-        Ok(())
-    }
-
-    fn existing_dir(&self, path: &str) -> bool {
-        if self
-            .index
-            .get(path)
-            .is_some_and(|&i| self.entries[i].is_dir())
-        {
-            return true;
-        }
-        // Never follow a symlink on the host: an image's absolute link points into the host.
-        self.dest_root
-            .is_some_and(|r| std::fs::symlink_metadata(r.join(path)).is_ok_and(|m| m.is_dir()))
-    }
-}
-
-fn non_directory(path: &str) -> ContextError {
-    ContextError::Destination(format!("cannot copy to non-directory: /{path}"))
 }
 
 fn is_url(s: &str) -> bool {
@@ -321,12 +217,12 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             && !is_dir
             && req.is_add
             && req.unpack != Some(false)
-            && let Some(format) = add::detect_archive(&sel.host)?
+            && let Some(format) = archive::detect_archive(&sel.host)?
         {
             let stage = staging_dir(&mut staging)?;
             // Docker extracts into the destination as a directory, slash or not.
             let origin = &local[sel.source_index];
-            add::extract_archive(&sel.host, format, &dest, stage, &mut set, origin)?;
+            archive::extract_archive(&sel.host, format, &dest, stage, &mut set, origin)?;
             continue;
         }
         let mtime = Some(Mtime::of(&sel.meta));
@@ -408,11 +304,11 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
 
     for url in req.sources.iter().filter(|s| is_url(s)) {
         let stage = staging_dir(&mut staging)?;
-        let fetched = add::fetch_url(url, req.checksum.as_deref(), stage)?;
+        let fetched = fetch::fetch_url(url, req.checksum.as_deref(), stage)?;
         if req.unpack == Some(true)
-            && let Some(format) = add::detect_archive(&fetched.path)?
+            && let Some(format) = archive::detect_archive(&fetched.path)?
         {
-            add::extract_archive(&fetched.path, format, &dest, stage, &mut set, url)?;
+            archive::extract_archive(&fetched.path, format, &dest, stage, &mut set, url)?;
             continue;
         }
         let target = if dest_is_dir || set.existing_dir(&dest) {

@@ -1,8 +1,14 @@
 //! The output of COPY/ADD resolution: one [`LayerEntry`] per path the instruction writes into
 //! the image, with its final metadata already decided (chown, chmod, archive headers), so the
-//! layer writer only has to stream content.
+//! layer writer only has to stream content; and the [`EntrySet`] that orders them, fills in
+//! parent directories and refuses to turn an image's symlink or file into a directory.
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::ContextError;
+use super::owner::Chown;
 
 /// A modification time with nanoseconds, as stored in PAX headers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -74,4 +80,108 @@ impl LayerEntry {
     pub fn is_dir(&self) -> bool {
         matches!(self.kind, EntryKind::Dir)
     }
+}
+
+/// Ordered, de-duplicated entries with parent directories filled in.
+pub(crate) struct EntrySet<'a> {
+    pub(crate) entries: Vec<LayerEntry>,
+    index: HashMap<String, usize>,
+    dest_root: Option<&'a Path>,
+    owner: Chown,
+}
+
+impl<'a> EntrySet<'a> {
+    pub(crate) fn new(dest_root: Option<&'a Path>, owner: Chown) -> Self {
+        EntrySet {
+            entries: Vec::new(),
+            index: HashMap::new(),
+            dest_root,
+            owner,
+        }
+    }
+
+    /// Ensures every ancestor of `path` is listed: existing directories of the destination root
+    /// with their own metadata, new ones as 0755 owned by the `--chown` owner (or root). An
+    /// ancestor that exists in the image as a non-directory (a file, or a symlink such as a
+    /// merged-usr `/bin`) is refused as BuildKit refuses it, instead of replacing it.
+    pub(crate) fn ensure_parents(&mut self, path: &str) -> Result<(), ContextError> {
+        let comps: Vec<&str> = path.split('/').collect();
+        for i in 1..comps.len() {
+            let dir = comps[..i].join("/");
+            if let Some(&idx) = self.index.get(&dir) {
+                if !self.entries[idx].is_dir() {
+                    return Err(non_directory(&dir));
+                }
+                continue;
+            }
+            let existing = self
+                .dest_root
+                .and_then(|r| std::fs::symlink_metadata(r.join(&dir)).ok());
+            let entry = match existing {
+                Some(m) if m.is_dir() => LayerEntry {
+                    path: dir.clone(),
+                    kind: EntryKind::Dir,
+                    mode: m.mode() & 0o7777,
+                    uid: m.uid(),
+                    gid: m.gid(),
+                    mtime: Some(Mtime::of(&m)),
+                    existing_parent: true,
+                },
+                Some(_) => return Err(non_directory(&dir)),
+                None => LayerEntry {
+                    path: dir.clone(),
+                    kind: EntryKind::Dir,
+                    mode: 0o755,
+                    uid: self.owner.uid,
+                    gid: self.owner.gid,
+                    mtime: None,
+                    existing_parent: false,
+                },
+            };
+            self.index.insert(dir, self.entries.len());
+            self.entries.push(entry);
+        }
+        Ok(())
+    }
+
+    /// Adds or replaces an entry (a later copy of the same path wins, keeping its position).
+    pub(crate) fn put(&mut self, entry: LayerEntry) -> Result<(), ContextError> {
+        if entry.path.is_empty() {
+            return Ok(());
+        }
+        self.ensure_parents(&entry.path)?;
+        if entry.is_dir()
+            && let Some(root) = self.dest_root
+            && let Ok(m) = std::fs::symlink_metadata(root.join(&entry.path))
+            && !m.is_dir()
+            && !self.index.contains_key(&entry.path)
+        {
+            return Err(non_directory(&entry.path));
+        }
+        match self.index.get(&entry.path) {
+            Some(&i) => self.entries[i] = entry,
+            None => {
+                self.index.insert(entry.path.clone(), self.entries.len());
+                self.entries.push(entry);
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn existing_dir(&self, path: &str) -> bool {
+        if self
+            .index
+            .get(path)
+            .is_some_and(|&i| self.entries[i].is_dir())
+        {
+            return true;
+        }
+        // Never follow a symlink on the host: an image's absolute link points into the host.
+        self.dest_root
+            .is_some_and(|r| std::fs::symlink_metadata(r.join(path)).is_ok_and(|m| m.is_dir()))
+    }
+}
+
+fn non_directory(path: &str) -> ContextError {
+    ContextError::Destination(format!("cannot copy to non-directory: /{path}"))
 }

@@ -260,7 +260,7 @@ pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest
         h.update(item_line(&req.source_root, sel, memo)?.as_bytes());
     }
     for url in req.sources.iter().filter(|s| !local.contains(s)) {
-        let key = super::add::url_cache_key(url, req.checksum.as_deref())?;
+        let key = super::fetch::url_cache_key(url, req.checksum.as_deref())?;
         h.update(format!("url\0{url}\0{key}\n").as_bytes());
     }
     Ok(h.finish())

@@ -9,12 +9,13 @@
 //! This module never writes into an image root; it only reads the source root and inspects the
 //! destination root (for `/etc/passwd`, `/etc/group` and existing directories).
 
-mod add;
+mod archive;
 mod chmod;
 mod copy;
 mod dockerignore;
 mod emit;
 mod entry;
+mod fetch;
 mod hash;
 mod owner;
 mod pathmatch;
@@ -22,7 +23,7 @@ mod select;
 
 use std::path::PathBuf;
 
-pub use add::{ArchiveFormat, detect_archive};
+pub use archive::{ArchiveFormat, detect_archive};
 pub use chmod::Chmod;
 pub use copy::{CopyPlan, CopyRequest, plan_copy};
 pub use dockerignore::{IgnoreMatcher, Pattern, parse_dockerignore};
