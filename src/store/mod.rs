@@ -2,8 +2,10 @@
 //! index, atomic writes, cross-process locks and garbage collection.
 //!
 //! Layout (`<root>/store/`):
-//! - `oci-layout`, `blobs/sha256/<hex>`: a standard OCI image layout, so `skopeo`/`umoci` can
-//!   read the store directly; `index.json` mirrors the tag index (rewritten on every change).
+//! - `oci-layout`, `blobs/sha256/<hex>`: a standard OCI image layout; `index.json` mirrors the
+//!   tag index (rewritten on every change) with `org.opencontainers.image.ref.name` set to the
+//!   full name, so `umoci ls --layout <root>/store` lists it. skopeo's `oci:` transport only
+//!   sees entries with OCI media types, not Docker-typed images.
 //! - `index-v1.json`: rbuild's tag index (names → manifest digest + image ID). The version is in
 //!   the file name and the file; a newer format gets a new name instead of a migration.
 //! - `gc-roots/<name>`: extra GC roots other modules register (digests, one per line).
