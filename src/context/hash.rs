@@ -232,8 +232,10 @@ fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String,
 /// The cache-key digest of exactly what a COPY/ADD selects from its source root: sources after
 /// wildcard expansion, `--exclude` and `.dockerignore`, every file's content via the memo. URL
 /// sources contribute their URL plus `--checksum`, or the server's `ETag`/`Last-Modified`, or
-/// (when the server gives neither) the digest of the downloaded content. Call
-/// [`HashMemo::save`] afterwards to keep the memo for the next build.
+/// (when the server gives neither) the digest of the downloaded content. The instruction's
+/// own settings (destination, `--chown`, `--chmod`, `--parents`...) are not part of this digest:
+/// they belong in the step's cache key next to it. Call [`HashMemo::save`] afterwards to keep
+/// the memo for the next build.
 pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest, ContextError> {
     let local: Vec<String> = req
         .sources
