@@ -146,11 +146,11 @@ impl OutputSpec {
             );
             match key.as_str() {
                 "type" => {}
-                "dest" => {
-                    out.dest = Some(if value == "-" {
-                        Destination::Stdout
-                    } else {
-                        Destination::Path(PathBuf::from(value))
+                "dest" if kind != OutputKind::Image => {
+                    out.dest = Some(match value.as_str() {
+                        "" => return Err(bad("dest= is empty".into())),
+                        "-" => Destination::Stdout,
+                        path => Destination::Path(PathBuf::from(path)),
                     })
                 }
                 "tar" if matches!(kind, OutputKind::Oci | OutputKind::Docker) => {
@@ -342,6 +342,8 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
         assert!(OutputSpec::parse("type=local,dest=x,push=true").is_err());
+        assert!(OutputSpec::parse("type=image,dest=x").is_err());
+        assert!(OutputSpec::parse("type=tar,dest=").is_err());
         assert!(OutputSpec::parse("type=oci,dest=\"x").is_err());
     }
 }
