@@ -349,6 +349,18 @@ fn token_auth_push_pull_and_cross_repo_mount_with_a_two_scope_token() {
     pull.env("DOCKER_CONFIG", &config).args(["pull", &second]);
     assert!(run_ok(&mut pull).contains(&format!("Digest: {digest}")));
 
+    // Once the source repositories are off limits, the mount is refused and the blobs are
+    // uploaded instead.
+    reg.deny(&["a/app", "b/app"]);
+    let third = format!("{}/c/app:1", reg.addr());
+    let mut push = root.rbuild();
+    push.env("DOCKER_CONFIG", &config)
+        .args(["push", &first, &third]);
+    let (ok, _, err) = rbuild_out(&mut push);
+    assert!(ok, "{err}");
+    assert!(err.contains("0 mounted, 2 uploaded"), "{err}");
+    reg.deny(&[]);
+
     // `rbuild login` on a token registry asks the token service, which checks the password.
     let login_dir = reg.scratch("login-config");
     let with_login = |mut cmd: Command| {

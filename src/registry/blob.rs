@@ -192,11 +192,16 @@ pub(crate) async fn upload(
                 }
                 let mut location = None;
                 if let Some(from) = mount_from.first() {
-                    match mount(client, host, repository, &desc.digest, from).await? {
-                        Ok(()) => {
+                    match mount(client, host, repository, &desc.digest, from).await {
+                        Ok(Ok(())) => {
                             return Ok(BlobStatus::Mounted { from: from.clone() });
                         }
-                        Err(loc) => location = Some(loc),
+                        Ok(Err(loc)) => location = Some(loc),
+                        // No read access to the source repository (any more): just upload.
+                        Err(RegistryError::Unauthorized { message, .. }) => {
+                            tracing::debug!("mount from {from} refused ({message}); uploading");
+                        }
+                        Err(e) => return Err(e),
                     }
                 }
                 let location = match location {

@@ -4,7 +4,8 @@
 Serves GET (basic auth) and POST (OAuth2 password / refresh_token grants) on /token and
 answers with an RS256 JWT whose `kid` is the libtrust key ID of the signing certificate, which
 distribution trusts through its `rootcertbundle`. Every request is appended to a log file as
-one JSON line (method, scopes, user) so tests can check what was asked for.
+one JSON line (method, scopes, user) so tests can check what was asked for. Repositories
+named in a `deny` file next to the log are left out of every token.
 
 usage: issuer.py KEY.pem CERT.pem ISSUER SERVICE USER:PASSWORD LOGFILE PORTFILE
 """
@@ -12,6 +13,7 @@ usage: issuer.py KEY.pem CERT.pem ISSUER SERVICE USER:PASSWORD LOGFILE PORTFILE
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -51,13 +53,25 @@ def sign(claims: dict) -> str:
     return signing_input.decode() + "." + b64url(sig)
 
 
+def denied():
+    """Repositories listed in `deny` next to the log get no access at all."""
+    try:
+        with open(os.path.join(os.path.dirname(LOG), "deny")) as f:
+            return {line.strip() for line in f if line.strip()}
+    except FileNotFoundError:
+        return set()
+
+
 def access(scopes):
     out = []
+    deny = denied()
     for scope in scopes:
         for one in scope.split(" "):
             parts = one.split(":")
             if len(parts) >= 3 and parts[0] == "repository":
                 name = ":".join(parts[1:-1])
+                if name in deny:
+                    continue
                 out.append({"type": "repository", "name": name,
                             "actions": parts[-1].split(",")})
     return out
@@ -120,7 +134,6 @@ class Handler(BaseHTTPRequestHandler):
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(PORTFILE + ".tmp", "w") as f:
     f.write(str(server.server_address[1]))
-import os
 os.rename(PORTFILE + ".tmp", PORTFILE)
 with open(os.path.join(os.path.dirname(LOG), "refresh_token"), "w") as f:
     f.write(REFRESH)

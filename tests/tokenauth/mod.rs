@@ -124,6 +124,11 @@ impl TokenRegistry {
         std::fs::read_to_string(self.dir.path().join("refresh_token")).unwrap()
     }
 
+    /// From now on, tokens grant nothing on `repositories`.
+    pub fn deny(&self, repositories: &[&str]) {
+        std::fs::write(self.dir.path().join("deny"), repositories.join("\n")).unwrap();
+    }
+
     /// A scratch directory that lives as long as the registry.
     pub fn scratch(&self, name: &str) -> PathBuf {
         let p = self.dir.path().join(name);
