@@ -14,6 +14,7 @@ mod display;
 mod expand;
 mod meta;
 mod stages;
+mod values;
 
 use std::collections::{BTreeMap, BTreeSet};
 

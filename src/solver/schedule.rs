@@ -1,0 +1,162 @@
+//! Scheduling: every needed stage runs as soon as the stages it needs are done, independent
+//! stages in parallel on scoped threads (at most `--jobs` at once), each from its base's layers
+//! and cache key.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::cache;
+use super::stage::StageBuilder;
+use super::{Shared, SolveError, StageOutput};
+use crate::plan::{Op, Plan, Source, StageDispatch};
+
+/// Stages whose files a later needed stage reads (`COPY --from`, `RUN --mount from=`).
+fn stages_read_from(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<usize> {
+    let mut read = BTreeSet::new();
+    for d in dispatched.values() {
+        for step in &d.steps {
+            match &step.op {
+                Op::Copy(c) => {
+                    if let Source::Stage(i) = c.from {
+                        read.insert(i);
+                    }
+                }
+                Op::Run(r) => read.extend(r.mount_sources.iter().filter_map(|s| match s {
+                    Source::Stage(i) => Some(*i),
+                    _ => None,
+                })),
+                _ => {}
+            }
+        }
+    }
+    read
+}
+
+/// Runs every needed stage, each as soon as what it needs is done, independent stages in
+/// parallel on scoped threads.
+pub(crate) fn run_waves(
+    plan: &Plan,
+    dispatched: &BTreeMap<usize, StageDispatch>,
+    shared: &Shared<'_>,
+) -> Result<(), SolveError> {
+    let keep = stages_read_from(dispatched);
+    let mut pending: Vec<usize> = plan.order.clone();
+    while !pending.is_empty() {
+        let done: BTreeSet<usize> = shared
+            .outputs
+            .lock()
+            .expect("outputs lock")
+            .keys()
+            .copied()
+            .collect();
+        let (ready, rest): (Vec<usize>, Vec<usize>) = pending
+            .iter()
+            .partition(|&&i| plan.stages[i].deps.iter().all(|d| done.contains(d)));
+        if ready.is_empty() {
+            unreachable!("stage dependencies always point to earlier stages");
+        }
+        pending = rest;
+        let jobs = shared
+            .request
+            .jobs
+            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+            .unwrap_or(1)
+            .max(1);
+        let mut results: Vec<Result<(usize, StageOutput), SolveError>> = Vec::new();
+        for batch in ready.chunks(jobs) {
+            results.extend(std::thread::scope(|scope| {
+                let handles: Vec<_> = batch
+                    .iter()
+                    .map(|&i| {
+                        let keep_root = keep.contains(&i);
+                        scope.spawn(move || {
+                            build_stage(shared, &dispatched[&i], keep_root).map(|o| (i, o))
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("stage thread panicked"))
+                    .collect::<Vec<_>>()
+            }));
+        }
+        for r in results {
+            let (i, out) = r?;
+            shared.outputs.lock().expect("outputs lock").insert(i, out);
+        }
+    }
+    Ok(())
+}
+
+fn build_stage(
+    shared: &Shared<'_>,
+    d: &StageDispatch,
+    keep_root: bool,
+) -> Result<StageOutput, SolveError> {
+    let base_layers = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p]
+            .layers
+            .clone(),
+        Source::Image(r) => shared.resolver.layers_of(r).unwrap_or_default(),
+        Source::Context(name) => {
+            return Err(SolveError::Unsupported {
+                line: d.from_line,
+                what: format!("FROM the build context {name:?}"),
+            });
+        }
+        Source::Scratch | Source::MainContext => Vec::new(),
+    };
+    let base_diff_ids = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p]
+            .diff_ids
+            .clone(),
+        _ => d.config.rootfs.diff_ids.clone(),
+    };
+    if base_layers.len() != base_diff_ids.len() {
+        return Err(SolveError::Unsupported {
+            line: 0,
+            what: format!(
+                "a base image whose config lists {} diff_ids for {} layers",
+                base_diff_ids.len(),
+                base_layers.len()
+            ),
+        });
+    }
+    let platform = &shared.request.options.target_platform;
+    let platform_text = format!(
+        "{}/{}/{}",
+        platform.os,
+        platform.architecture,
+        platform.variant.as_deref().unwrap_or("")
+    );
+    let base_key = match &d.base {
+        Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p].key.clone(),
+        Source::Image(r) => {
+            let id = d
+                .base_image
+                .as_ref()
+                .and_then(|i| i.manifest_digest.as_ref().map(|m| m.to_string()))
+                .unwrap_or_else(|| r.clone());
+            cache::key(&[
+                ("image", id.as_bytes()),
+                ("platform", platform_text.as_bytes()),
+            ])
+        }
+        _ => cache::key(&[("scratch", b""), ("platform", platform_text.as_bytes())]),
+    };
+    let name = shared.plan_names.get(&d.index).cloned().flatten();
+    let filtered = shared
+        .request
+        .no_cache_filter
+        .contains(&d.index.to_string())
+        || name.is_some_and(|n| {
+            shared
+                .request
+                .no_cache_filter
+                .iter()
+                .any(|f| f.eq_ignore_ascii_case(&n))
+        });
+    let use_cache = !shared.request.no_cache && !filtered;
+    let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
+    b.diff_ids = base_diff_ids;
+    b.run(keep_root)
+}
