@@ -954,3 +954,58 @@ fn git_sources_are_refused_clearly() {
         );
     }
 }
+
+/// Through the binary: `.dockerignore` exceptions, ADD extraction and symbolic `--chmod` end up
+/// in the exported filesystem as dockerd 20.10's BuildKit produced for the same context.
+#[test]
+fn build_through_the_cli_exports_the_expected_tree() {
+    let pkg = Context::new().file("pkg/h", "h\n");
+    let mut tgz = Vec::new();
+    {
+        let enc = flate2::write::GzEncoder::new(&mut tgz, flate2::Compression::default());
+        let mut b = tar::Builder::new(enc);
+        b.append_dir_all("pkg", pkg.join("pkg")).unwrap();
+        b.into_inner().unwrap().finish().unwrap();
+    }
+    let ctx = Context::new()
+        .dockerfile(
+            "FROM scratch\nCOPY . /c/\nADD a.tgz /x/\nCOPY --chmod=u+x,go-r vendor/keep.txt /k\n",
+        )
+        .file(".dockerignore", "vendor\n!vendor/keep.txt\nt\n")
+        .file("vendor/keep.txt", "k\n")
+        .file("vendor/drop.txt", "d\n")
+        .file("t/ignored", "i\n")
+        .file("a.tgz", tgz);
+    let out = tempfile::tempdir().unwrap();
+    let tar_path = out.path().join("fs.tar");
+    common::run_ok(common::rbuild().args([
+        "build",
+        "-q",
+        "-o",
+        &format!("type=tar,dest={}", tar_path.display()),
+        ctx.path().to_str().unwrap(),
+    ]));
+    let mut got = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(&tar_path).unwrap());
+    for e in ar.entries().unwrap() {
+        let e = e.unwrap();
+        let mode = e.header().mode().unwrap() & 0o7777;
+        got.push(format!("{:o} {}", mode, e.path().unwrap().display()));
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "644 c/.dockerignore",
+            "644 c/Dockerfile",
+            "644 c/a.tgz",
+            "644 c/vendor/keep.txt",
+            "644 x/pkg/h",
+            "700 k",
+            "755 c/",
+            "755 c/vendor/",
+            "755 x/",
+            "755 x/pkg/",
+        ]
+    );
+}
