@@ -48,6 +48,33 @@ pub enum Command {
     /// Tools for looking inside rbuild.
     #[command(subcommand)]
     Debug(DebugCommand),
+    /// Print a shell completion script or the man page to stdout.
+    Completion(CompletionArgs),
+}
+
+/// `rbuild completion` options.
+#[derive(Debug, Args)]
+pub struct CompletionArgs {
+    /// What to generate: a completion script for a shell, or `man` for the rbuild(1) page.
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: CompletionTarget,
+}
+
+/// Output of `rbuild completion`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionTarget {
+    /// Bash completion script.
+    Bash,
+    /// Zsh completion script (`_rbuild`).
+    Zsh,
+    /// Fish completion script.
+    Fish,
+    /// Elvish completion script.
+    Elvish,
+    /// PowerShell completion script.
+    Powershell,
+    /// The rbuild(1) man page (roff).
+    Man,
 }
 
 /// `rbuild build` options, shaped like `docker buildx build`.
@@ -282,6 +309,8 @@ pub struct PruneArgs {
 pub enum DebugCommand {
     /// Parse a Dockerfile and print its syntax tree.
     Parse(DebugParseArgs),
+    /// Print the Markdown CLI reference (`docs/cli.md`) generated from these definitions.
+    CliReference,
 }
 
 /// `rbuild debug parse` options.

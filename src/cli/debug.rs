@@ -12,6 +12,7 @@ use crate::dockerfile;
 pub(super) fn run(cmd: DebugCommand, _globals: &Globals) -> anyhow::Result<()> {
     match cmd {
         DebugCommand::Parse(args) => parse(&args),
+        DebugCommand::CliReference => super::completion::print_cli_reference(),
     }
 }
 

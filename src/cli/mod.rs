@@ -6,6 +6,7 @@
 
 pub mod args;
 mod build;
+mod completion;
 mod debug;
 mod images;
 mod registry;
@@ -65,6 +66,7 @@ fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Rmi(args) => images::rmi(args, globals),
         Command::Prune(args) => images::prune(args, globals),
         Command::Debug(cmd) => debug::run(cmd, globals),
+        Command::Completion(args) => completion::run(&args),
     }
 }
 
