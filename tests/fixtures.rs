@@ -253,6 +253,7 @@ fn busybox_adduser_adds_user_group_and_home() {
         "svc",
     ]);
     chroot(&["/bin/adduser", "-D", "second"]);
+    chroot(&["/bin/adduser", "-S", "-D", "-H", "sysd"]);
 
     let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap();
     assert!(passwd.contains("\napp:x:1000:1000:"), "{passwd}");
@@ -261,8 +262,19 @@ fn busybox_adduser_adds_user_group_and_home() {
         "{passwd}"
     );
     assert!(passwd.contains("\nsecond:x:1001:1001:"), "{passwd}");
+    // System users take ids from 100 (gid 100 is `users`, so 101), have no login shell and, with -H,
+    // no home directory.
+    assert!(
+        passwd.contains("\nsysd:x:100:101:Linux User,,,:/home/sysd:/bin/nologin\n"),
+        "{passwd}"
+    );
+    assert!(!rootfs.join("home/sysd").exists());
+    assert!(rootfs.join("bin/nologin").exists());
     let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap();
-    assert!(group.ends_with("app:x:1000:\nsecond:x:1001:\n"), "{group}");
+    assert!(
+        group.ends_with("app:x:1000:\nsecond:x:1001:\nsysd:x:101:\n"),
+        "{group}"
+    );
     use std::os::unix::fs::MetadataExt;
     let home = std::fs::metadata(rootfs.join("home/app")).unwrap();
     assert_eq!((home.uid(), home.gid()), (1000, 1000));
