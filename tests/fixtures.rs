@@ -262,8 +262,8 @@ fn busybox_adduser_adds_user_group_and_home() {
         "{passwd}"
     );
     assert!(passwd.contains("\nsecond:x:1001:1001:"), "{passwd}");
-    // System users take ids from 100 (gid 100 is `users`, so 101), have no login shell and, with -H,
-    // no home directory.
+    // System users take ids from 100 (gid 100 is `users`, so 101), have no login shell and,
+    // with -H, no home directory.
     assert!(
         passwd.contains("\nsysd:x:100:101:Linux User,,,:/home/sysd:/bin/nologin\n"),
         "{passwd}"
