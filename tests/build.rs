@@ -592,3 +592,38 @@ fn common_sha256(bytes: &[u8]) -> String {
     );
     out.trim().to_string()
 }
+
+#[test]
+fn local_and_tar_outputs_hold_the_final_filesystem() {
+    let ctx = Context::new()
+        .dockerfile(
+            "FROM scratch AS a\nCOPY x /x\nFROM scratch\nCOPY --from=a /x /y/x\nWORKDIR /w\n",
+        )
+        .file("x", "content\n");
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("out");
+    let tar = work.path().join("out.tar");
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=local,dest={}", dir.display()))
+            .arg(ctx.path()),
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("y/x")).unwrap(),
+        "content\n"
+    );
+    assert!(dir.join("w").is_dir());
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=tar,dest={}", tar.display()))
+            .arg(ctx.path()),
+    );
+    let listing = run_ok(Command::new("tar").arg("-tf").arg(&tar));
+    assert!(
+        listing.lines().any(|l| l.trim_start_matches("./") == "y/x"),
+        "{listing}"
+    );
+}

@@ -216,6 +216,15 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
     for w in &dockerfile.warnings {
         eprintln!("WARNING: {w}");
     }
+    if let Some(syntax) = &dockerfile.directives.syntax
+        && !syntax.starts_with("docker/dockerfile")
+        && !syntax.starts_with("docker.io/docker/dockerfile")
+    {
+        // rbuild has one built-in frontend; a custom one would be silently different.
+        eprintln!(
+            "WARNING: ignoring `# syntax={syntax}`: rbuild always uses its built-in Dockerfile frontend"
+        );
+    }
 
     let mut options = BuildOptions::host();
     options.build_args = build_args;
