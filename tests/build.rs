@@ -627,3 +627,24 @@ fn local_and_tar_outputs_hold_the_final_filesystem() {
         "{listing}"
     );
 }
+
+#[test]
+fn copy_from_an_image_reference() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM scratch\nCOPY --from={base} /etc/passwd /etc/group /etc/\n"
+    ));
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("out");
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=local,dest={}", dir.display()))
+            .arg(ctx.path()),
+    );
+    let passwd = std::fs::read_to_string(dir.join("etc/passwd")).unwrap();
+    assert!(passwd.contains("www-data:x:33:33"), "{passwd}");
+    assert!(dir.join("etc/group").is_file());
+}
