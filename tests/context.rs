@@ -593,6 +593,18 @@ fn directories_never_replace_image_symlinks_or_files() {
     r.dest_root = Some(image.path().to_path_buf());
     let err = plan_copy(&r).unwrap_err().to_string();
     assert!(err.contains("cannot copy to non-directory: /bin"), "{err}");
+    // A file landing on an image directory is refused as well (a top-level file goes into it).
+    let ctx = Context::new().file("tree/usr", "file named like a dir");
+    let mut r = req(&ctx, &["tree"], "/");
+    r.dest_root = Some(image.path().to_path_buf());
+    let err = plan_copy(&r).unwrap_err().to_string();
+    assert!(
+        err.contains("cannot replace to directory /usr with file"),
+        "{err}"
+    );
+    let mut r = req(&ctx, &["tree/usr"], "/usr");
+    r.dest_root = Some(image.path().to_path_buf());
+    assert_eq!(copy(&r), ["usr/", "usr/usr"]);
 }
 
 #[test]

@@ -150,13 +150,20 @@ impl<'a> EntrySet<'a> {
             return Ok(());
         }
         self.ensure_parents(&entry.path)?;
-        if entry.is_dir()
-            && let Some(root) = self.dest_root
-            && let Ok(m) = std::fs::symlink_metadata(root.join(&entry.path))
-            && !m.is_dir()
+        if let Some(root) = self.dest_root
             && !self.index.contains_key(&entry.path)
+            && let Ok(m) = std::fs::symlink_metadata(root.join(&entry.path))
         {
-            return Err(non_directory(&entry.path));
+            if entry.is_dir() && !m.is_dir() {
+                return Err(non_directory(&entry.path));
+            }
+            if !entry.is_dir() && m.is_dir() {
+                // fsutil's ensureEmptyFileTarget refuses this too.
+                return Err(ContextError::Destination(format!(
+                    "cannot replace to directory /{} with file",
+                    entry.path
+                )));
+            }
         }
         match self.index.get(&entry.path) {
             Some(&i) => self.entries[i] = entry,
