@@ -310,3 +310,43 @@ fn concurrent_taggers_in_two_processes_lose_no_names() {
         2 * PER_PROCESS
     );
 }
+
+#[test]
+fn prune_all_removes_images_and_build_cache_roots() {
+    let root = common::TestRoot::new();
+    let store = Store::open(root.path()).unwrap();
+    let (m, _) = image(&store, "everything");
+    store
+        .put_image("docker.io/library/all:1", &m.digest)
+        .unwrap();
+    let cached = store.write_blob(b"cached layer").unwrap();
+    store
+        .set_gc_roots("build-cache", std::slice::from_ref(&cached))
+        .unwrap();
+
+    common::run_ok(root.rbuild().arg("prune"));
+    assert!(
+        store.has_blob(&m.digest) && store.has_blob(&cached),
+        "plain prune keeps both"
+    );
+
+    let recent = common::run_ok(
+        root.rbuild()
+            .args(["prune", "--all", "--filter", "until=1h"]),
+    );
+    assert!(
+        !recent.contains("deleted:"),
+        "nothing is an hour old yet: {recent}"
+    );
+    assert!(store.has_blob(&cached));
+
+    let out = common::run_ok(root.rbuild().args(["prune", "--all"]));
+    assert!(out.contains("Removed 1 image(s)"), "{out}");
+    assert!(store.list_images().unwrap().is_empty());
+    assert!(store.gc_roots().unwrap().is_empty());
+    assert!(!store.has_blob(&m.digest) && !store.has_blob(&cached));
+    let left = std::fs::read_dir(store.dir().join("blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "every blob goes with --all");
+}

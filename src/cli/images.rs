@@ -291,12 +291,10 @@ fn rmi_one(store: &Store, input: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rbuild prune`: drops unnamed images, then every blob no image or gc root references;
+/// `rbuild prune`: drops unnamed images (`--all`: every image and the build cache's gc roots),
+/// then every blob no image or gc root references;
 /// `--filter until=` and `--keep-storage` limit both as `docker builder prune` does.
 pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
-    if args.all {
-        return Err(super::unsupported("prune --all"));
-    }
     let options = PruneOptions::parse(
         &args.filter,
         args.keep_storage.as_deref(),
@@ -304,10 +302,18 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     )
     .map_err(|e| CliError::Usage(e.to_string()))?;
     let store = Store::open(&globals.root)?;
-    let dangling = store.remove_unnamed_images(options.until)?;
+    let images = if args.all {
+        let roots = store.clear_gc_roots(options.until)?;
+        if roots > 0 {
+            println!("Removed {roots} build cache root set(s)");
+        }
+        store.remove_all_images(options.until)?
+    } else {
+        store.remove_unnamed_images(options.until)?
+    };
     let report = store.prune_with(&options)?;
-    if dangling > 0 {
-        println!("Removed {dangling} unnamed image(s)");
+    if images > 0 {
+        println!("Removed {images} image(s)");
     }
     for d in &report.removed_blobs {
         println!("deleted: {d}");

@@ -87,15 +87,52 @@ impl Store {
     /// Removes image records without a name (docker's dangling images), only those recorded
     /// before `until` if given; returns how many.
     pub fn remove_unnamed_images(&self, until: Option<SystemTime>) -> Result<usize, Error> {
+        self.remove_images_before(until, false)
+    }
+
+    /// Removes every image record, named or not (only those named before `until` if given);
+    /// returns how many. Their blobs go at the next prune.
+    pub fn remove_all_images(&self, until: Option<SystemTime>) -> Result<usize, Error> {
+        self.remove_images_before(until, true)
+    }
+
+    fn remove_images_before(&self, until: Option<SystemTime>, named: bool) -> Result<usize, Error> {
         let cutoff = until.map(|u| {
             u.duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs())
         });
         self.update_tag_index(|images| {
             let before = images.len();
-            images.retain(|r| r.name.is_some() || cutoff.is_some_and(|c| r.updated_at >= c));
+            images.retain(|r| {
+                let eligible = named || r.name.is_none();
+                !eligible || cutoff.is_some_and(|c| r.updated_at >= c)
+            });
             Ok(before - images.len())
         })
+    }
+
+    /// Removes every gc root set (the build cache's included; its entries then miss), only
+    /// those last written before `until` if given; returns how many.
+    pub fn clear_gc_roots(&self, until: Option<SystemTime>) -> Result<usize, Error> {
+        let dir = self.dir.join(ROOTS_DIR);
+        let mut n = 0;
+        for entry in fs::read_dir(&dir).map_err(Error::io("list", dir.clone()))? {
+            let entry = entry.map_err(Error::io("list", dir.clone()))?;
+            if entry.file_name().to_string_lossy().starts_with(TEMP_PREFIX) {
+                continue;
+            }
+            let old = until.is_none_or(|u| {
+                entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|m| m < u)
+            });
+            if old {
+                remove(&entry.path())?;
+                n += 1;
+            }
+        }
+        Ok(n)
     }
 
     /// Every blob reachable from an image record or a gc root.
