@@ -53,6 +53,16 @@ pub async fn push(
     dest: &Reference,
     options: &PushOptions,
 ) -> Result<PushedImage, RegistryError> {
+    if let Some(pinned) = dest.digest()
+        && pinned != manifest
+    {
+        return Err(RegistryError::DigestMismatch {
+            registry: dest.registry().to_string(),
+            repository: dest.repository().to_string(),
+            expected: pinned.clone(),
+            actual: manifest.clone(),
+        });
+    }
     let host = client.host(dest.registry()).await?;
     let repo = dest.repository();
     let sources = store.dir().parent().map(BlobSources::new);
