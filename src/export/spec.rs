@@ -60,8 +60,9 @@ pub struct OutputSpec {
     pub push: bool,
     /// `registry.insecure=`: allow plain HTTP for the push.
     pub insecure_registry: bool,
-    /// `oci-mediatypes=`: defaults to true for `oci`, false for `docker` and `image`
-    /// (as the BuildKit docs state).
+    /// `oci-mediatypes=`: defaults to false only for `docker` (a `docker load` archive);
+    /// every other exporter, the local store and registry pushes included, uses OCI media
+    /// types as current BuildKit does when it pushes.
     pub oci_mediatypes: bool,
     /// `compression=` + `compression-level=`: for new layers; existing layers only change with
     /// `force-compression=true`.
@@ -242,7 +243,7 @@ impl OutputSpec {
             names: Vec::new(),
             push: false,
             insecure_registry: false,
-            oci_mediatypes: kind == OutputKind::Oci,
+            oci_mediatypes: kind != OutputKind::Docker,
             compression: Compression::default(),
             force_compression: false,
         }
@@ -308,6 +309,8 @@ mod tests {
                 .unwrap()
                 .oci_mediatypes
         );
+        assert!(OutputSpec::parse("type=image").unwrap().oci_mediatypes);
+        assert!(OutputSpec::parse("type=registry").unwrap().oci_mediatypes);
 
         let s = OutputSpec::parse("type=registry,name=localhost:5000/x").unwrap();
         assert!(s.push && s.kind == OutputKind::Image);
