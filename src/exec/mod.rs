@@ -16,6 +16,7 @@
 
 mod cache;
 mod helper;
+mod mountplan;
 mod mounts;
 mod run;
 mod sandbox;
