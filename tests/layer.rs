@@ -1,5 +1,8 @@
 //! Layer writer and safe apply against real trees and GNU tar: round trips, determinism,
-//! hostile layers built from raw tar headers, whiteouts, and an ignored throughput measurement.
+//! hostile layers built from raw tar headers, whiteouts, a real Debian base layer, and an ignored
+//! throughput measurement.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -87,6 +90,7 @@ struct Seen {
     gid: u32,
     mtime: (i64, i64),
     link: Option<PathBuf>,
+    rdev: u64,
     xattrs: BTreeMap<String, Vec<u8>>,
     content: Option<Vec<u8>>,
 }
@@ -127,6 +131,7 @@ fn observe(root: &Path) -> (BTreeMap<String, Seen>, Vec<Vec<String>>) {
                     .file_type()
                     .is_file()
                     .then(|| fs::read(e.path()).unwrap()),
+                rdev: md.rdev(),
             },
         );
     }
@@ -699,4 +704,108 @@ fn overlay_lower_snapshots_record_whiteouts_that_overlayfs_honours() {
     Command::new("umount").arg(&merged).status().unwrap();
     assert_eq!(a, ["c"]);
     assert_eq!(opq, ["new"]);
+}
+
+/// A real base layer (the Debian minbase fixture, devices and all) must unpack exactly as GNU
+/// tar unpacks it, and survive being written back and applied again.
+#[test]
+fn debian_base_layer_applies_like_gnu_tar_and_round_trips() {
+    if !is_root() {
+        eprintln!("SKIP debian layer comparison: needs root for ownership and device nodes");
+        return;
+    }
+    let layout = common::fixtures::debian_layout();
+    let blob_path = |digest: &str| layout.join("blobs/sha256").join(&digest[7..]);
+    let index: serde_json::Value =
+        serde_json::from_slice(&fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(
+        &fs::read(blob_path(index["manifests"][0]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
+    let layer = blob_path(manifest["layers"][0]["digest"].as_str().unwrap());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let (ours, gnu, again) = (
+        tmp.path().join("ours"),
+        tmp.path().join("gnu"),
+        tmp.path().join("again"),
+    );
+    for d in [&ours, &gnu, &again] {
+        fs::create_dir(d).unwrap();
+    }
+    // Decompressed once by GNU gzip: inflating in an unoptimised test build would dominate.
+    let plain = tmp.path().join("layer.tar");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "gzip -dc '{}' > '{}'",
+            layer.display(),
+            plain.display()
+        ))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let t = std::time::Instant::now();
+    let stats = apply(
+        fs::File::open(&plain).unwrap(),
+        &ours,
+        &ApplyOptions::default(),
+    )
+    .unwrap();
+    println!("rbuild apply: {:?} for {stats:?}", t.elapsed());
+    let t = std::time::Instant::now();
+    let status = Command::new("tar")
+        .args(["--xattrs", "--xattrs-include=*", "--numeric-owner", "-xpf"])
+        .arg(&plain)
+        .arg("-C")
+        .arg(&gnu)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    println!("GNU tar -x: {:?}", t.elapsed());
+
+    let (want, want_links) = observe(&gnu);
+    let (got, got_links) = observe(&ours);
+    assert!(
+        want.len() > 5000,
+        "the fixture looks too small: {}",
+        want.len()
+    );
+    assert_eq!(
+        got.keys().collect::<Vec<_>>(),
+        want.keys().collect::<Vec<_>>()
+    );
+    for (path, w) in &want {
+        assert_eq!(&got[path], w, "{path}");
+    }
+    assert_eq!(got_links, want_links);
+
+    // Written back: the subtrees holding devices, symlinks, hard links and setuid files, not
+    // all 160 MB (hashing that is slow in unoptimised test builds).
+    let subtrees = ["dev", "etc", "usr/bin", "var"];
+    let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed).unwrap();
+    for sub in subtrees {
+        write_dir_tree(
+            &mut w,
+            &ours.join(sub),
+            Path::new(sub),
+            &EntryOptions::default(),
+        )
+        .unwrap();
+    }
+    let blob = w.finish().unwrap().sink;
+    apply(&blob[..], &again, &ApplyOptions::default()).unwrap();
+    let (back, back_links) = observe(&again);
+    assert_eq!(back_links, got_links);
+    let mut compared = 0;
+    for (path, g) in &got {
+        if subtrees
+            .iter()
+            .any(|s| path == s || path.starts_with(&format!("{s}/")))
+        {
+            assert_eq!(&back[path], g, "{path}");
+            compared += 1;
+        }
+    }
+    assert!(compared > 1000, "only {compared} entries compared");
 }
