@@ -648,3 +648,27 @@ fn copy_from_an_image_reference() {
     assert!(passwd.contains("www-data:x:33:33"), "{passwd}");
     assert!(dir.join("etc/group").is_file());
 }
+
+#[test]
+fn stage_based_on_a_named_context_directory() {
+    let extra = Context::new()
+        .file("bin/tool", "#!/bin/sh\n")
+        .file("README", "r\n");
+    let ctx = Context::new()
+        .dockerfile("FROM tools\nCOPY local.txt /local.txt\n")
+        .file("local.txt", "l\n");
+    let root = TestRoot::new();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path().join("out");
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "--build-context"])
+            .arg(format!("tools={}", extra.path().display()))
+            .arg("-o")
+            .arg(format!("type=local,dest={}", dir.display()))
+            .arg(ctx.path()),
+    );
+    assert!(dir.join("bin/tool").is_file());
+    assert!(dir.join("README").is_file());
+    assert!(dir.join("local.txt").is_file());
+}

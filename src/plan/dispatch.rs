@@ -203,6 +203,30 @@ impl Plan {
             };
             let first_new_history = state.config.history.len();
             let mut steps = Vec::new();
+            if let Source::Context(name) = &stage.base {
+                // A stage based on a `--build-context` directory starts with its files.
+                steps.push(Step {
+                    line: stage.from.start_line,
+                    instruction: "FROM".into(),
+                    op: super::Op::Copy(super::CopyOp {
+                        add: false,
+                        from: Source::Context(name.clone()),
+                        sources: vec![".".into()],
+                        heredocs: Vec::new(),
+                        dest: "/".into(),
+                        chown: None,
+                        chmod: None,
+                        link: false,
+                        parents: false,
+                        excludes: Vec::new(),
+                        checksum: None,
+                        keep_git_dir: false,
+                        unpack: None,
+                    }),
+                    created_by: format!("FROM {name}"),
+                    empty_layer: false,
+                });
+            }
             if base_image.is_some() && !state.config.config.on_build.is_empty() {
                 let triggers = std::mem::take(&mut state.config.config.on_build);
                 for t in triggers {

@@ -97,13 +97,7 @@ fn build_stage(
             .layers
             .clone(),
         Source::Image(r) => shared.resolver.layers_of(r).unwrap_or_default(),
-        Source::Context(name) => {
-            return Err(SolveError::Unsupported {
-                line: d.from_line,
-                what: format!("FROM the build context {name:?}"),
-            });
-        }
-        Source::Scratch | Source::MainContext => Vec::new(),
+        Source::Context(_) | Source::Scratch | Source::MainContext => Vec::new(),
     };
     let base_diff_ids = match &d.base {
         Source::Stage(p) => shared.outputs.lock().expect("outputs lock")[p]
