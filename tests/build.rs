@@ -672,3 +672,30 @@ fn stage_based_on_a_named_context_directory() {
     assert!(dir.join("README").is_file());
     assert!(dir.join("local.txt").is_file());
 }
+
+#[test]
+fn run_layers_are_reproducible_under_source_date_epoch() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base}\nRUN mkdir -p /out && echo built > /out/file && rm -f /bin/wget\n"
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let mut digests = Vec::new();
+    for i in 0..2 {
+        let root = TestRoot::new();
+        let meta = work.path().join(format!("meta-{i}.json"));
+        run_ok(
+            root.rbuild()
+                .env("SOURCE_DATE_EPOCH", EPOCH)
+                .args(["build", "-q", "--metadata-file"])
+                .arg(&meta)
+                .arg(ctx.path()),
+        );
+        let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+        digests.push(m["containerimage.digest"].as_str().unwrap().to_string());
+        // RUN steps take at least a second apart so unclamped times would differ.
+        std::thread::sleep(std::time::Duration::from_millis(1100));
+    }
+    assert_eq!(digests[0], digests[1]);
+}
