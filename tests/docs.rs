@@ -46,7 +46,7 @@ fn completions_for_bash_zsh_fish_know_build_and_build_arg() {
 }
 
 #[test]
-fn bash_completion_script_is_valid_bash() {
+fn bash_completion_offers_build_arg() {
     let Some(bash) = on_path("bash") else {
         eprintln!("skipping: bash is not installed");
         return;
@@ -54,11 +54,14 @@ fn bash_completion_script_is_valid_bash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let script = dir.path().join("rbuild.bash");
     std::fs::write(&script, stdout_of(&["completion", "bash"])).expect("write script");
-    // Sourcing it must define the completion function and register it for `rbuild`.
+    // Sourcing it must register a completion for `rbuild`, and asking it to complete
+    // `rbuild build --build-a` must offer `--build-arg`.
     let out = Command::new(bash)
         .arg("-c")
         .arg(format!(
-            "source {} && declare -F _rbuild && complete -p rbuild",
+            "source {} && complete -p rbuild && \
+             COMP_WORDS=(rbuild build --build-a) && COMP_CWORD=2 && \
+             _rbuild rbuild --build-a build && echo \"offered: ${{COMPREPLY[*]}}\"",
             script.display()
         ))
         .output()
@@ -69,8 +72,11 @@ fn bash_completion_script_is_valid_bash() {
         "bash: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("_rbuild"), "bash output: {stdout}");
     assert!(stdout.contains("complete"), "bash output: {stdout}");
+    assert!(
+        stdout.contains("offered: --build-arg"),
+        "bash did not complete --build-a to --build-arg: {stdout}"
+    );
 }
 
 #[test]

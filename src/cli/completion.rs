@@ -77,7 +77,7 @@ fn man_page(out: &mut Vec<u8>) -> std::io::Result<()> {
           supported yet.\n\
           .SH \"SEE ALSO\"\n\
           The docs/ directory of the rbuild sources: cli.md, rootless.md, registry\\-auth.md, \
-          ci.md, kubernetes.md, differences.md, exit\\-codes.md.\n",
+          ci.md, kubernetes.md, differences.md, exit\\-codes.md, completion.md.\n",
     );
     Ok(())
 }
