@@ -124,7 +124,12 @@ pub(crate) fn make_traversable(path: &Path) -> Result<(), Error> {
         };
         if meta.is_dir() && meta.uid() == 0 && meta.mode() & 0o001 == 0 {
             let mode = (meta.mode() & 0o7777) | 0o001;
-            tracing::debug!(dir = %dir.display(), "adding o+x so the sandbox's mapped root can reach it");
+            tracing::warn!(
+                "made {} traversable by others (o+x): RUN steps started by root run as a mapped \
+                 unprivileged user that must reach {}",
+                dir.display(),
+                path.display()
+            );
             fs::set_permissions(dir, fs::Permissions::from_mode(mode)).map_err(|e| {
                 Error::Host {
                     action: "making traversable for the sandbox",
