@@ -38,7 +38,7 @@ pub struct Globals {
 
 /// Entry point used by `main`: parse, run, print the error chain, map to an exit code.
 pub fn main() -> ExitCode {
-    restore_sigpipe();
+    quiet_on_closed_stdout();
     let cli = Cli::parse();
     init_logging(&cli.log_level);
     let globals = Globals {
@@ -91,13 +91,26 @@ fn exit_code(err: &anyhow::Error) -> u8 {
     }
 }
 
-/// Rust ignores SIGPIPE, which turns `rbuild inspect x | head` into a panic on the first write
-/// after the reader left. Command-line tools conventionally die quietly instead.
-fn restore_sigpipe() {
-    // SAFETY: called once at start-up, before any thread exists; SIG_DFL is a valid handler.
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
+/// Rust ignores SIGPIPE (and socket writes to a registry that hung up must stay plain `EPIPE`
+/// errors that the retry logic handles), so `rbuild inspect x | head` would end in a panic
+/// on the first `println!` after the reader left. Treat exactly that as a normal end, as
+/// command-line tools do; every other panic keeps the default report.
+fn quiet_on_closed_stdout() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let message = payload
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| payload.downcast_ref::<&str>().copied())
+            .unwrap_or("");
+        if message.starts_with("failed printing to stdout")
+            && message.contains(&std::io::Error::from(std::io::ErrorKind::BrokenPipe).to_string())
+        {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
 }
 
 fn init_logging(level: &str) {

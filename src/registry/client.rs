@@ -91,7 +91,6 @@ pub(crate) struct Host {
 impl Client {
     /// A client with `options`.
     pub fn new(options: ClientOptions) -> Client {
-        ignore_sigpipe();
         Client {
             inner: Arc::new(Inner {
                 options,
@@ -304,20 +303,6 @@ impl Client {
         })
         .await
     }
-}
-
-/// Socket writes through `writev` (which hyper uses) raise SIGPIPE when the registry closes
-/// the connection first; with the default disposition that kills rbuild instead of giving a
-/// retryable `EPIPE`. The CLI restores SIGPIPE's default for `rbuild ... | head`, so a client
-/// puts "ignore" back once: broken stdout pipes still end the process through `EPIPE` errors.
-fn ignore_sigpipe() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        // SAFETY: SIG_IGN is a valid disposition; signal() is async-signal-safe and process-wide.
-        unsafe {
-            libc::signal(libc::SIGPIPE, libc::SIG_IGN);
-        }
-    });
 }
 
 /// A TLS failure against a registry that may only speak plain HTTP: say how to allow that.
