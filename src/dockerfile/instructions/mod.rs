@@ -8,6 +8,7 @@
 mod copy;
 mod flags;
 mod healthcheck;
+mod mount;
 mod run;
 pub(crate) mod suggest;
 
@@ -15,7 +16,8 @@ use serde::Serialize;
 
 pub use copy::{AddInstr, CopyInstr};
 pub use healthcheck::Healthcheck;
-pub use run::{CacheSharing, MountKind, NetworkMode, RunMount, SecurityMode, WordExpander};
+pub use mount::{CacheSharing, MountKind, RunMount, WordExpander};
+pub use run::{NetworkMode, SecurityMode};
 
 use super::{Heredoc, Node};
 use flags::{FlagKind, Flags};
