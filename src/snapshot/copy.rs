@@ -255,3 +255,89 @@ pub(crate) fn write_diff<W: Write>(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn whiteout(path: &Path) {
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            path,
+            rustix::fs::FileType::CharacterDevice,
+            rustix::fs::Mode::empty(),
+            rustix::fs::makedev(0, 0),
+        )
+        .unwrap();
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn materialize_applies_overlay_whiteouts_and_opaque_dirs() {
+        let t = tempfile::tempdir().unwrap();
+        let (l1, l2, dest) = (
+            t.path().join("l1"),
+            t.path().join("l2"),
+            t.path().join("dest"),
+        );
+        for d in [
+            l1.join("a"),
+            l1.join("b"),
+            l2.join("a"),
+            l2.join("b"),
+            dest.clone(),
+        ] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(l1.join("a/x"), "x").unwrap();
+        fs::write(l1.join("b/z"), "z").unwrap();
+        fs::write(l1.join("b/keep"), "k").unwrap();
+        fs::write(l2.join("a/w"), "w").unwrap();
+        if xattr::set(l2.join("a"), "user.overlay.opaque", b"y").is_err() {
+            eprintln!("no user xattrs on this filesystem: skipping");
+            return;
+        }
+        whiteout(&l2.join("b/z"));
+        materialize(&[l1, l2], &dest).unwrap();
+        assert_eq!(names(&dest.join("a")), ["w"]);
+        assert_eq!(names(&dest.join("b")), ["keep"]);
+        assert!(
+            xattr::get(dest.join("a"), "user.overlay.opaque")
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn diff_reports_changes_deletions_and_parents() {
+        use crate::layer::{Compression, LayerWriter};
+        let t = tempfile::tempdir().unwrap();
+        let (base, root) = (t.path().join("base"), t.path().join("root"));
+        for d in [base.join("d/sub"), root.join("d/sub")] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(base.join("d/sub/same"), "s").unwrap();
+        fs::write(base.join("d/gone"), "g").unwrap();
+        materialize(std::slice::from_ref(&base), &root).unwrap();
+        fs::remove_file(root.join("d/gone")).unwrap();
+        fs::write(root.join("d/sub/new"), "n").unwrap();
+        let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed).unwrap();
+        write_diff(&base, &root, &mut w, None).unwrap();
+        let tar = w.finish().unwrap().sink;
+        let mut archive = tar::Archive::new(&tar[..]);
+        let got: Vec<String> = archive
+            .entries()
+            .unwrap()
+            .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+            .collect();
+        assert_eq!(got, ["d/", "d/.wh.gone", "d/sub/", "d/sub/new"]);
+    }
+}
