@@ -809,3 +809,25 @@ fn debian_base_layer_applies_like_gnu_tar_and_round_trips() {
     }
     assert!(compared > 1000, "only {compared} entries compared");
 }
+
+#[test]
+fn directory_modes_land_on_the_directory_not_on_a_later_symlink() {
+    let mut w = LayerWriter::new(Vec::new(), Compression::Uncompressed).unwrap();
+    w.append_dir("target", &EntryMeta::with_mode(0o750))
+        .unwrap();
+    w.append_dir("d", &EntryMeta::with_mode(0o700)).unwrap();
+    w.append_dir("d", &EntryMeta::with_mode(0o711)).unwrap();
+    w.append_dir("gone", &EntryMeta::with_mode(0o777)).unwrap();
+    w.append_symlink("gone", "target", &EntryMeta::with_mode(0o777))
+        .unwrap();
+    let blob = w.finish().unwrap().sink;
+    let dest = tempfile::tempdir().unwrap();
+    apply(&blob[..], dest.path(), &ApplyOptions::default()).unwrap();
+    let mode = |p: &str| fs::metadata(dest.path().join(p)).unwrap().mode() & 0o7777;
+    assert_eq!(mode("d"), 0o711, "the last entry for a directory wins");
+    assert_eq!(
+        mode("target"),
+        0o750,
+        "the 0777 of `gone/` must not follow its symlink"
+    );
+}

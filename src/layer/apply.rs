@@ -376,12 +376,19 @@ impl State<'_> {
     }
 
     fn finish_dirs(&mut self) -> Result<()> {
-        for (rel, mode, mtime, nsec) in std::mem::take(&mut self.deferred_dirs).into_iter().rev() {
+        // In entry order, so the last entry for a directory wins.
+        for (rel, mode, mtime, nsec) in std::mem::take(&mut self.deferred_dirs) {
             let shown = String::from_utf8_lossy(&rel).into_owned();
-            let fd = match self.root.open_dir(&rel) {
+            let fd = match self.root.open_dir_nofollow(&rel) {
                 Ok(fd) => fd,
-                // Removed or replaced later in the layer.
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT) | Some(libc::ENOTDIR)) => {
+                // Removed, or replaced by a file or a symlink later in the layer: the mode
+                // belongs to the directory entry, never to what a symlink points at.
+                Err(e)
+                    if matches!(
+                        e.raw_os_error(),
+                        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ELOOP)
+                    ) =>
+                {
                     continue;
                 }
                 Err(source) => {

@@ -44,6 +44,29 @@ impl Root {
         )?)
     }
 
+    /// Like [`Root::open_dir`], but the last component must itself be a directory, not a
+    /// symlink to one.
+    pub(super) fn open_dir_nofollow(&self, rel: &[u8]) -> io::Result<OwnedFd> {
+        let Some(split) = rel.iter().rposition(|&b| b == b'/') else {
+            if rel.is_empty() {
+                return self.open_dir(b"");
+            }
+            return Ok(rustix::fs::openat(
+                &self.fd,
+                OsStr::from_bytes(rel),
+                DIR_FLAGS | OFlags::NOFOLLOW,
+                Mode::empty(),
+            )?);
+        };
+        let parent = self.open_dir(&rel[..split])?;
+        Ok(rustix::fs::openat(
+            &parent,
+            OsStr::from_bytes(&rel[split + 1..]),
+            DIR_FLAGS | OFlags::NOFOLLOW,
+            Mode::empty(),
+        )?)
+    }
+
     /// Like [`Root::open_dir`], creating missing directories (mode 0755, as docker does).
     pub(super) fn create_dirs(&self, comps: &[&[u8]]) -> io::Result<OwnedFd> {
         let full = comps.join(&b'/');
