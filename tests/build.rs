@@ -699,3 +699,44 @@ fn run_layers_are_reproducible_under_source_date_epoch() {
     }
     assert_eq!(digests[0], digests[1]);
 }
+
+#[test]
+fn secrets_reach_run_but_not_the_image() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base}\nRUN --mount=type=secret,id=tok --mount=type=secret,id=tok,env=TOKEN \
+         test \"$(cat /run/secrets/tok)\" = s3cret && test \"$TOKEN\" = s3cret && touch /ok\n\
+         RUN --mount=type=secret,id=absent test ! -e /run/secrets/absent\n"
+    ));
+    let work = tempfile::tempdir().unwrap();
+    let secret = work.path().join("tok");
+    std::fs::write(&secret, "s3cret").unwrap();
+    let out_dir = work.path().join("out");
+    let root = TestRoot::new();
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "--secret"])
+            .arg(format!("id=tok,src={}", secret.display()))
+            .arg("-o")
+            .arg(format!("type=local,dest={}", out_dir.display()))
+            .arg(ctx.path()),
+    );
+    assert!(out_dir.join("ok").exists());
+    assert!(!out_dir.join("run/secrets/tok").exists());
+    let missing = Context::new().dockerfile(&format!(
+        "FROM {base}\nRUN --mount=type=secret,id=need,required true\n"
+    ));
+    let out = root
+        .rbuild()
+        .arg("build")
+        .arg(missing.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("secret need not found"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

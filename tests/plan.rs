@@ -66,8 +66,6 @@ fn unfinished_flags_are_refused_with_exit_2() {
     for (flags, name) in [
         (vec!["--cache-from", "type=registry,ref=x"], "--cache-from"),
         (vec!["--cache-to", "type=inline"], "--cache-to"),
-        (vec!["--secret", "id=a,src=/etc/hostname"], "--secret"),
-        (vec!["--ssh", "default"], "--ssh"),
         (
             vec!["--platform", "linux/amd64,linux/arm64"],
             "--platform with several platforms",

@@ -133,6 +133,71 @@ fn named_contexts(args: &[String]) -> anyhow::Result<NamedContexts> {
     Ok((dirs, images))
 }
 
+/// `--secret id=ID[,src=FILE|,env=VAR]` (buildx syntax; `type=file|env` accepted).
+fn secrets(args: &[String]) -> anyhow::Result<BTreeMap<String, Vec<u8>>> {
+    let mut out = BTreeMap::new();
+    for spec in args {
+        let mut id = None;
+        let mut src = None;
+        let mut env = None;
+        let mut kind = None;
+        for field in spec.split(',') {
+            let (k, v) = field
+                .split_once('=')
+                .ok_or_else(|| usage(format!("--secret {spec:?}: {field:?} is not KEY=VALUE")))?;
+            match k {
+                "id" => id = Some(v.to_string()),
+                "src" | "source" => src = Some(v.to_string()),
+                "env" => env = Some(v.to_string()),
+                "type" if v == "file" || v == "env" => kind = Some(v.to_string()),
+                _ => bail!(usage(format!("--secret {spec:?}: unexpected key {k:?}"))),
+            }
+        }
+        let id = id
+            .or_else(|| src.clone().or_else(|| env.clone()))
+            .ok_or_else(|| usage(format!("--secret {spec:?}: id= is required")))?;
+        let from_env = kind.as_deref() == Some("env") || (src.is_none() && env.is_some());
+        let data = if from_env {
+            let var = env.or(src).unwrap_or_else(|| id.clone());
+            std::env::var(&var)
+                .map_err(|_| {
+                    usage(format!(
+                        "--secret {spec:?}: environment variable {var} is not set"
+                    ))
+                })?
+                .into_bytes()
+        } else {
+            let path =
+                src.ok_or_else(|| usage(format!("--secret {spec:?}: src= or env= is required")))?;
+            std::fs::read(&path).with_context(|| format!("--secret {id}: reading {path}"))?
+        };
+        out.insert(id, data);
+    }
+    Ok(out)
+}
+
+/// `--ssh default` (from `$SSH_AUTH_SOCK`) or `--ssh ID=SOCKET`.
+fn ssh_sockets(args: &[String]) -> anyhow::Result<BTreeMap<String, PathBuf>> {
+    let mut out = BTreeMap::new();
+    for spec in args {
+        let (id, path) = match spec.split_once('=') {
+            Some((id, p)) => (id.to_string(), PathBuf::from(p)),
+            None => {
+                let sock = std::env::var_os("SSH_AUTH_SOCK")
+                    .ok_or_else(|| usage(format!("--ssh {spec}: SSH_AUTH_SOCK is not set")))?;
+                (spec.clone(), PathBuf::from(sock))
+            }
+        };
+        if path.is_file() || path.is_dir() {
+            bail!(super::unsupported(
+                "--ssh with key files (give an agent socket)"
+            ));
+        }
+        out.insert(id, path);
+    }
+    Ok(out)
+}
+
 fn platform(args: &BuildArgs) -> anyhow::Result<Platform> {
     match args.platforms.as_slice() {
         [] => Ok(Platform::host()),
@@ -148,12 +213,6 @@ fn refuse_unsupported(args: &BuildArgs) -> anyhow::Result<()> {
     }
     if !args.cache_to.is_empty() {
         bail!(super::unsupported("--cache-to"));
-    }
-    if !args.secrets.is_empty() {
-        bail!(super::unsupported("--secret"));
-    }
-    if !args.ssh.is_empty() {
-        bail!(super::unsupported("--ssh"));
     }
     if args.progress == ProgressMode::Rawjson {
         bail!(super::unsupported("--progress=rawjson"));
@@ -244,6 +303,8 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         insecure_registries: Vec::new(),
         compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
         no_cache: args.no_cache,
+        secrets: secrets(&args.secrets)?,
+        ssh: ssh_sockets(&args.ssh)?,
         jobs: args.jobs,
         no_cache_filter: args.no_cache_filter.iter().cloned().collect(),
         network: match args.network.as_deref() {

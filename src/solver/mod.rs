@@ -54,6 +54,10 @@ pub struct BuildRequest {
     pub no_cache: bool,
     /// `--no-cache-filter`: stage names or indices that must not reuse cached steps.
     pub no_cache_filter: BTreeSet<String>,
+    /// `--secret` values by id (never part of cache keys or layers).
+    pub secrets: BTreeMap<String, Vec<u8>>,
+    /// `--ssh` agent sockets by id.
+    pub ssh: BTreeMap<String, PathBuf>,
     /// `--jobs`: at most this many stages build at once (default: CPU count).
     pub jobs: Option<usize>,
     /// `--network` for RUN steps without their own `--network`.

@@ -110,7 +110,12 @@ fn run_in(
     let spec = RunSpec {
         root: active.root(),
         argv: op.argv.clone(),
-        env: op.env.clone(),
+        env: op
+            .env
+            .iter()
+            .cloned()
+            .chain(secret_env(shared, op))
+            .collect(),
         cwd: op.cwd.clone(),
         user: op.user.clone(),
         network,
@@ -228,16 +233,92 @@ fn mount_spec(
             leases.push(lease);
             spec
         }
-        MountKind::Secret | MountKind::Ssh if !m.required => {
-            // BuildKit skips optional secret/ssh mounts it has no value for; rbuild has no
-            // `--secret`/`--ssh` yet, so every optional one is absent.
-            return Ok(None);
+        MountKind::Secret => {
+            let id = secret_id(m);
+            let Some(data) = shared.request.secrets.get(&id) else {
+                // BuildKit skips an optional secret that was not given.
+                return if m.required {
+                    Err(SolveError::Run {
+                        line,
+                        message: format!(
+                            "secret {id} not found (give it with --secret id={id},src=FILE)"
+                        ),
+                    })
+                } else {
+                    Ok(None)
+                };
+            };
+            if m.env.is_some() && m.target.is_none() {
+                // Exposed only as an environment variable (see `secret_env`).
+                return Ok(None);
+            }
+            MountSpec::Secret {
+                data: data.clone(),
+                target: m
+                    .target
+                    .clone()
+                    .unwrap_or_else(|| format!("/run/secrets/{id}")),
+                uid: m.uid.unwrap_or(0),
+                gid: m.gid.unwrap_or(0),
+                mode: m.mode.unwrap_or(0o400),
+            }
         }
-        MountKind::Secret | MountKind::Ssh => {
-            return Err(SolveError::Unsupported {
-                line,
-                what: format!("RUN --mount=type={}", m.kind.as_str()),
-            });
+        MountKind::Ssh => {
+            let id = m.id.clone().unwrap_or_else(|| "default".into());
+            let Some(socket) = shared.request.ssh.get(&id) else {
+                return if m.required {
+                    Err(SolveError::Run {
+                        line,
+                        message: format!(
+                            "no SSH agent socket {id:?} (give it with --ssh {id}[=SOCKET])"
+                        ),
+                    })
+                } else {
+                    Ok(None)
+                };
+            };
+            MountSpec::Ssh {
+                socket: socket.clone(),
+                target: m.target.clone().unwrap_or_else(|| SSH_TARGET.into()),
+            }
         }
     }))
+}
+
+/// Where BuildKit puts the default SSH agent socket.
+const SSH_TARGET: &str = "/run/buildkit/ssh_agent.0";
+
+/// A secret mount's id: `id=`, else the target's file name (BuildKit's rule).
+fn secret_id(m: &RunMount) -> String {
+    m.id.clone().unwrap_or_else(|| {
+        m.target
+            .as_deref()
+            .and_then(|t| t.rsplit('/').next())
+            .unwrap_or_default()
+            .to_string()
+    })
+}
+
+/// Environment entries secrets and SSH mounts add to a RUN (`env=` secrets, `SSH_AUTH_SOCK`).
+fn secret_env(shared: &Shared<'_>, op: &RunOp) -> Vec<String> {
+    let mut env = Vec::new();
+    for m in &op.mounts {
+        match m.kind {
+            MountKind::Secret => {
+                if let (Some(var), Some(data)) = (&m.env, shared.request.secrets.get(&secret_id(m)))
+                {
+                    env.push(format!("{var}={}", String::from_utf8_lossy(data)));
+                }
+            }
+            MountKind::Ssh => {
+                let id = m.id.clone().unwrap_or_else(|| "default".into());
+                if shared.request.ssh.contains_key(&id) {
+                    let target = m.target.clone().unwrap_or_else(|| SSH_TARGET.into());
+                    env.push(format!("SSH_AUTH_SOCK={target}"));
+                }
+            }
+            _ => {}
+        }
+    }
+    env
 }
