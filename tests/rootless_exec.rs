@@ -672,3 +672,16 @@ fn ssh_agent_socket_is_bound_into_the_sandbox() {
     drop(listener);
     assert!(!sb.rootfs.join("run").exists());
 }
+
+#[test]
+fn step_starts_with_default_signal_dispositions() {
+    let sb = sandbox();
+    let out = ok(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "grep -E '^Sig(Ign|Blk)' /proc/self/status; yes | head -n 1",
+    ));
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\n"
+    );
+}

@@ -172,9 +172,46 @@ fn setup(spec: &RunSpec, root: &Path, plan: &[Planned], setgroups: bool) -> Resu
             )));
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+        reset_signals();
         libc::execve(prog.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr());
     }
     Err(errno(&format!("executing {}", spec.argv[0])))
+}
+
+/// The Rust runtime of the helper ignores SIGPIPE, and ignored signals survive exec: give the
+/// step default dispositions and an empty signal mask, as a container runtime does.
+unsafe fn reset_signals() {
+    // SAFETY: plain signal(2)/sigprocmask(2) calls with valid arguments.
+    unsafe {
+        // The raw syscall also reaches 32 and 33, which glibc's wrappers refuse to touch.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        let dfl = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    sig,
+                    &dfl as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8usize,
+                );
+            }
+        }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
 }
 
 fn find_program(name: &str, path_var: &str) -> Result<PathBuf, String> {
