@@ -607,8 +607,18 @@ fn layer_throughput() {
         Compression::default(),
         Compression::Zstd { level: 3 },
     ] {
-        let (rate, ratio) = time(&mut || layer_of(src.path(), c, &EntryOptions::default()).2.len());
+        let mut blob = Vec::new();
+        let (rate, ratio) = time(&mut || {
+            blob = layer_of(src.path(), c, &EntryOptions::default()).2;
+            blob.len()
+        });
         println!("rbuild layer {c:?}: {rate:.0} MB/s, ratio {ratio:.3}");
+        let dest = tempfile::tempdir().unwrap();
+        let (rate, _) = time(&mut || {
+            apply(&blob[..], dest.path(), &ApplyOptions::default()).unwrap();
+            0
+        });
+        println!("rbuild apply of that layer: {rate:.0} MB/s");
     }
     for (name, cmd) in [
         ("tar | gzip -1", "tar -cf - . | gzip -1 | wc -c"),
