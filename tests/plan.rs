@@ -87,6 +87,17 @@ fn unfinished_flags_are_refused_with_exit_2() {
 }
 
 #[test]
+fn features_refused_for_one_dockerfile_line_also_exit_2() {
+    let ctx = Context::new().dockerfile("FROM scratch\nRUN --security=insecure true\n");
+    let out = build(&ctx, &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out).trim_end(),
+        "rbuild: line 2: RUN --security=insecure is not supported yet"
+    );
+}
+
+#[test]
 fn bad_flag_values_are_usage_errors() {
     let ctx = Context::new().dockerfile("FROM scratch\n");
     for flags in [

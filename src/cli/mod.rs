@@ -2,7 +2,7 @@
 //! This is the only module that uses `anyhow` and prints to stdout/stderr.
 //!
 //! Exit codes: 0 success; 1 the build or command failed; 2 bad usage or a feature that is not
-//! built yet (`rbuild: <flag> is not supported yet`).
+//! built yet (`rbuild: <flag> is not supported yet`, also when refused for one Dockerfile line).
 
 pub mod args;
 mod build;
@@ -84,11 +84,29 @@ fn render_error(err: &anyhow::Error) -> String {
     out
 }
 
+/// 2 for usage errors and for any feature that is not built yet, wherever in the chain it was
+/// refused (the CLI, the solver for one Dockerfile line, an exporter, the registry client);
+/// 1 for everything else.
 fn exit_code(err: &anyhow::Error) -> u8 {
-    match err.downcast_ref::<CliError>() {
-        Some(CliError::Unsupported(_) | CliError::Usage(_)) => 2,
-        None => 1,
-    }
+    let not_built_yet = |cause: &(dyn std::error::Error + 'static)| {
+        matches!(
+            cause.downcast_ref::<CliError>(),
+            Some(CliError::Unsupported(_) | CliError::Usage(_))
+        ) || matches!(
+            cause.downcast_ref::<crate::solver::SolveError>(),
+            Some(crate::solver::SolveError::Unsupported { .. })
+        ) || matches!(
+            cause.downcast_ref::<crate::export::Error>(),
+            Some(crate::export::Error::Unsupported(_))
+        ) || matches!(
+            cause.downcast_ref::<crate::registry::RegistryError>(),
+            Some(crate::registry::RegistryError::Unsupported(_))
+        ) || matches!(
+            cause.downcast_ref::<crate::context::ContextError>(),
+            Some(crate::context::ContextError::Unsupported(_))
+        )
+    };
+    if err.chain().any(not_built_yet) { 2 } else { 1 }
 }
 
 /// Rust ignores SIGPIPE (and socket writes to a registry that hung up must stay plain `EPIPE`

@@ -302,10 +302,19 @@ impl<'a> StageBuilder<'a> {
                     .map(|(_, body)| body.clone())
                     .unwrap_or_default();
                 let file = heredoc_dir.join(name);
-                fs::write(&file, content).map_err(|source| SolveError::Io {
-                    path: file.clone(),
-                    source,
-                })?;
+                // BuildKit creates heredoc files as root-owned 0644 whatever the builder's
+                // uid and umask are; the scratch file's own metadata must not leak in.
+                fs::write(&file, content)
+                    .and_then(|()| {
+                        fs::set_permissions(
+                            &file,
+                            std::os::unix::fs::PermissionsExt::from_mode(0o644),
+                        )
+                    })
+                    .map_err(|source| SolveError::Io {
+                        path: file.clone(),
+                        source,
+                    })?;
                 sources.push(name.to_string());
             }
             (heredoc_dir, false, sources)
@@ -326,7 +335,10 @@ impl<'a> StageBuilder<'a> {
             dest: c.dest.clone(),
             workdir: "/".into(),
             dest_root,
-            chown: c.chown.clone(),
+            chown: match (&c.chown, c.heredocs.is_empty()) {
+                (None, false) => Some("0:0".to_string()),
+                (chown, _) => chown.clone(),
+            },
             chmod: c.chmod.clone(),
             parents: c.parents,
             excludes: c.excludes.clone(),
