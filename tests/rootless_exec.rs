@@ -685,3 +685,15 @@ fn step_starts_with_default_signal_dispositions() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\ny\n"
     );
 }
+
+#[test]
+fn step_inherits_only_stdio() {
+    // busybox ash keeps fds 10 and 251 for itself; the helper's status (3) and data (4)
+    // descriptors must not reach the step.
+    let sb = sandbox();
+    let out = ok(&sh(
+        RootSpec::Dir(sb.rootfs.clone()),
+        "{ test -e /proc/$$/fd/3 || test -e /proc/$$/fd/4; } && echo leaked || echo clean",
+    ));
+    assert_eq!(out, "clean\n");
+}

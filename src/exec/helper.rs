@@ -30,6 +30,9 @@ pub(crate) fn main() -> ExitCode {
             Err(e) => Response::Failed(format!("undecodable job: {e}")),
             Ok(mut req) => {
                 null_stdin();
+                // The status pipe must not reach the step's processes (they could write to it).
+                // SAFETY: F_SETFD on a descriptor we own.
+                unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
                 // SAFETY: the parent dup'ed the job's data file onto fd 4 when it says so.
                 let data = req
                     .has_data
