@@ -697,3 +697,20 @@ fn step_inherits_only_stdio() {
     ));
     assert_eq!(out, "clean\n");
 }
+
+#[test]
+fn stale_snapshots_of_dead_builds_are_pruned() {
+    use rbuild::snapshot::{Backend, Snapshotter};
+    setup();
+    let work = tempfile::tempdir().unwrap();
+    let snaps = Snapshotter::with_backend(work.path(), Backend::Overlay).unwrap();
+    let live = snaps.prepare(&[]).unwrap();
+    // A dir named like one of ours, from a pid that cannot exist (above pid_max).
+    let dead = work.path().join("snapshots/active/run-999999999-1-0");
+    fs::create_dir_all(dead.join("upper/d")).unwrap();
+    hand_to_sandbox_root(&dead);
+    assert_eq!(snaps.prune_stale().unwrap(), 1);
+    assert!(!dead.exists());
+    assert!(live.upper().exists(), "a live build's snapshot must stay");
+    snaps.remove(live).unwrap();
+}

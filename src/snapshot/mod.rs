@@ -161,7 +161,29 @@ impl Snapshotter {
             }
         };
         snap.backend = backend;
+        snap.prune_stale()?;
         Ok(snap)
+    }
+
+    /// Deletes active snapshots and temp dirs left by rbuild processes that no longer run
+    /// (killed builds). Their names carry the creating pid.
+    pub fn prune_stale(&self) -> Result<usize, Error> {
+        let mut removed = 0;
+        for sub in ["active", "tmp"] {
+            let dir = self.dir.join(sub);
+            let entries = fs::read_dir(&dir).map_err(io("listing", &dir))?;
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                let pid = name.split('-').nth(1).and_then(|p| p.parse::<u32>().ok());
+                let alive = pid.is_none_or(|p| Path::new("/proc").join(p.to_string()).exists());
+                if !alive {
+                    tracing::debug!(path = %entry.path().display(), "removing stale snapshot dir");
+                    self.remove_tree(&entry.path())?;
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
     }
 
     /// Like [`new`](Self::new) with a chosen backend and no probe.
