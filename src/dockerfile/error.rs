@@ -172,7 +172,8 @@ pub(crate) fn suggest_instruction(name: &str) -> Option<String> {
     })
 }
 
-fn levenshtein(a: &str, b: &str) -> usize {
+/// Edit distance between two words, counted in characters; shared by every "did you mean".
+pub(crate) fn levenshtein(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

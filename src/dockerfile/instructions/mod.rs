@@ -361,32 +361,11 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
             return Err(suggest::with_suggestion(
                 format!("unknown instruction: {other}"),
                 other,
-                KNOWN,
+                crate::dockerfile::error::INSTRUCTIONS.iter().copied(),
             ));
         }
     })
 }
-
-const KNOWN: [&str; 18] = [
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
-];
 
 #[cfg(test)]
 mod tests;

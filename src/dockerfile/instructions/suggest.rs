@@ -1,6 +1,8 @@
 //! "did you mean" suggestions for misspelt flags, stage names and keys, as BuildKit's
 //! `util/suggest` gives them.
 
+use crate::dockerfile::error::levenshtein;
+
 /// The closest candidate to `word` if it is close enough to be a plausible typo.
 ///
 /// Matching is case-insensitive; a candidate qualifies when its edit distance is at most half
@@ -33,20 +35,6 @@ where
         Some(s) => format!("{message} (did you mean {s}?)"),
         None => message,
     }
-}
-
-fn levenshtein(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut prev: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut cur = vec![i + 1; b.len() + 1];
-        for (j, cb) in b.iter().enumerate() {
-            let cost = usize::from(ca != *cb);
-            cur[j + 1] = (prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1);
-        }
-        prev = cur;
-    }
-    prev[b.len()]
 }
 
 #[cfg(test)]
