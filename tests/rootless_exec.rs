@@ -216,12 +216,16 @@ fn etc_files_and_hostname_are_provided_and_not_left_behind() {
     let mut spec = sh(
         RootSpec::Dir(sb.rootfs.clone()),
         "cat /etc/hosts; hostname; cat /etc/hostname; test -e /etc/resolv.conf && echo resolv; \
-         test -c /dev/null && echo devnull; mount | grep -c ' /sys .*ro' ",
+         test -c /dev/null && echo devnull; echo '10.1.2.3 extra' >> /etc/hosts && \
+         grep -c extra /etc/hosts; touch /sys/rbuild-probe 2>/dev/null || echo sys-ro",
     );
     spec.hostname = "stepbox".into();
     let out = ok(&spec);
     assert!(out.contains("127.0.0.1\tlocalhost stepbox"), "{out}");
-    assert!(out.contains("stepbox\nstepbox\nresolv\ndevnull\n"), "{out}");
+    assert!(
+        out.contains("stepbox\nstepbox\nresolv\ndevnull\n1\nsys-ro\n"),
+        "{out}"
+    );
     for stub in [
         "etc/hosts",
         "etc/resolv.conf",

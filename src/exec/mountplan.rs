@@ -47,7 +47,8 @@ pub(super) fn plan_and_run(
         plan.push(Planned::Bind {
             source: scratch.join(name),
             target: target(root, &format!("/etc/{name}"), true, stubs)?,
-            readonly: true,
+            // Writable like BuildKit's: writes land in the per-step copy and are discarded.
+            readonly: false,
         });
     }
     for (i, m) in spec.mounts.iter().enumerate() {

@@ -65,9 +65,10 @@ fn prepare_scratch(dir: &Path, spec: &RunSpec) -> Result<(), Error> {
             source: e,
         })?;
     }
-    hand_over(dir)?;
-    hand_over(&dir.join("root"))?;
-    hand_over(&dir.join("tmp"))
+    for sub in ["", "root", "tmp", "hosts", "resolv.conf", "hostname"] {
+        hand_over(&dir.join(sub))?;
+    }
+    Ok(())
 }
 
 /// Gives `path` to the container's root user when rbuild runs as host root (whose container
