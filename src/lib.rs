@@ -17,6 +17,7 @@ pub mod export;
 pub mod image;
 pub mod layer;
 pub mod plan;
+pub mod progress;
 pub mod registry;
 pub mod snapshot;
 pub mod solver;

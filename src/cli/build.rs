@@ -9,10 +9,12 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 
 use super::args::{BuildArgs, ProgressMode};
+use super::progress::{Console, Summary};
 use super::{CliError, Globals};
 use crate::export::{OutputKind, OutputSpec};
 use crate::image::Platform;
 use crate::plan::{BuildOptions, parse_source_date_epoch};
+use crate::progress::{Event, Reporter};
 use crate::registry::{Client, ClientOptions, PushOptions, Reference};
 use crate::solver::{BuildRequest, BuildResult};
 use crate::store::Store;
@@ -214,9 +216,6 @@ fn refuse_unsupported(args: &BuildArgs) -> anyhow::Result<()> {
     if !args.cache_to.is_empty() {
         bail!(super::unsupported("--cache-to"));
     }
-    if args.progress == ProgressMode::Rawjson {
-        bail!(super::unsupported("--progress=rawjson"));
-    }
     if let Some(n) = &args.network
         && !matches!(n.as_str(), "default" | "none" | "host")
     {
@@ -319,32 +318,60 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         return Ok(());
     }
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
-    let log = move |line: &str| {
-        if !quiet {
-            eprintln!("{line}");
+    let console = Console::new(args.progress, args.quiet);
+    let result = crate::solver::build(&request, &store, &console)?;
+    for w in &result.warnings {
+        console.event(Event::Warning { message: w.clone() });
+    }
+    // Exporting is one more vertex after the solver's, as in BuildKit's output.
+    let export_id = result.vertices + 1;
+    console.event(Event::Started {
+        id: export_id,
+        name: "exporting to image".into(),
+        step: None,
+    });
+    let exported = export_all(&store, &result, &tags, &outputs, &console, export_id)
+        .and_then(|names| write_side_files(&args, &result, &tags).map(|()| names));
+    let names = match exported {
+        Ok(names) => names,
+        Err(e) => {
+            console.event(Event::Errored {
+                id: export_id,
+                message: format!("{e:#}"),
+            });
+            return Err(e);
         }
     };
-    let result = crate::solver::build(&request, &store, &log)?;
-    for w in &result.warnings {
-        eprintln!("WARNING: {w}");
-    }
-    export_all(&store, &result, &tags, &outputs, quiet)?;
-    write_side_files(&args, &result, &tags)?;
+    console.event(Event::Finished { id: export_id });
     if quiet {
         println!("{}", result.config_digest);
     } else {
-        eprintln!("writing image {} done", result.config_digest);
+        let (steps_run, steps_cached) = console.step_counts();
+        console.summary(&Summary {
+            image_id: result.config_digest.to_string(),
+            manifest: result.manifest.digest.to_string(),
+            tags: names,
+            size: result.layers.iter().map(|l| l.size).sum(),
+            layers: result.layers.len(),
+            steps_run,
+            steps_cached,
+            seconds: console.elapsed(),
+        });
     }
     Ok(())
 }
 
+/// Exports to every output; returns the names the image got.
 fn export_all(
     store: &Store,
     result: &BuildResult,
     tags: &[String],
     outputs: &[OutputSpec],
-    quiet: bool,
-) -> anyhow::Result<()> {
+    console: &Console,
+    vertex: u64,
+) -> anyhow::Result<Vec<String>> {
+    let status = |text: String| console.event(Event::Status { id: vertex, text });
+    let mut all_names = Vec::new();
     for spec in outputs {
         let mut names: Vec<String> = tags.to_vec();
         for n in &spec.names {
@@ -355,10 +382,11 @@ fn export_all(
             );
         }
         let desc = crate::export::export(store, &result.manifest, &names, None, spec)?;
-        if !quiet {
-            for n in &names {
-                eprintln!("naming to {n} done");
-            }
+        if spec.kind == OutputKind::Image {
+            status(format!("writing image {} done", result.config_digest));
+        }
+        for n in &names {
+            status(format!("naming to {n} done"));
         }
         if spec.push {
             if names.is_empty() {
@@ -373,6 +401,7 @@ fn export_all(
                 .context("starting the async runtime")?;
             for n in &names {
                 let r = Reference::parse(n)?;
+                status(format!("pushing {n}"));
                 let pushed = rt.block_on(crate::registry::push(
                     &client,
                     store,
@@ -380,13 +409,16 @@ fn export_all(
                     &r,
                     &PushOptions::default(),
                 ))?;
-                if !quiet {
-                    eprintln!("pushed {n}@{}", pushed.digest);
-                }
+                status(format!("pushed {n}@{} done", pushed.digest));
+            }
+        }
+        for n in names {
+            if !all_names.contains(&n) {
+                all_names.push(n);
             }
         }
     }
-    Ok(())
+    Ok(all_names)
 }
 
 fn write_file(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {

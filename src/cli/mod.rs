@@ -9,6 +9,7 @@ mod build;
 mod completion;
 mod debug;
 mod images;
+mod progress;
 mod registry;
 
 use std::path::PathBuf;

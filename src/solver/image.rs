@@ -56,6 +56,8 @@ pub(crate) fn assemble(
         config_digest: config_desc.digest,
         config,
         warnings: Vec::new(),
+        layers: out.layers.clone(),
+        vertices: 0,
     })
 }
 

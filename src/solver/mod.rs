@@ -6,6 +6,7 @@
 //! (parent key, planned op, content of what they read) was built before reuse that layer.
 
 mod cache;
+mod events;
 mod image;
 mod resolve;
 mod run;
@@ -75,6 +76,11 @@ pub struct BuildResult {
     pub config: ImageConfig,
     /// Things the user should hear about (unused build args...).
     pub warnings: Vec<String>,
+    /// The image's layers, base layers first.
+    pub layers: Vec<Descriptor>,
+    /// How many progress vertices the build numbered (later vertices, such as exporting,
+    /// continue from this plus one).
+    pub vertices: u64,
 }
 
 /// A build failure.
@@ -144,7 +150,8 @@ pub(crate) struct Shared<'a> {
     pub scratch: tempfile::TempDir,
     pub outputs: Mutex<BTreeMap<usize, StageOutput>>,
     pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
-    pub log: &'a (dyn Fn(&str) + Sync),
+    pub reporter: &'a dyn crate::progress::Reporter,
+    pub vertices: events::Vertices,
     pub cache: cache::BuildCache,
     /// Stage names by index (for `--no-cache-filter`).
     pub plan_names: BTreeMap<usize, Option<String>>,
@@ -162,8 +169,8 @@ pub(crate) struct StageOutput {
 }
 
 impl Shared<'_> {
-    pub(crate) fn progress(&self, line: &str) {
-        (self.log)(line);
+    pub(crate) fn emit(&self, event: crate::progress::Event) {
+        self.reporter.event(event);
     }
 
     /// A fresh directory inside this build's scratch space (removed when the build ends).
@@ -298,11 +305,12 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
     Ok(plan.render(Some(&dispatched)))
 }
 
-/// Builds the request's target into `store` (not yet named: see [`crate::export`]).
+/// Builds the request's target into `store` (not yet named: see [`crate::export`]),
+/// reporting progress to `reporter`.
 pub fn build(
     request: &BuildRequest,
     store: &Store,
-    log: &(dyn Fn(&str) + Sync),
+    reporter: &dyn crate::progress::Reporter,
 ) -> Result<BuildResult, SolveError> {
     let plan = Plan::new(&request.dockerfile, request.options.clone())?;
     let resolver = StoreResolver {
@@ -350,7 +358,8 @@ pub fn build(
         scratch,
         outputs: Mutex::new(BTreeMap::new()),
         image_roots: Mutex::new(BTreeMap::new()),
-        log,
+        reporter,
+        vertices: events::Vertices::number(&plan, &dispatched),
         cache: cache::BuildCache::open(store),
         plan_names: plan
             .stages
@@ -367,6 +376,7 @@ pub fn build(
     built?;
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
+    result.vertices = shared.vertices.count();
     let unused = plan.unused_build_args();
     if !unused.is_empty() {
         // BuildKit's wording.

@@ -14,6 +14,7 @@ use crate::plan::{RunOp, Source};
 use crate::snapshot::Snapshotter;
 
 use super::{Shared, SolveError};
+use crate::progress::{Event, LogStream};
 
 /// A finished RUN step's layer.
 pub(crate) struct RunLayer {
@@ -46,6 +47,7 @@ fn sub_path(root: &Path, path: Option<&str>, line: usize) -> Result<PathBuf, Sol
 /// Runs one RUN step on top of `layers` and returns the layer it produced.
 pub(crate) fn run_step(
     shared: &Shared<'_>,
+    vertex: u64,
     line: usize,
     op: &RunOp,
     layers: &[Descriptor],
@@ -58,7 +60,7 @@ pub(crate) fn run_step(
             .map_err(snap_err(line))?;
     }
     let active = snap.prepare(diff_ids).map_err(snap_err(line))?;
-    let result = run_in(shared, &snap, &active, line, op);
+    let result = run_in(shared, &snap, &active, vertex, line, op);
     match result {
         Ok(out) => {
             snap.commit(active, &out.diff_id).map_err(snap_err(line))?;
@@ -75,6 +77,7 @@ fn run_in(
     shared: &Shared<'_>,
     snap: &Snapshotter,
     active: &crate::snapshot::Active,
+    vertex: u64,
     line: usize,
     op: &RunOp,
 ) -> Result<RunLayer, SolveError> {
@@ -123,20 +126,32 @@ fn run_in(
         ..RunSpec::new(active.root(), op.argv.clone())
     };
     let mut partial = [String::new(), String::new()];
+    let log = |stream: usize, text: String| {
+        shared.emit(Event::Log {
+            id: vertex,
+            stream: if stream == 1 {
+                LogStream::Stderr
+            } else {
+                LogStream::Stdout
+            },
+            text,
+        });
+    };
     let mut on_output = |stream: Stream, bytes: &[u8]| {
-        let buf = &mut partial[usize::from(stream == Stream::Stderr)];
+        let which = usize::from(stream == Stream::Stderr);
+        let buf = &mut partial[which];
         buf.push_str(&String::from_utf8_lossy(bytes));
         while let Some(i) = buf.find('\n') {
             let l: String = buf.drain(..=i).collect();
-            shared.progress(&format!("#{line} {}", l.trim_end_matches('\n')));
+            log(which, l.trim_end_matches(['\n', '\r']).to_string());
         }
     };
     let status = crate::exec::run(&spec, &mut on_output).map_err(|e| SolveError::Run {
         line,
         message: e.to_string(),
     })?;
-    for rest in partial.iter().filter(|p| !p.is_empty()) {
-        shared.progress(&format!("#{line} {rest}"));
+    for (which, rest) in partial.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
+        log(which, rest.clone());
     }
     drop(leases);
     if !status.success() {

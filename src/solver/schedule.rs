@@ -150,6 +150,12 @@ fn build_stage(
                 .any(|f| f.eq_ignore_ascii_case(&n))
         });
     let use_cache = !shared.request.no_cache && !filtered;
+    if let Some(v) = shared.vertices.from(d.index) {
+        // The base was resolved (and pulled if missing) while planning; its layers are
+        // applied lazily, so the FROM vertex has nothing left to do here.
+        shared.emit(v.started());
+        shared.emit(crate::progress::Event::Finished { id: v.id });
+    }
     let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
     b.diff_ids = base_diff_ids;
     b.run(keep_root)

@@ -10,6 +10,7 @@ use crate::context::{ChownSpec, CopyRequest, EntryKind, LayerEntry, plan_copy};
 use crate::image::{Descriptor, Digest};
 use crate::layer::{ApplyOptions, EntryMeta, LayerWriter, apply, open_decompressed};
 use crate::plan::{CopyOp, Op, Source, StageDispatch};
+use crate::progress::Event;
 
 use super::cache::{self, CacheEntry};
 use super::{Shared, SolveError, StageOutput};
@@ -27,6 +28,8 @@ pub(crate) struct StageBuilder<'a> {
     key: Digest,
     /// Whether cache lookups are allowed for this stage (`--no-cache`, `--no-cache-filter`).
     use_cache: bool,
+    /// Progress vertex of the step running now (RUN output lines are reported under it).
+    vertex: u64,
 }
 
 impl<'a> StageBuilder<'a> {
@@ -46,72 +49,35 @@ impl<'a> StageBuilder<'a> {
             rootfs: None,
             key: base_key,
             use_cache,
+            vertex: 0,
         }
     }
 
     /// Runs every step; returns the stage's layers and (if asked) its unpacked root.
     pub(crate) fn run(mut self, keep_rootfs: bool) -> Result<StageOutput, SolveError> {
-        for step in &self.dispatch.steps {
+        for (k, step) in self.dispatch.steps.iter().enumerate() {
             if matches!(step.op, Op::Metadata) {
+                // Config-only steps are not vertices in BuildKit's progress either.
                 self.produced.push(false);
-                self.shared.progress(&format!(
-                    "stage {} line {}: {}",
-                    self.dispatch.index, step.line, step.created_by
-                ));
                 continue;
             }
-            let step_key = self.step_key(step.line, &step.op)?;
-            let hit = match &step_key {
-                Some(k) if self.use_cache => self.shared.cache.lookup(self.shared.store, k),
-                _ => None,
-            };
-            let before = self.layers.len();
-            let (changed, cached) = match hit {
-                Some(entry) => {
-                    self.add_layer(entry.layer, entry.diff_id)?;
-                    (true, true)
-                }
-                None => {
-                    let changed = match &step.op {
-                        Op::Metadata => false,
-                        Op::Run(r) => self.run_step(step.line, r)?,
-                        Op::Mkdir { path, user } => self.mkdir(step.line, path, user.as_deref())?,
-                        Op::Copy(c) => self.copy(step.line, c)?,
-                    };
-                    (changed, false)
-                }
-            };
-            if self.layers.len() > before {
-                let entry = CacheEntry {
-                    layer: self.layers[self.layers.len() - 1].clone(),
-                    diff_id: self.diff_ids[self.diff_ids.len() - 1].clone(),
-                };
-                match &step_key {
-                    Some(k) => {
-                        if !cached {
-                            self.shared.cache.record(k, &entry);
-                        }
-                        self.key = k.clone();
-                    }
-                    None => {
-                        self.key = cache::key(&[
-                            ("parent", self.key.to_string().as_bytes()),
-                            ("uncached-result", entry.diff_id.to_string().as_bytes()),
-                        ]);
-                    }
-                }
-            } else if let Some(k) = &step_key {
-                self.key = k.clone();
+            let vertex = self.shared.vertices.step(self.dispatch.index, k).cloned();
+            if let Some(v) = &vertex {
+                self.shared.emit(v.started());
+                self.vertex = v.id;
             }
-            self.produced.push(changed);
-            self.shared.progress(&format!(
-                "stage {} line {}: {}{}{}",
-                self.dispatch.index,
-                step.line,
-                if cached { "CACHED " } else { "" },
-                step.created_by,
-                if !changed { " (no changes)" } else { "" }
-            ));
+            let outcome = self.run_one(step);
+            if let Some(v) = &vertex {
+                self.shared.emit(match &outcome {
+                    Ok(true) => Event::Cached { id: v.id },
+                    Ok(false) => Event::Finished { id: v.id },
+                    Err(e) => Event::Errored {
+                        id: v.id,
+                        message: e.to_string(),
+                    },
+                });
+            }
+            outcome?;
         }
         if keep_rootfs {
             self.rootfs()?;
@@ -123,6 +89,55 @@ impl<'a> StageBuilder<'a> {
             produced: self.produced,
             rootfs: self.rootfs,
         })
+    }
+
+    /// Builds one filesystem step; returns whether its result came from the cache.
+    fn run_one(&mut self, step: &crate::plan::Step) -> Result<bool, SolveError> {
+        let step_key = self.step_key(step.line, &step.op)?;
+        let hit = match &step_key {
+            Some(k) if self.use_cache => self.shared.cache.lookup(self.shared.store, k),
+            _ => None,
+        };
+        let before = self.layers.len();
+        let (changed, cached) = match hit {
+            Some(entry) => {
+                self.add_layer(entry.layer, entry.diff_id)?;
+                (true, true)
+            }
+            None => {
+                let changed = match &step.op {
+                    Op::Metadata => false,
+                    Op::Run(r) => self.run_step(step.line, r)?,
+                    Op::Mkdir { path, user } => self.mkdir(step.line, path, user.as_deref())?,
+                    Op::Copy(c) => self.copy(step.line, c)?,
+                };
+                (changed, false)
+            }
+        };
+        if self.layers.len() > before {
+            let entry = CacheEntry {
+                layer: self.layers[self.layers.len() - 1].clone(),
+                diff_id: self.diff_ids[self.diff_ids.len() - 1].clone(),
+            };
+            match &step_key {
+                Some(k) => {
+                    if !cached {
+                        self.shared.cache.record(k, &entry);
+                    }
+                    self.key = k.clone();
+                }
+                None => {
+                    self.key = cache::key(&[
+                        ("parent", self.key.to_string().as_bytes()),
+                        ("uncached-result", entry.diff_id.to_string().as_bytes()),
+                    ]);
+                }
+            }
+        } else if let Some(k) = &step_key {
+            self.key = k.clone();
+        }
+        self.produced.push(changed);
+        Ok(cached)
     }
 
     /// The stage's root on disk, unpacked from its layers the first time it is needed.
@@ -210,7 +225,14 @@ impl<'a> StageBuilder<'a> {
     }
 
     fn run_step(&mut self, line: usize, op: &crate::plan::RunOp) -> Result<bool, SolveError> {
-        let out = super::run::run_step(self.shared, line, op, &self.layers, &self.diff_ids)?;
+        let out = super::run::run_step(
+            self.shared,
+            self.vertex,
+            line,
+            op,
+            &self.layers,
+            &self.diff_ids,
+        )?;
         self.add_layer(out.layer, out.diff_id)?;
         Ok(true)
     }

@@ -1,0 +1,128 @@
+//! Vertex numbering for the progress stream: every step that does work (and every FROM of an
+//! image) gets its `#N` before the build starts, in stage order then step order, so numbers do
+//! not depend on which parallel stage happens to start first.
+
+use std::collections::BTreeMap;
+
+use crate::plan::{Op, Plan, Source, StageDispatch};
+use crate::progress::{Event, StepPosition, step_prefix};
+
+/// One numbered vertex: its id, the text shown for it, and its step position.
+#[derive(Debug, Clone)]
+pub(crate) struct Vertex {
+    pub id: u64,
+    pub name: String,
+    pub step: StepPosition,
+}
+
+impl Vertex {
+    /// The event announcing this vertex.
+    pub(crate) fn started(&self) -> Event {
+        Event::Started {
+            id: self.id,
+            name: self.name.clone(),
+            step: Some(self.step.clone()),
+        }
+    }
+}
+
+/// The numbered vertices of one build.
+#[derive(Debug, Default)]
+pub(crate) struct Vertices {
+    /// By (stage index, step index in `StageDispatch::steps`).
+    steps: BTreeMap<(usize, usize), Vertex>,
+    /// The FROM vertex of stages based on an image.
+    from: BTreeMap<usize, Vertex>,
+}
+
+/// The text BuildKit shows for an instruction: its source, first line only (heredoc bodies
+/// follow on later lines).
+fn instruction_text(plan: &Plan, stage: usize, line: usize, created_by: &str) -> String {
+    let node = plan.stages[stage]
+        .commands
+        .iter()
+        .map(|(n, _)| n)
+        .find(|n| n.start_line == line && !n.original.is_empty());
+    match node {
+        Some(n) => n
+            .original
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        // ONBUILD triggers have no node of their own in this stage.
+        None => created_by.trim_end_matches(" # buildkit").to_string(),
+    }
+}
+
+impl Vertices {
+    /// Numbers the vertices of the stages in `dispatched` (the ones the target needs).
+    pub(crate) fn number(plan: &Plan, dispatched: &BTreeMap<usize, StageDispatch>) -> Self {
+        let mut v = Vertices::default();
+        let mut next = 1u64;
+        let multi = plan.stages.len() > 1;
+        for (&index, d) in dispatched {
+            let stage_name = plan.stages[index]
+                .name
+                .clone()
+                .or_else(|| multi.then(|| format!("stage-{index}")));
+            let total = d.steps.len() + 1;
+            let pos = |i: usize, line: usize| StepPosition {
+                stage: index,
+                stage_name: stage_name.clone(),
+                index: i,
+                total,
+                line,
+            };
+            if let Source::Image(r) = &d.base {
+                let image = d
+                    .base_image
+                    .as_ref()
+                    .map_or(r.as_str(), |i| i.name.as_str());
+                let step = pos(1, d.from_line);
+                v.from.insert(
+                    index,
+                    Vertex {
+                        id: next,
+                        name: format!("{} FROM {image}", step_prefix(&step)),
+                        step,
+                    },
+                );
+                next += 1;
+            }
+            for (k, s) in d.steps.iter().enumerate() {
+                if matches!(s.op, Op::Metadata) {
+                    continue;
+                }
+                let step = pos(k + 2, s.line);
+                let text = instruction_text(plan, index, s.line, &s.created_by);
+                v.steps.insert(
+                    (index, k),
+                    Vertex {
+                        id: next,
+                        name: format!("{} {text}", step_prefix(&step)),
+                        step,
+                    },
+                );
+                next += 1;
+            }
+        }
+        v
+    }
+
+    /// The vertex of step `k` of stage `stage` (none for metadata-only steps).
+    pub(crate) fn step(&self, stage: usize, k: usize) -> Option<&Vertex> {
+        self.steps.get(&(stage, k))
+    }
+
+    /// The FROM vertex of `stage`, when its base is an image.
+    pub(crate) fn from(&self, stage: usize) -> Option<&Vertex> {
+        self.from.get(&stage)
+    }
+
+    /// How many vertices there are (the next free id is this plus one).
+    pub(crate) fn count(&self) -> u64 {
+        (self.steps.len() + self.from.len()) as u64
+    }
+}
