@@ -433,8 +433,10 @@ impl Render for Tty {
             .set_message(format!("({}/{}) FINISHED", st.done, st.started));
         self.header.finish();
         drop(st);
+        // Every line is finished, so nothing redraws any more: print below the final view
+        // (multi.println would put the summary above it).
         for l in summary.lines() {
-            let _ = self.multi.println(l);
+            eprintln!("{l}");
         }
     }
 }

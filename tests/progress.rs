@@ -1,0 +1,308 @@
+//! What `rbuild build` shows while it works: `--progress=plain` against a checked-in
+//! expectation (timings and digests masked), `rawjson` parsed line by line, `CACHED` on a
+//! second build, `-q`, `--iidfile`/`--metadata-file` checked against `rbuild inspect`, and the
+//! tty view read back from a real terminal (tmux).
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::{Context, TestRoot, run_ok};
+
+const EPOCH: &str = "1700000000";
+
+/// A two-stage FROM-scratch build (no RUN, so it needs no sandbox): 3 filesystem steps,
+/// metadata steps in between (numbered in `k/n` but not shown, as in BuildKit).
+fn context() -> Context {
+    Context::new()
+        .dockerfile(
+            "FROM scratch AS base\nCOPY index.html /srv/\nENV A=1\n\n\
+             FROM base AS final\nWORKDIR /app\nCOPY b.txt ./\nLABEL x=y\n",
+        )
+        .file("index.html", "<p>hi</p>\n")
+        .file("b.txt", "b\n")
+}
+
+fn build(root: &TestRoot, ctx: &Context, extra: &[&str]) -> Output {
+    let out = root
+        .rbuild()
+        .env("SOURCE_DATE_EPOCH", EPOCH)
+        .arg("build")
+        .args(extra)
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// Replaces what differs between runs and machines: times, digests, sizes.
+fn mask(text: &str) -> String {
+    let secs = regex::Regex::new(r"\b\d+\.\d+s?\b").unwrap();
+    let digest = regex::Regex::new(r"sha256:[0-9a-f]{64}").unwrap();
+    let size = regex::Regex::new(r"size:( +)\d+(\.\d)? [kMG]?B").unwrap();
+    let t = digest.replace_all(text, "sha256:<digest>");
+    let t = size.replace_all(&t, "size:${1}<size>");
+    secs.replace_all(&t, "<t>").into_owned()
+}
+
+fn expected(name: &str) -> (PathBuf, String) {
+    let path = common::repo_dir().join("testdata/progress").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    (path, text)
+}
+
+/// Compares with `testdata/progress/<name>`; `RBUILD_BLESS=1` rewrites the file.
+fn assert_matches_file(name: &str, actual: &str) {
+    let (path, want) = expected(name);
+    if std::env::var_os("RBUILD_BLESS").is_some() {
+        std::fs::write(&path, actual).unwrap();
+        return;
+    }
+    assert_eq!(
+        actual,
+        want,
+        "{} differs (RBUILD_BLESS=1 to update)",
+        path.display()
+    );
+}
+
+#[test]
+fn plain_output_matches_expectation_and_second_build_is_all_cached() {
+    let root = TestRoot::new();
+    let ctx = context();
+    let first = build(&root, &ctx, &["--progress=plain", "-t", "app"]);
+    assert!(first.stdout.is_empty(), "plain progress goes to stderr");
+    assert_matches_file("plain-first.txt", &mask(&stderr(&first)));
+
+    let second = build(&root, &ctx, &["--progress=plain", "-t", "app"]);
+    let text = stderr(&second);
+    assert_matches_file("plain-second.txt", &mask(&text));
+    for id in 1..=3 {
+        assert!(
+            text.lines().any(|l| l == format!("#{id} CACHED")),
+            "step #{id} not cached:\n{text}"
+        );
+    }
+    assert!(!text.contains("#1 DONE"), "{text}");
+    assert!(text.contains("steps:    0 run, 3 cached"), "{text}");
+}
+
+#[test]
+fn rawjson_lines_parse_and_cover_every_step() {
+    let root = TestRoot::new();
+    let ctx = context();
+    let out = build(&root, &ctx, &["--progress=rawjson"]);
+    let mut started = BTreeMap::new();
+    let mut ended = BTreeMap::new();
+    let mut summary = None;
+    let mut last_time = 0.0;
+    for line in stderr(&out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        let time = v["time"].as_f64().expect("every event has a time");
+        assert!(time >= last_time, "times go forward: {line}");
+        last_time = time;
+        match v["kind"].as_str().unwrap() {
+            "started" => {
+                started.insert(v["id"].as_u64().unwrap(), v.clone());
+            }
+            "finished" | "cached" => {
+                let id = v["id"].as_u64().unwrap();
+                assert!(started.contains_key(&id), "{line} before its start");
+                ended.insert(id, v["kind"].as_str().unwrap().to_string());
+            }
+            "status" => {
+                let id = v["id"].as_u64().unwrap();
+                assert!(started.contains_key(&id), "{line} before its start");
+                assert!(v["text"].is_string(), "{line}");
+            }
+            "summary" => summary = Some(v.clone()),
+            other => panic!("unexpected event kind {other}: {line}"),
+        }
+    }
+    let names: Vec<&str> = started
+        .values()
+        .map(|v| v["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "[base 2/3] COPY index.html /srv/",
+            "[final 2/4] WORKDIR /app",
+            "[final 3/4] COPY b.txt ./",
+            "exporting to image",
+        ]
+    );
+    assert_eq!(started[&3]["step"]["line"], 7);
+    assert_eq!(started[&3]["step"]["stage_name"], "final");
+    assert_eq!(
+        ended.keys().copied().collect::<Vec<_>>(),
+        started.keys().copied().collect::<Vec<_>>(),
+        "every started vertex ends"
+    );
+    let summary = summary.expect("a summary event");
+    assert_eq!(summary["layers"], 3);
+    assert_eq!(summary["steps_run"], 3);
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn quiet_prints_only_the_image_id() {
+    let root = TestRoot::new();
+    let ctx = context();
+    for flag in ["-q", "--progress=quiet"] {
+        let out = build(&root, &ctx, &[flag]);
+        let stdout = String::from_utf8(out.stdout.clone()).unwrap();
+        assert!(
+            regex::Regex::new(r"^sha256:[0-9a-f]{64}\n$")
+                .unwrap()
+                .is_match(&stdout),
+            "{flag}: {stdout:?}"
+        );
+        assert_eq!(stderr(&out), "", "{flag}");
+    }
+}
+
+#[test]
+fn iidfile_and_metadata_file_match_inspect() {
+    let root = TestRoot::new();
+    let ctx = context();
+    let dir = tempfile::tempdir().unwrap();
+    let iid = dir.path().join("iid");
+    let meta = dir.path().join("meta.json");
+    build(
+        &root,
+        &ctx,
+        &[
+            "-q",
+            "-t",
+            "meta-test:1",
+            "--iidfile",
+            iid.to_str().unwrap(),
+            "--metadata-file",
+            meta.to_str().unwrap(),
+        ],
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_str(&run_ok(root.rbuild().args(["inspect", "meta-test:1"]))).unwrap();
+    let image = &inspect[0];
+    let id = std::fs::read_to_string(&iid).unwrap();
+    assert_eq!(id, image["Id"].as_str().unwrap());
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(&meta).unwrap()).unwrap();
+    assert_eq!(m["containerimage.config.digest"], image["Id"]);
+    let repo_digest = image["RepoDigests"][0].as_str().unwrap();
+    let manifest = repo_digest.split_once('@').unwrap().1;
+    assert_eq!(m["containerimage.digest"], manifest);
+    assert_eq!(m["containerimage.descriptor"]["digest"], manifest);
+    assert_eq!(
+        m["containerimage.descriptor"]["mediaType"],
+        "application/vnd.oci.image.manifest.v1+json"
+    );
+    assert!(m["containerimage.descriptor"]["size"].as_u64().unwrap() > 0);
+    assert_eq!(m["image.name"], "docker.io/library/meta-test:1");
+}
+
+fn tmux(args: &[&str]) -> Output {
+    Command::new("tmux").args(args).output().unwrap()
+}
+
+/// Waits until the pane shows `needle`; returns what it shows.
+fn pane_until(session: &str, needle: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = tmux(&["capture-pane", "-p", "-t", session]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains(needle) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn tty_view_in_a_real_terminal() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED tty_view_in_a_real_terminal: tmux is not installed");
+        return;
+    }
+    let root = TestRoot::new();
+    let ctx = context();
+    let session = format!("rbuild-progress-{}", std::process::id());
+    let run = |n: u32| {
+        let cmd = format!(
+            "SOURCE_DATE_EPOCH={EPOCH} {} --root {} build -t tty-test {}; echo EXIT{n}=$?; sleep 60",
+            env!("CARGO_BIN_EXE_rbuild"),
+            root.path().display(),
+            ctx.path().display()
+        );
+        let out = tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            &session,
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = pane_until(&session, &format!("EXIT{n}="));
+        tmux(&["kill-session", "-t", &session]);
+        text
+    };
+    let first = run(1);
+    assert!(first.contains("EXIT1=0"), "{first}");
+    assert!(first.contains("[+] Building"), "{first}");
+    assert!(first.contains("(4/4) FINISHED"), "{first}");
+    for step in [
+        " => [base 2/3] COPY index.html /srv/",
+        " => [final 2/4] WORKDIR /app",
+        " => [final 3/4] COPY b.txt ./",
+        " => exporting to image",
+    ] {
+        assert!(
+            first.lines().any(|l| l.starts_with(step)),
+            "{step}:\n{first}"
+        );
+    }
+    assert!(first.contains("steps:    3 run, 0 cached"), "{first}");
+    assert!(
+        first.contains("tags:     docker.io/library/tty-test:latest"),
+        "{first}"
+    );
+    // The summary comes after the finished view, not above it.
+    assert!(first.find("FINISHED").unwrap() < first.find("Built sha256:").unwrap());
+    // Plain's numbered lines must not leak into the terminal view.
+    assert!(!first.contains("#1 "), "{first}");
+
+    let second = run(2);
+    assert!(second.contains("EXIT2=0"), "{second}");
+    assert!(
+        second
+            .lines()
+            .any(|l| l.starts_with(" => CACHED [base 2/3] COPY index.html /srv/")),
+        "{second}"
+    );
+    assert!(
+        second.contains(" => CACHED [final 3/4] COPY b.txt ./"),
+        "{second}"
+    );
+    assert!(second.contains("steps:    0 run, 3 cached"), "{second}");
+}
