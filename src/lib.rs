@@ -8,6 +8,7 @@
 //! [`layer`] → [`store`] (content-addressed blobs, OCI layout) → [`export`] (registry push,
 //! tarballs, local dir). One [`registry`] client serves pull and push. [`image`] holds the
 //! OCI data model shared by all of them; [`cli`] is the only place that talks to the user.
+//! While it works, the solver emits [`progress`] events; the CLI renders them.
 
 pub mod cli;
 pub mod context;
