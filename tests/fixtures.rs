@@ -138,22 +138,55 @@ fn auth_registry_requires_credentials_and_the_test_ca() {
     assert!(written.contains(&registry.addr()), "{written}");
 }
 
+/// The busybox fixture's cached OCI layout, read back: its `index.json`, the manifest of its
+/// only image and that image's config.
+struct BusyboxImage {
+    layout: PathBuf,
+    index: serde_json::Value,
+    manifest: serde_json::Value,
+    config: serde_json::Value,
+}
+
+impl BusyboxImage {
+    fn open() -> BusyboxImage {
+        let layout = fixtures::busybox_layout();
+        let index = read_json(&layout.join("index.json"));
+        let manifests = index["manifests"].as_array().expect("index.json manifests");
+        assert_eq!(manifests.len(), 1, "{index}");
+        let manifest = read_json(&blob_path(&layout, &manifests[0]["digest"]));
+        let config = read_json(&blob_path(&layout, &manifest["config"]["digest"]));
+        BusyboxImage {
+            layout,
+            index,
+            manifest,
+            config,
+        }
+    }
+}
+
+fn blob_path(layout: &Path, digest: &serde_json::Value) -> PathBuf {
+    let digest = digest.as_str().expect("digest string");
+    let (algo, hex) = digest.split_once(':').expect("digest");
+    layout.join("blobs").join(algo).join(hex)
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    let bytes = std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("parsing {}: {e}", path.display()))
+}
+
 /// The busybox layer, read straight from the cached OCI layout: path -> (mode, link target,
 /// content for small regular files).
 fn busybox_layer() -> BTreeMap<String, (u32, Option<String>, Vec<u8>)> {
-    let layout = fixtures::busybox_layout();
-    let blob = |digest: &str| -> PathBuf {
-        let (algo, hex) = digest.split_once(':').expect("digest");
-        layout.join("blobs").join(algo).join(hex)
-    };
-    let read_json = |path: &Path| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
-    };
-    let index = read_json(&layout.join("index.json"));
-    let manifest = read_json(&blob(index["manifests"][0]["digest"].as_str().unwrap()));
-    let layers = manifest["layers"].as_array().unwrap();
-    assert_eq!(layers.len(), 1, "{manifest}");
-    let file = std::fs::File::open(blob(layers[0]["digest"].as_str().unwrap())).unwrap();
+    let image = BusyboxImage::open();
+    let layers = image.manifest["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 1, "{}", image.manifest);
+    assert_eq!(
+        layers[0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip",
+        "{}",
+        image.manifest
+    );
+    let file = std::fs::File::open(blob_path(&image.layout, &layers[0]["digest"])).unwrap();
     let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(file));
     let mut entries = BTreeMap::new();
     for entry in archive.entries().unwrap() {
@@ -169,6 +202,7 @@ fn busybox_layer() -> BTreeMap<String, (u32, Option<String>, Vec<u8>)> {
             entry.read_to_end(&mut content).unwrap();
         }
         assert_eq!(entry.header().uid().unwrap(), 0, "{path} not owned by root");
+        assert_eq!(entry.header().gid().unwrap(), 0, "{path} not in group root");
         entries.insert(
             path.trim_end_matches('/').to_string(),
             (mode, link, content),
@@ -213,13 +247,104 @@ fn busybox_image_is_docker_like() {
     assert_eq!(entries["tmp"].0, 0o1777);
     assert_eq!(entries["root"].0, 0o700);
     assert_eq!(entries["bin/busybox"].0, 0o755);
-    // Applets are hard links to /bin/busybox, as in docker-library's image.
-    for applet in ["sh", "ls", "cat", "wget", "id", "["] {
+    // Applets are hard links to /bin/busybox, as in docker-library's image. A tar names the
+    // first of the linked paths as the file and points the others at it; rbuild (like BuildKit)
+    // writes paths in name order, so that is `bin/[`.
+    let (mode, file_link, _) = &entries["bin/["];
+    assert_eq!(
+        (*mode, file_link),
+        (0o755, &None),
+        "bin/[ is the regular file"
+    );
+    // Every applet (bin/busybox among them) but `[` itself is a link.
+    let list = run_ok(Command::new("/bin/busybox").arg("--list"));
+    let applets: Vec<&str> = list.lines().filter(|a| *a != "[").collect();
+    assert!(applets.contains(&"busybox"), "{list}");
+    for applet in &applets {
         let (_, link, _) = &entries[&format!("bin/{applet}")];
-        assert_eq!(link.as_deref(), Some("bin/busybox"), "bin/{applet}");
+        assert_eq!(link.as_deref(), Some("bin/["), "bin/{applet}");
     }
+    let linked = entries
+        .values()
+        .filter(|(_, link, _)| link.is_some())
+        .count();
+    assert_eq!(linked, applets.len(), "links in the layer");
     assert!(text("bin/adduser").starts_with("#!/bin/sh"));
     assert_eq!(entries["bin/adduser"].0, 0o755);
+}
+
+/// The issue asks that rbuild build the busybox fixture itself once it can: the config is what a
+/// BuildKit-semantics `FROM scratch` + `COPY rootfs/ /` + `CMD ["sh"]` build writes, with the
+/// fixed SOURCE_DATE_EPOCH of scripts/fixtures/busybox, and the layout tags it `latest`.
+#[test]
+fn busybox_image_is_built_by_rbuild() {
+    let image = BusyboxImage::open();
+    let annotations = &image.index["manifests"][0]["annotations"];
+    assert_eq!(
+        annotations["org.opencontainers.image.ref.name"], "latest",
+        "{}",
+        image.index
+    );
+    assert_eq!(
+        annotations["io.containerd.image.name"], "docker.io/library/busybox:latest",
+        "{}",
+        image.index
+    );
+
+    let config = &image.config;
+    let history: Vec<(&str, &str, bool)> = config["history"]
+        .as_array()
+        .expect("config history")
+        .iter()
+        .map(|h| {
+            (
+                h["created_by"].as_str().unwrap_or_default(),
+                h["comment"].as_str().unwrap_or_default(),
+                h["empty_layer"].as_bool().unwrap_or(false),
+            )
+        })
+        .collect();
+    assert_eq!(
+        history,
+        [
+            ("COPY rootfs/ / # buildkit", "buildkit.dockerfile.v0", false),
+            ("CMD [\"sh\"]", "buildkit.dockerfile.v0", true),
+        ],
+        "{config}"
+    );
+    // SOURCE_DATE_EPOCH=1767225600 sets the image and history times.
+    assert_eq!(config["created"], "2026-01-01T00:00:00Z");
+    assert!(
+        config["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|h| h["created"] == "2026-01-01T00:00:00Z"),
+        "{config}"
+    );
+    assert_eq!(config["os"], "linux");
+    assert_eq!(config["architecture"], machine_arch().as_str());
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["sh"]));
+    assert_eq!(
+        config["config"]["Env"],
+        serde_json::json!(["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"])
+    );
+    assert_eq!(
+        config["rootfs"]["diff_ids"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // The script fixed every mtime in the context, so the layer does not depend on when or
+    // where it was built.
+    let layer = blob_path(&image.layout, &image.manifest["layers"][0]["digest"]);
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(
+        std::fs::File::open(layer).unwrap(),
+    ));
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let path = entry.path().unwrap().to_string_lossy().into_owned();
+        assert_eq!(entry.header().mtime().unwrap(), 1_767_225_600, "{path}");
+    }
 }
 
 /// Runs the image's `/bin/adduser` in a chroot of the unpacked layer: needs root.
@@ -362,7 +487,7 @@ fn pulled_image_reads_layers_and_whiteouts() {
     assert!(!merged.contains_key("var/spool/mail"));
     assert_eq!(merged["etc/motd"].content, b"hello\n");
     assert_eq!(merged["etc/passwd"].uid, 0);
-    assert_eq!(merged["bin/sh"].link.as_deref(), Some("bin/busybox"));
+    assert_eq!(merged["bin/sh"].link.as_deref(), Some("bin/["));
     assert_eq!(pulled.config()["config"]["Cmd"], serde_json::json!(["sh"]));
 
     let summary = common::image::inspect_summary(&registry, &reference);

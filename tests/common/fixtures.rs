@@ -1,7 +1,8 @@
 //! Base images for tests, built from Debian packages by the scripts in `scripts/fixtures/`
 //! (the same scripts serve benchmarks) and pushed to a test [`Registry`].
 //!
-//! rbuild cannot build its own base images yet, so `umoci` assembles them and `skopeo`
+//! rbuild builds the busybox image itself (`FROM scratch` + `COPY rootfs/ /`, with the rbuild
+//! binary under test); debian is still assembled by `umoci` from an mmdebstrap tar. `skopeo`
 //! pushes them. The OCI layouts are cached in `${RBUILD_TEST_CACHE:-/var/cache/rbuild-test}`
 //! (falling back to `~/.cache/rbuild-test` for users who cannot write there): busybox by
 //! package version and script content, debian per day.
@@ -79,8 +80,12 @@ fn script(name: &str) -> PathBuf {
     super::repo_dir().join("scripts/fixtures").join(name)
 }
 
-/// Runs a fixture script; its progress goes to the test's stderr, its result is stdout.
+/// Runs a fixture script; its progress goes to the test's stderr, its result is stdout. A
+/// fixture that is not cached yet is built with the rbuild binary of this test run, never by a
+/// `cargo build` from inside `cargo test`.
 fn run_script(cmd: &mut Command) -> String {
-    cmd.stdin(Stdio::null()).stderr(Stdio::inherit());
+    cmd.env("RBUILD", env!("CARGO_BIN_EXE_rbuild"))
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit());
     super::run_ok(cmd)
 }
