@@ -103,8 +103,14 @@ fn plain_output_matches_expectation_and_second_build_is_all_cached() {
 fn rawjson_lines_parse_and_cover_every_step() {
     let root = TestRoot::new();
     let ctx = context();
-    let out = build(&root, &ctx, &["--progress=rawjson"]);
+    // An unused build arg makes a warning, which must arrive as JSON too.
+    let out = build(
+        &root,
+        &ctx,
+        &["--progress=rawjson", "--build-arg", "NOPE=1"],
+    );
     let mut started = BTreeMap::new();
+    let mut warnings = Vec::new();
     let mut ended = BTreeMap::new();
     let mut summary = None;
     let mut last_time = 0.0;
@@ -129,6 +135,7 @@ fn rawjson_lines_parse_and_cover_every_step() {
                 assert!(v["text"].is_string(), "{line}");
             }
             "summary" => summary = Some(v.clone()),
+            "warning" => warnings.push(v["message"].as_str().unwrap().to_string()),
             other => panic!("unexpected event kind {other}: {line}"),
         }
     }
@@ -151,6 +158,10 @@ fn rawjson_lines_parse_and_cover_every_step() {
         ended.keys().copied().collect::<Vec<_>>(),
         started.keys().copied().collect::<Vec<_>>(),
         "every started vertex ends"
+    );
+    assert_eq!(
+        warnings,
+        ["One or more build-args [NOPE] were not consumed"]
     );
     let summary = summary.expect("a summary event");
     assert_eq!(summary["layers"], 3);
@@ -210,15 +221,20 @@ fn iidfile_and_metadata_file_match_inspect() {
     assert_eq!(m["image.name"], "docker.io/library/meta-test:1");
 }
 
-fn tmux(args: &[&str]) -> Output {
-    Command::new("tmux").args(args).output().unwrap()
+/// tmux on a private server socket (a path), so the test never touches a user's sessions.
+fn tmux(socket: &str, args: &[&str]) -> Output {
+    Command::new("tmux")
+        .args(["-S", socket])
+        .args(args)
+        .output()
+        .unwrap()
 }
 
 /// Waits until the pane shows `needle`; returns what it shows.
-fn pane_until(session: &str, needle: &str) -> String {
+fn pane_until(socket: &str, session: &str, needle: &str) -> String {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let out = tmux(&["capture-pane", "-p", "-t", session]);
+        let out = tmux(socket, &["capture-pane", "-p", "-t", session]);
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.contains(needle) || Instant::now() > deadline {
             return text;
@@ -235,34 +251,47 @@ fn tty_view_in_a_real_terminal() {
     }
     let root = TestRoot::new();
     let ctx = context();
-    let session = format!("rbuild-progress-{}", std::process::id());
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("tmux").display().to_string();
     let run = |n: u32| {
+        // One session per run, all kept until the end: killing the last session stops the
+        // server, and a new session racing that shutdown fails.
+        let session = format!("build{n}");
         let cmd = format!(
             "SOURCE_DATE_EPOCH={EPOCH} {} --root {} build -t tty-test {}; echo EXIT{n}=$?; sleep 60",
             env!("CARGO_BIN_EXE_rbuild"),
             root.path().display(),
             ctx.path().display()
         );
-        let out = tmux(&[
-            "new-session",
-            "-d",
-            "-s",
-            &session,
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &cmd,
-        ]);
+        let out = tmux(
+            &socket,
+            &[
+                "new-session",
+                "-d",
+                "-s",
+                &session,
+                "-x",
+                "120",
+                "-y",
+                "40",
+                &cmd,
+            ],
+        );
         assert!(
             out.status.success(),
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let text = pane_until(&session, &format!("EXIT{n}="));
-        tmux(&["kill-session", "-t", &session]);
-        text
+        pane_until(&socket, &session, &format!("EXIT{n}="))
     };
+    // Whatever the assertions do, the private server goes away with the test.
+    struct Server<'a>(&'a str);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            tmux(self.0, &["kill-server"]);
+        }
+    }
+    let _server = Server(&socket);
     let first = run(1);
     assert!(first.contains("EXIT1=0"), "{first}");
     assert!(first.contains("[+] Building"), "{first}");

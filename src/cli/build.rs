@@ -271,17 +271,23 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
     let (text, file_name, dockerfile_path, context) = read_dockerfile(&args)?;
     let dockerfile = crate::dockerfile::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&file_name, &text).trim_end()))?;
+    // Warnings join the progress stream so that `rawjson` stays one JSON object per line.
+    let console = Console::new(args.progress, args.quiet);
     for w in &dockerfile.warnings {
-        eprintln!("WARNING: {w}");
+        console.event(Event::Warning {
+            message: w.to_string(),
+        });
     }
     if let Some(syntax) = &dockerfile.directives.syntax
         && !syntax.starts_with("docker/dockerfile")
         && !syntax.starts_with("docker.io/docker/dockerfile")
     {
         // rbuild has one built-in frontend; a custom one would be silently different.
-        eprintln!(
-            "WARNING: ignoring `# syntax={syntax}`: rbuild always uses its built-in Dockerfile frontend"
-        );
+        console.event(Event::Warning {
+            message: format!(
+                "ignoring `# syntax={syntax}`: rbuild always uses its built-in Dockerfile frontend"
+            ),
+        });
     }
 
     let mut options = BuildOptions::host();
@@ -318,7 +324,6 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         return Ok(());
     }
     let quiet = args.quiet || args.progress == ProgressMode::Quiet;
-    let console = Console::new(args.progress, args.quiet);
     let result = crate::solver::build(&request, &store, &console)?;
     for w in &result.warnings {
         console.event(Event::Warning { message: w.clone() });

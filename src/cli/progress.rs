@@ -293,7 +293,9 @@ const TAIL_LINES: usize = 6;
 /// last lines of its output; finished steps collapse to one line.
 struct Tty {
     multi: MultiProgress,
-    header: ProgressBar,
+    /// `[+] Building 1.2s (3/5)`, created with the first vertex (so `--dry-run` or an early
+    /// error draws nothing).
+    header: std::sync::OnceLock<ProgressBar>,
     state: Mutex<TtyState>,
 }
 
@@ -344,19 +346,24 @@ fn fit(s: &str, max: usize) -> String {
 
 impl Tty {
     fn new() -> Self {
-        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10));
-        let header = multi.add(ProgressBar::new_spinner());
-        header.set_style(
-            ProgressStyle::with_template("[+] Building {secs} {msg}")
-                .expect("valid template")
-                .with_key("secs", secs_key),
-        );
-        header.enable_steady_tick(Duration::from_millis(100));
         Tty {
-            multi,
-            header,
+            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr_with_hz(10)),
+            header: std::sync::OnceLock::new(),
             state: Mutex::new(TtyState::default()),
         }
+    }
+
+    fn header(&self) -> &ProgressBar {
+        self.header.get_or_init(|| {
+            let header = self.multi.add(ProgressBar::new_spinner());
+            header.set_style(
+                ProgressStyle::with_template("[+] Building {secs} {msg}")
+                    .expect("valid template")
+                    .with_key("secs", secs_key),
+            );
+            header.enable_steady_tick(Duration::from_millis(100));
+            header
+        })
     }
 
     fn tail_message(tail: &VecDeque<String>) -> String {
@@ -393,6 +400,7 @@ impl Render for Tty {
         let mut st = self.state.lock().expect("tty lock");
         match event {
             Event::Started { id, name, .. } => {
+                self.header();
                 let bar = self.multi.add(ProgressBar::new_spinner());
                 bar.set_style(running_style());
                 bar.set_prefix(fit(name, width().saturating_sub(12)));
@@ -423,15 +431,16 @@ impl Render for Tty {
                 let _ = self.multi.println(format!("WARNING: {message}"));
             }
         }
-        self.header
-            .set_message(format!("({}/{})", st.done, st.started));
+        if let Some(h) = self.header.get() {
+            h.set_message(format!("({}/{})", st.done, st.started));
+        }
     }
 
     fn summary(&self, summary: &Summary) {
         let st = self.state.lock().expect("tty lock");
-        self.header
-            .set_message(format!("({}/{}) FINISHED", st.done, st.started));
-        self.header.finish();
+        let header = self.header();
+        header.set_message(format!("({}/{}) FINISHED", st.done, st.started));
+        header.finish();
         drop(st);
         // Every line is finished, so nothing redraws any more: print below the final view
         // (multi.println would put the summary above it).
@@ -444,8 +453,10 @@ impl Render for Tty {
 impl Drop for Tty {
     fn drop(&mut self) {
         // A failed build never reaches summary(): stop the ticking lines where they are.
-        if !self.header.is_finished() {
-            self.header.abandon();
+        if let Some(h) = self.header.get()
+            && !h.is_finished()
+        {
+            h.abandon();
         }
         for b in self.state.lock().expect("tty lock").bars.values() {
             b.bar.abandon();
