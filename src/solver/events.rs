@@ -126,3 +126,67 @@ impl Vertices {
         (self.steps.len() + self.from.len()) as u64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::image::{ImageConfig, Platform};
+    use crate::plan::{BuildOptions, ImageResolver, ResolvedImage};
+
+    /// Resolves every image to an empty config under a canonical name.
+    struct Fixed;
+    impl ImageResolver for Fixed {
+        fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+            Ok(ResolvedImage {
+                name: format!("docker.io/library/{reference}"),
+                manifest_digest: None,
+                config: ImageConfig::default(),
+            })
+        }
+    }
+
+    fn number(text: &str) -> (Vertices, BTreeMap<usize, StageDispatch>) {
+        let df = crate::dockerfile::parse(text).unwrap();
+        let plan = Plan::new(&df, BuildOptions::host()).unwrap();
+        let dispatched = plan.dispatch(&Fixed, &super::super::parse_trigger).unwrap();
+        (Vertices::number(&plan, &dispatched), dispatched)
+    }
+
+    #[test]
+    fn numbers_filesystem_steps_and_image_bases_in_stage_order() {
+        let (v, d) = number(
+            "FROM alpine AS build\nENV A=1\nRUN make \\\n  all\n\
+             FROM scratch AS unused\nCOPY x /x\n\
+             FROM scratch\nCOPY --from=build /app /app\nLABEL a=b\nWORKDIR /w\n",
+        );
+        // The unused stage is not built, so it gets no numbers.
+        assert!(!d.contains_key(&1));
+        let from = v.from(0).unwrap();
+        assert_eq!(
+            (from.id, from.name.as_str()),
+            (1, "[build 1/3] FROM docker.io/library/alpine")
+        );
+        assert!(v.step(0, 0).is_none(), "ENV is not a vertex");
+        let run = v.step(0, 1).unwrap();
+        assert_eq!(
+            (run.id, run.name.as_str()),
+            (2, "[build 3/3] RUN make   all")
+        );
+        assert_eq!(run.step.line, 3);
+        assert!(v.from(2).is_none(), "FROM scratch is not a vertex");
+        let copy = v.step(2, 0).unwrap();
+        assert_eq!(
+            (copy.id, copy.name.as_str()),
+            (3, "[stage-2 2/4] COPY --from=build /app /app")
+        );
+        assert_eq!(v.step(2, 2).unwrap().name, "[stage-2 4/4] WORKDIR /w");
+        assert_eq!(v.count(), 4);
+    }
+
+    #[test]
+    fn single_stage_has_no_stage_name() {
+        let (v, _) = number("FROM scratch\nCOPY a /a\n");
+        assert_eq!(v.step(0, 0).unwrap().name, "[2/2] COPY a /a");
+        assert_eq!(v.step(0, 0).unwrap().step.stage_name, None);
+    }
+}
