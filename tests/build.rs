@@ -584,6 +584,15 @@ fn push_iidfile_and_unused_build_arg_warning() {
     );
     let id = std::fs::read_to_string(&iid).unwrap();
     assert!(id.starts_with("sha256:") && id.len() == 71, "{id}");
+    // The push is reported under the export vertex (#2 after the COPY's #1).
+    assert!(
+        err.contains("#2 pushing layers done (0 already present, 0 mounted, 2 uploaded)"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("#2 pushing manifest for {name}@sha256:")),
+        "{err}"
+    );
     let remote = skopeo_json(&[
         "inspect",
         "--tls-verify=false",

@@ -414,7 +414,12 @@ fn export_all(
                     &r,
                     &PushOptions::default(),
                 ))?;
-                status(format!("pushed {n}@{} done", pushed.digest));
+                // BuildKit's wording, with the blob counts `rbuild push` prints.
+                status(format!(
+                    "pushing layers done ({} already present, {} mounted, {} uploaded)",
+                    pushed.existed, pushed.mounted, pushed.sent
+                ));
+                status(format!("pushing manifest for {n}@{} done", pushed.digest));
             }
         }
         for n in names {
