@@ -331,3 +331,32 @@ fn tty_view_in_a_real_terminal() {
     );
     assert!(second.contains("steps:    0 run, 3 cached"), "{second}");
 }
+
+#[test]
+fn from_an_image_is_pulled_once_then_cached() {
+    let registry = common::Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new()
+        .dockerfile(&format!("FROM {base}\nCOPY a /a\n"))
+        .file("a", "a\n");
+    let root = TestRoot::new();
+    let first = stderr(&build(&root, &ctx, &["--progress=plain"]));
+    let from_line = first.lines().next().unwrap();
+    assert!(
+        from_line.starts_with("#1 [1/2] FROM ") && from_line.contains("busybox"),
+        "{first}"
+    );
+    assert!(
+        first.contains(&format!("#1 pulled {base} done\n#1 DONE ")),
+        "{first}"
+    );
+    assert!(first.contains("#2 [2/2] COPY a /a\n#2 DONE "), "{first}");
+
+    let second = stderr(&build(&root, &ctx, &["--progress=plain"]));
+    assert!(
+        second.contains(&format!("{from_line}\n#1 CACHED")),
+        "{second}"
+    );
+    assert!(!second.contains("pulled"), "{second}");
+    assert!(second.contains("#2 CACHED"), "{second}");
+}

@@ -300,6 +300,7 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
         pull: PullPolicy::Never,
         insecure_registries: Vec::new(),
         layers: Mutex::new(Vec::new()),
+        pulled: Mutex::new(BTreeSet::new()),
     });
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     Ok(plan.render(Some(&dispatched)))
@@ -322,6 +323,7 @@ pub fn build(
         },
         insecure_registries: request.insecure_registries.clone(),
         layers: Mutex::new(Vec::new()),
+        pulled: Mutex::new(BTreeSet::new()),
     };
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     let ignore = match &request.context {

@@ -1,6 +1,7 @@
 //! Base images for the planner: looked up in the local store by normalised name (or ID), pulled
 //! from their registry when missing (or always with `--pull`).
 
+use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 use crate::image::{Descriptor, Platform};
@@ -15,6 +16,9 @@ pub(crate) struct StoreResolver<'a> {
     pub insecure_registries: Vec<String>,
     /// Layers of every image resolved so far, by normalised name.
     pub layers: Mutex<Vec<(String, Vec<Descriptor>)>>,
+    /// References pulled from their registry during this build (the others came from the
+    /// store: their FROM is reported as cached).
+    pub pulled: Mutex<BTreeSet<String>>,
 }
 
 /// When to contact a registry for a base image.
@@ -29,6 +33,14 @@ pub(crate) enum PullPolicy {
 }
 
 impl StoreResolver<'_> {
+    /// Whether `reference` was pulled during this build.
+    pub(crate) fn was_pulled(&self, reference: &str) -> bool {
+        self.pulled
+            .lock()
+            .expect("resolver lock")
+            .contains(reference)
+    }
+
     /// The layers recorded for `name` by an earlier [`ImageResolver::resolve`].
     pub(crate) fn layers_of(&self, name: &str) -> Option<Vec<Descriptor>> {
         let l = self.layers.lock().expect("resolver lock");
@@ -67,6 +79,10 @@ impl ImageResolver for StoreResolver<'_> {
             _ => {
                 tracing::info!("pulling {name}");
                 self.pull(&parsed, platform)?;
+                self.pulled
+                    .lock()
+                    .expect("resolver lock")
+                    .insert(reference.to_string());
                 self.store
                     .resolve(&name)
                     .map_err(|e| format!("{name} not in the local store after pulling: {e}"))?

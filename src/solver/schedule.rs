@@ -150,11 +150,20 @@ fn build_stage(
                 .any(|f| f.eq_ignore_ascii_case(&n))
         });
     let use_cache = !shared.request.no_cache && !filtered;
-    if let Some(v) = shared.vertices.from(d.index) {
-        // The base was resolved (and pulled if missing) while planning; its layers are
-        // applied lazily, so the FROM vertex has nothing left to do here.
+    if let (Some(v), Source::Image(r)) = (shared.vertices.from(d.index), &d.base) {
+        // The base was resolved (and pulled if missing) while planning and its layers are
+        // applied lazily, so all the FROM vertex can tell is where the image came from.
+        use crate::progress::Event;
         shared.emit(v.started());
-        shared.emit(crate::progress::Event::Finished { id: v.id });
+        if shared.resolver.was_pulled(r) {
+            shared.emit(Event::Status {
+                id: v.id,
+                text: format!("pulled {r} done"),
+            });
+            shared.emit(Event::Finished { id: v.id });
+        } else {
+            shared.emit(Event::Cached { id: v.id });
+        }
     }
     let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
     b.diff_ids = base_diff_ids;
