@@ -2,14 +2,14 @@
 //! and turned into [`Step`]s, while the image config evolves exactly as BuildKit's
 //! `dockerfile2llb` dispatch changes it (history lines included).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::args::{self, PROXY_ARGS};
 use super::expand::{self, Vars};
 use super::meta;
 use super::{Plan, PlanError, Source, Stage, Step};
-use crate::dockerfile::Node;
 use crate::dockerfile::instructions::Instruction;
+use crate::dockerfile::{Node, VarLookup};
 use crate::image::{Digest, ImageConfig, Platform};
 
 /// Docker's default PATH for Linux, set on images built from scratch.
@@ -64,26 +64,29 @@ pub(crate) struct State<'a> {
     pub predefined: Vars,
 }
 
-impl State<'_> {
-    /// Variables for expansion: stage ARGs, overridden by ENV.
-    pub(crate) fn vars(&self) -> Vars {
-        let mut v = Vars::new();
-        for (k, val) in &self.args {
-            match val {
-                Some(val) => v.insert(k.clone(), val.clone()),
-                None => v.remove(k),
-            };
-        }
-        for e in &self.config.config.env {
-            let (k, val) = e.split_once('=').unwrap_or((e, ""));
-            v.insert(k.to_string(), val.to_string());
-        }
-        v
+/// Variables for expansion: stage ARGs, overridden by ENV. Looked up in place rather than
+/// collected into a map, since every word of every instruction asks (a map per word made
+/// planning quadratic in the number of ARG/ENV lines).
+impl VarLookup for State<'_> {
+    fn get(&self, name: &str) -> Option<String> {
+        let env = self.config.config.env.iter().rev().find_map(|e| {
+            let (k, v) = e.split_once('=').unwrap_or((e, ""));
+            (k == name).then(|| v.to_string())
+        });
+        // The last declaration of an ARG decides; one without a value leaves it unset.
+        env.or_else(|| {
+            self.args
+                .iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .and_then(|(_, v)| v.clone())
+        })
     }
+}
 
+impl State<'_> {
     pub(crate) fn expand(&self, node: &Node, word: &str) -> Result<String, PlanError> {
-        expand::expand(word, &self.vars(), self.plan.escape)
-            .map_err(|m| PlanError::invalid(node, m))
+        expand::expand(word, self, self.plan.escape).map_err(|m| PlanError::invalid(node, m))
     }
 
     pub(crate) fn workdir(&self) -> String {
@@ -125,24 +128,34 @@ impl State<'_> {
 
     /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
     pub(crate) fn run_env(&self) -> Vec<String> {
+        let key = |e: &str| e.split_once('=').map_or(e, |p| p.0).to_string();
         let mut env = self.config.config.env.clone();
-        let has = |env: &[String], k: &str| {
-            env.iter()
-                .any(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == k)
-        };
-        if !has(&env, "PATH") {
+        let mut seen: HashSet<String> = env.iter().map(|e| key(e)).collect();
+        if seen.insert("PATH".into()) {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
+        // An ARG declared twice keeps its first position and its last value, as lookups see it.
+        let mut args: Vec<(&str, &Option<String>)> = Vec::new();
+        let mut position: HashMap<&str, usize> = HashMap::new();
         for (k, v) in &self.args {
+            match position.get(k.as_str()) {
+                Some(&i) => args[i].1 = v,
+                None => {
+                    position.insert(k, args.len());
+                    args.push((k, v));
+                }
+            }
+        }
+        for (k, v) in args {
             if let Some(v) = v
-                && !has(&env, k)
+                && seen.insert(k.to_string())
             {
                 env.push(format!("{k}={v}"));
             }
         }
         for p in PROXY_ARGS {
             if let Some(v) = self.plan.options.build_args.get(p)
-                && !has(&env, p)
+                && seen.insert(p.to_string())
             {
                 env.push(format!("{p}={v}"));
             }

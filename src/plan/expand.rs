@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::dockerfile::Lexer;
+use crate::dockerfile::{Lexer, VarLookup};
 
 /// Variables visible to one instruction, by name.
 pub(crate) type Vars = BTreeMap<String, String>;
@@ -16,7 +16,11 @@ pub(crate) struct Expanded {
 }
 
 /// Expands one word the way BuildKit's `ProcessWordWithMatches` does (quotes removed).
-pub(crate) fn expand_word(word: &str, vars: &Vars, escape: char) -> Result<Expanded, String> {
+pub(crate) fn expand_word(
+    word: &str,
+    vars: &dyn VarLookup,
+    escape: char,
+) -> Result<Expanded, String> {
     let e = Lexer::new(escape)
         .process_word_with_matches(word, vars)
         .map_err(|e| e.to_string())?;
@@ -29,7 +33,7 @@ pub(crate) fn expand_word(word: &str, vars: &Vars, escape: char) -> Result<Expan
 }
 
 /// [`expand_word`] keeping only the value.
-pub(crate) fn expand(word: &str, vars: &Vars, escape: char) -> Result<String, String> {
+pub(crate) fn expand(word: &str, vars: &dyn VarLookup, escape: char) -> Result<String, String> {
     expand_word(word, vars, escape).map(|e| e.value)
 }
 

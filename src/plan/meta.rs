@@ -9,8 +9,8 @@ use super::values::{
     parse_port_spec,
 };
 use super::{CopyOp, Op, PlanError, RunOp, Source, Step};
-use crate::dockerfile::Node;
 use crate::dockerfile::instructions::{Instruction, RunMount};
+use crate::dockerfile::{Node, VarLookup};
 use crate::image::EmptyObject;
 
 pub(crate) fn dispatch_one(
@@ -199,12 +199,11 @@ pub(crate) fn dispatch_one(
         }
         Instruction::Run(r) => {
             let argv = with_shell(st, &r.cmd.args, r.cmd.prepend_shell);
-            let vars = st.vars();
             let escape = st.plan.escape;
             let mut mounts = Vec::new();
             let mut mount_sources = Vec::new();
             for spec in &r.mount_specs {
-                let mut exp = |w: &str| super::expand::expand(w, &vars, escape);
+                let mut exp = |w: &str| super::expand::expand(w, st, escape);
                 let m = RunMount::parse(spec, Some(&mut exp))
                     .map_err(|e| PlanError::invalid(node, e))?;
                 mount_sources.push(match &m.from {
@@ -218,7 +217,7 @@ pub(crate) fn dispatch_one(
                 if PROXY_ARGS.contains(&k.as_str()) {
                     continue;
                 }
-                let env_value = vars.get(k).cloned();
+                let env_value = VarLookup::get(st, k);
                 let value = env_value.or_else(|| v.clone()).unwrap_or_default();
                 history_args.push(format!("{k}={value}"));
             }

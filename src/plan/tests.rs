@@ -186,6 +186,20 @@ fn run_history_lists_args_but_not_proxies() {
 }
 
 #[test]
+fn a_redeclared_arg_reaches_run_once_with_its_last_value() {
+    let d = target_dispatch(
+        "FROM busybox\nARG A=1\nARG B=b\nARG A=2\nRUN echo $A\n",
+        opts(&[], None),
+    );
+    let Op::Run(r) = &d.steps.last().unwrap().op else {
+        panic!()
+    };
+    let a: Vec<&String> = r.env.iter().filter(|e| e.starts_with("A=")).collect();
+    assert_eq!(a, ["A=2"]);
+    assert!(r.env.contains(&"B=b".to_string()));
+}
+
+#[test]
 fn unused_build_args_are_reported() {
     let p = plan(
         "FROM busybox\nARG USED\n",
