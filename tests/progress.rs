@@ -360,3 +360,72 @@ fn from_an_image_is_pulled_once_then_cached() {
     assert!(!second.contains("pulled"), "{second}");
     assert!(second.contains("#2 CACHED"), "{second}");
 }
+
+#[test]
+fn tty_view_shows_running_output_then_collapses() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED tty_view_shows_running_output_then_collapses: tmux is not installed");
+        return;
+    }
+    let registry = common::Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base}\nRUN echo first-line; echo second-line; sleep 3; echo last-line\n"
+    ));
+    let root = TestRoot::new();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("tmux").display().to_string();
+    struct Server<'a>(&'a str);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            tmux(self.0, &["kill-server"]);
+        }
+    }
+    let _server = Server(&socket);
+    let cmd = format!(
+        "{} --root {} build {}; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_rbuild"),
+        root.path().display(),
+        ctx.path().display()
+    );
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "run",
+            "-x",
+            "120",
+            "-y",
+            "40",
+            &cmd,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // While the step sleeps, its line is live with the output so far under it.
+    let running = pane_until(&socket, "run", " => => # second-line");
+    assert!(running.contains(" => => # first-line"), "{running}");
+    assert!(
+        running
+            .lines()
+            .any(|l| l.starts_with(" => [2/2] RUN echo first-line;")),
+        "{running}"
+    );
+    assert!(!running.contains("FINISHED"), "{running}");
+    let done = pane_until(&socket, "run", "EXIT=");
+    assert!(done.contains("EXIT=0"), "{done}");
+    assert!(done.contains("(3/3) FINISHED"), "{done}");
+    // The finished step collapsed to one line: its output is gone from the view.
+    assert!(!done.contains("=> => #"), "{done}");
+    assert!(
+        done.lines()
+            .any(|l| l.starts_with(" => [2/2] RUN echo first-line;") && l.ends_with('s')),
+        "{done}"
+    );
+    assert!(done.contains("steps:    1 run, 0 cached"), "{done}");
+}
