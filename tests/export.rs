@@ -257,35 +257,15 @@ fn docker_archive_is_read_by_skopeo_and_runs_in_podman() {
         return;
     }
     let storage = tempfile::tempdir().unwrap();
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(storage.path().join("root"))
-            .arg("--runroot")
-            .arg(storage.path().join("run"))
-            .arg("--storage-driver")
-            .arg("vfs")
-            .arg("--runtime")
-            .arg("runc")
-            .args(args);
-        c
-    };
-    run(&mut podman(&["load", "-i", dest.to_str().unwrap()]));
-    let out = run(&mut podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        // podman raises nofile/nproc by default; this machine's bounding set lacks
-        // CAP_SYS_RESOURCE, so ask for limits below the hard ones instead.
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &format!("docker.io/library/{tag}:latest"),
-        "cat",
-        "/file",
-    ]));
+    run(&mut common::podman::podman(
+        storage.path(),
+        &["load", "-i", dest.to_str().unwrap()],
+    ));
+    let image = format!("docker.io/library/{tag}:latest");
+    let out = run(&mut common::podman::podman(
+        storage.path(),
+        &common::podman::run_args(&image, &["cat", "/file"]),
+    ));
     assert_eq!(out, FILE_CONTENT);
 }
 

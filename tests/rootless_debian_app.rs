@@ -68,32 +68,14 @@ fn python_app_on_debian_builds_rootless_and_runs_in_podman() {
         return;
     }
     let storage = tempfile::tempdir().unwrap();
-    let podman = |args: &[&str]| {
-        let mut c = Command::new("podman");
-        c.arg("--root")
-            .arg(storage.path().join("root"))
-            .arg("--runroot")
-            .arg(storage.path().join("run"))
-            .arg("--storage-driver")
-            .arg("vfs")
-            .arg("--runtime")
-            .arg("runc")
-            .args(args);
-        c
-    };
-    run_ok(&mut podman(&["load", "-i", archive.to_str().unwrap()]));
-    let out = run_ok(&mut podman(&[
-        "run",
-        "--rm",
-        "--network",
-        "none",
-        // podman raises nofile/nproc by default; this machine's bounding set lacks
-        // CAP_SYS_RESOURCE, so ask for limits below the hard ones instead.
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        &format!("docker.io/library/{tag}:latest"),
-    ]));
+    run_ok(&mut common::podman::podman(
+        storage.path(),
+        &["load", "-i", archive.to_str().unwrap()],
+    ));
+    let image = format!("docker.io/library/{tag}:latest");
+    let out = run_ok(&mut common::podman::podman(
+        storage.path(),
+        &common::podman::run_args(&image, &[]),
+    ));
     assert_eq!(out, EXPECTED);
 }

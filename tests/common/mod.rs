@@ -9,6 +9,7 @@ pub mod context;
 pub mod fixtures;
 pub mod http;
 pub mod image;
+pub mod podman;
 pub mod registry;
 mod registry_config;
 pub mod token;
