@@ -33,6 +33,20 @@ pub enum LogStream {
     Stderr,
 }
 
+/// What a [`Event::Bytes`] transfer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ByteAction {
+    /// Downloading a blob from a registry.
+    Pull,
+    /// Uploading a blob to a registry.
+    Push,
+    /// Compressing a new layer.
+    Compress,
+    /// Unpacking a layer into a snapshot.
+    Extract,
+}
+
 /// One thing that happened during a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -80,6 +94,31 @@ pub enum Event {
         /// The status text.
         text: String,
     },
+    /// Bytes moved for one blob of a vertex: a layer pulled, pushed or compressed. Sent
+    /// repeatedly as the transfer goes on (at most a few times a second per blob), and once
+    /// more with `current == total` when it ends.
+    Bytes {
+        /// Vertex number the transfer belongs to.
+        id: u64,
+        /// What is being done to the bytes.
+        action: ByteAction,
+        /// The blob's name as users see it: its digest (`sha256:…`), or a path.
+        name: String,
+        /// Bytes done so far.
+        current: u64,
+        /// Total bytes, when known in advance.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        total: Option<u64>,
+    },
+    /// Why a step was not taken from the cache (sent before it runs), e.g.
+    /// `file app/main.go changed`, `build arg VERSION changed`, `base image changed`,
+    /// `no earlier build of this step`.
+    CacheMiss {
+        /// Vertex number.
+        id: u64,
+        /// The input that changed, in words.
+        reason: String,
+    },
     /// Something the user should hear about that does not stop the build.
     Warning {
         /// The warning text.
@@ -96,7 +135,9 @@ impl Event {
             | Event::Finished { id }
             | Event::Errored { id, .. }
             | Event::Log { id, .. }
-            | Event::Status { id, .. } => Some(*id),
+            | Event::Status { id, .. }
+            | Event::Bytes { id, .. }
+            | Event::CacheMiss { id, .. } => Some(*id),
             Event::Warning { .. } => None,
         }
     }

@@ -85,6 +85,22 @@ impl PlainState {
                 self.switch_to(*id)?;
                 writeln!(self.out, "#{id} {text}")?;
             }
+            Event::CacheMiss { id, reason } => {
+                self.switch_to(*id)?;
+                writeln!(self.out, "#{id} cache miss: {reason}")?;
+            }
+            // Only the end of a transfer is printed until byte progress is rendered properly.
+            Event::Bytes {
+                id,
+                name,
+                current,
+                total,
+                ..
+            } if Some(*current) == *total => {
+                self.switch_to(*id)?;
+                writeln!(self.out, "#{id} {name} {current} bytes done")?;
+            }
+            Event::Bytes { .. } => {}
             Event::Warning { message } => {
                 if self.last.take().is_some() {
                     writeln!(self.out)?;

@@ -140,7 +140,9 @@ impl Render for Tty {
                     },
                 );
             }
-            Event::Log { id, text, .. } | Event::Status { id, text } => {
+            Event::Log { id, text, .. }
+            | Event::Status { id, text }
+            | Event::CacheMiss { id, reason: text } => {
                 if let Some(b) = st.bars.get_mut(id) {
                     b.tail.push_back(text.clone());
                     while b.tail.len() > TAIL_LINES {
@@ -152,6 +154,8 @@ impl Render for Tty {
             Event::Cached { id } => self.close(&mut st, *id, "CACHED ", false),
             Event::Finished { id } => self.close(&mut st, *id, "", false),
             Event::Errored { id, .. } => self.close(&mut st, *id, "ERROR ", true),
+            // Byte bars are not drawn yet; the step's spinner keeps running meanwhile.
+            Event::Bytes { .. } => {}
             Event::Warning { message } => {
                 let _ = self.multi.println(format!("WARNING: {message}"));
             }
