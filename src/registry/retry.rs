@@ -4,7 +4,7 @@
 //! a manifest PUT), never single HTTP requests inside them, so attempts do not multiply.
 //! Transient failures are connection errors, 5xx, 408 and 429; the wait doubles from
 //! `base_delay` up to `max_delay`, with up to 50% random jitter, and a `Retry-After` from the
-//! registry is honoured (capped at `max_delay`).
+//! registry is honoured, as seconds or as an HTTP-date (capped at `max_delay`).
 
 use std::time::Duration;
 
@@ -101,11 +101,19 @@ fn jitter_fraction() -> f64 {
     (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Parses `Retry-After` in its delta-seconds form (the HTTP-date form is rare for registries
-/// and is treated as absent, falling back to backoff).
+/// Parses `Retry-After` (RFC 9110 10.2.3): delta-seconds, or an HTTP-date turned into the
+/// time left until then (zero when it has passed, so the retry happens at once).
 pub(crate) fn parse_retry_after(value: Option<&reqwest::header::HeaderValue>) -> Option<Duration> {
-    let secs: u64 = value?.to_str().ok()?.trim().parse().ok()?;
-    Some(Duration::from_secs(secs))
+    retry_after_at(value?.to_str().ok()?, std::time::SystemTime::now())
+}
+
+fn retry_after_at(text: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let text = text.trim();
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let when = httpdate::parse_http_date(text).ok()?;
+    Some(when.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -194,5 +202,42 @@ mod tests {
             retry_after: Some(Duration::from_secs(1)),
         };
         assert_eq!(p.delay(1, &limited), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn retry_after_accepts_seconds_and_http_dates() {
+        use std::time::{SystemTime, UNIX_EPOCH};
+        // Sun, 06 Nov 1994 08:49:37 GMT, the RFC's example date.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after_at(" 7 ", now), Some(Duration::from_secs(7)));
+        assert_eq!(
+            retry_after_at("Sun, 06 Nov 1994 08:49:42 GMT", now),
+            Some(Duration::from_secs(5))
+        );
+        // The obsolete RFC 850 and asctime forms are valid HTTP-dates too.
+        assert_eq!(
+            retry_after_at("Sunday, 06-Nov-94 08:50:37 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            retry_after_at("Sun Nov  6 08:49:40 1994", now),
+            Some(Duration::from_secs(3))
+        );
+        // A date in the past means "now", not "no advice".
+        assert_eq!(
+            retry_after_at("Sun, 06 Nov 1994 08:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(retry_after_at("soon", now), None);
+        assert_eq!(retry_after_at("-3", now), None);
+        let header = reqwest::header::HeaderValue::from_str(&httpdate::fmt_http_date(
+            SystemTime::now() + Duration::from_secs(30),
+        ))
+        .unwrap();
+        let wait = parse_retry_after(Some(&header)).unwrap();
+        assert!(
+            wait > Duration::from_secs(25) && wait <= Duration::from_secs(30),
+            "{wait:?}"
+        );
     }
 }
