@@ -1,9 +1,13 @@
 //! Writing a resolved COPY/ADD into a layer: each [`LayerEntry`] becomes one tar entry through
 //! [`crate::layer::LayerWriter`], with the build's timestamp for directories the copy created
-//! and `SOURCE_DATE_EPOCH` clamping applied as BuildKit rewrites timestamps.
+//! and `SOURCE_DATE_EPOCH` clamping applied as BuildKit rewrites timestamps. Files keep the
+//! extended attributes of their source (`security.capability`, `user.*`), as BuildKit's copy
+//! does, so they reach the layer as PAX `SCHILY.xattr.` records.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
+use std::path::Path;
 
 use super::ContextError;
 use super::copy::CopyPlan;
@@ -57,6 +61,10 @@ impl CopyPlan {
                 EntryKind::Dir => writer.append_dir(&entry.path, &meta).map_err(layer_err)?,
                 EntryKind::File { source, size } => {
                     let f = File::open(source).map_err(|e| ContextError::io(source, e))?;
+                    let meta = EntryMeta {
+                        xattrs: source_xattrs(source)?,
+                        ..meta
+                    };
                     writer
                         .append_file(&entry.path, &meta, f, *size)
                         .map_err(layer_err)?
@@ -71,6 +79,38 @@ impl CopyPlan {
         }
         Ok(())
     }
+}
+
+/// The portable extended attributes of a source file (none where the file system has none).
+/// Overlay-internal and SELinux attributes of the host are left out, as for RUN layers.
+fn source_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, ContextError> {
+    let mut out = BTreeMap::new();
+    let names = match xattr::list(path) {
+        Ok(names) => names,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSUP) => return Ok(out),
+        Err(e) => return Err(ContextError::io(path, e)),
+    };
+    for name in names {
+        let Some(key) = name.to_str() else {
+            tracing::warn!(path = %path.display(), name = ?name, "skipping non-UTF-8 xattr name");
+            continue;
+        };
+        if key.starts_with("trusted.overlay.")
+            || key.starts_with("user.overlay.")
+            || key == "security.selinux"
+        {
+            continue;
+        }
+        match xattr::get(path, &name) {
+            Ok(Some(value)) => {
+                out.insert(key.to_string(), value);
+            }
+            // Removed between list and get.
+            Ok(None) => {}
+            Err(e) => return Err(ContextError::io(path, e)),
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

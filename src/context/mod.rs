@@ -17,8 +17,10 @@ mod emit;
 mod entry;
 mod fetch;
 mod hash;
+mod layout;
 mod owner;
 mod pathmatch;
+mod remote;
 mod select;
 
 use std::path::PathBuf;
@@ -30,7 +32,9 @@ pub use dockerignore::{IgnoreMatcher, Pattern, parse_dockerignore};
 pub use emit::EmitTimes;
 pub use entry::{EntryKind, LayerEntry, Mtime};
 pub use hash::{HashMemo, MemoStats, selection_digest};
+pub use layout::{OCI_LAYOUT_SCHEME, OciLayoutRef, import_oci_layout};
 pub use owner::{Chown, ChownSpec};
+pub use remote::{fetch_remote_context, is_git_url, is_remote_tarball};
 pub use select::{SelectOptions, Selected, select_sources, walk_context};
 
 /// Everything that can go wrong reading a context or resolving COPY/ADD sources.
@@ -122,6 +126,14 @@ pub enum ContextError {
         path: String,
         /// The layer error.
         source: crate::layer::LayerError,
+    },
+    /// An `oci-layout://` named context could not be read or imported.
+    #[error("oci-layout {path}: {reason}")]
+    OciLayout {
+        /// The layout directory (or the value as given when it did not parse).
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
     },
     /// A feature that rbuild does not implement yet.
     #[error("{0} is not supported yet")]

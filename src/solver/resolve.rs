@@ -47,6 +47,30 @@ impl StoreResolver<'_> {
         l.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone())
     }
 
+    /// `--build-context NAME=oci-layout://...`: imported into the store, never pulled.
+    fn resolve_oci_layout(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<ResolvedImage, String> {
+        use crate::context::{OciLayoutRef, import_oci_layout};
+        let layout = OciLayoutRef::parse(reference).map_err(|e| e.to_string())?;
+        let digest = import_oci_layout(self.store, &layout, platform).map_err(|e| e.to_string())?;
+        let img = self
+            .store
+            .read_image(&digest, Some(platform))
+            .map_err(|e| e.to_string())?;
+        self.layers
+            .lock()
+            .expect("resolver lock")
+            .push((reference.to_string(), img.manifest.layers.clone()));
+        Ok(ResolvedImage {
+            name: reference.to_string(),
+            manifest_digest: Some(img.manifest_descriptor.digest.clone()),
+            config: img.config,
+        })
+    }
+
     fn pull(&self, reference: &Reference, platform: &Platform) -> Result<(), String> {
         let client = Client::new(ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
@@ -67,6 +91,9 @@ impl StoreResolver<'_> {
 
 impl ImageResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        if reference.starts_with(crate::context::OCI_LAYOUT_SCHEME) {
+            return self.resolve_oci_layout(reference, platform);
+        }
         let parsed = Reference::parse(reference).map_err(|e| format!("invalid reference: {e}"))?;
         let name = parsed.to_string();
         let local = self
