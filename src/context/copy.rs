@@ -50,6 +50,32 @@ pub struct CopyRequest {
     pub checksum: Option<String>,
 }
 
+impl CopyRequest {
+    /// The sources read from `source_root` (URLs are fetched instead), in written order.
+    pub(crate) fn local_sources(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .filter(|s| !is_url(s))
+            .cloned()
+            .collect()
+    }
+
+    /// How [`Self::local_sources`] are selected. The copy and its cache-key digest
+    /// ([`super::selection_digest`]) both use this, so they always see the same files.
+    pub(crate) fn select_options(&self) -> SelectOptions<'_> {
+        SelectOptions {
+            // `.dockerignore` shapes the context only; stage and image roots are taken whole.
+            ignore: if self.from_context {
+                self.ignore.as_ref()
+            } else {
+                None
+            },
+            excludes: self.excludes.clone(),
+            scoped_symlinks: !self.from_context,
+        }
+    }
+}
+
 /// What a COPY/ADD writes, in order, plus the staging directory holding fetched or extracted
 /// content (kept alive as long as the plan).
 #[derive(Debug)]
@@ -155,17 +181,8 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
     let chmod = req.chmod.as_deref().map(Chmod::parse).transpose()?;
     let owner = chown.unwrap_or(Chown { uid: 0, gid: 0 });
 
-    let local: Vec<String> = req.sources.iter().filter(|s| !is_url(s)).cloned().collect();
-    let opts = SelectOptions {
-        ignore: if req.from_context {
-            req.ignore.as_ref()
-        } else {
-            None
-        },
-        excludes: req.excludes.clone(),
-        scoped_symlinks: !req.from_context,
-    };
-    let selected = select_sources(&req.source_root, &local, &opts)?;
+    let local = req.local_sources();
+    let selected = select_sources(&req.source_root, &local, &req.select_options())?;
     let tops = selected.iter().filter(|s| s.rel.is_empty()).count()
         + req.sources.iter().filter(|s| is_url(s)).count();
     let (dest, dest_is_dir) = resolve_dest(req)?;

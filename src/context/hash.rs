@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ContextError;
 use super::copy::CopyRequest;
-use super::select::{SelectOptions, Selected, select_sources};
+use super::select::{Selected, select_sources};
 use crate::image::{Digest, Hasher};
 
 /// The on-disk format version; bump the directory name instead of migrating.
@@ -237,22 +237,8 @@ fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String,
 /// they belong in the step's cache key next to it. Call [`HashMemo::save`] afterwards to keep
 /// the memo for the next build.
 pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest, ContextError> {
-    let local: Vec<String> = req
-        .sources
-        .iter()
-        .filter(|s| !s.starts_with("http://") && !s.starts_with("https://"))
-        .cloned()
-        .collect();
-    let opts = SelectOptions {
-        ignore: if req.from_context {
-            req.ignore.as_ref()
-        } else {
-            None
-        },
-        excludes: req.excludes.clone(),
-        scoped_symlinks: !req.from_context,
-    };
-    let selected = select_sources(&req.source_root, &local, &opts)?;
+    let local = req.local_sources();
+    let selected = select_sources(&req.source_root, &local, &req.select_options())?;
     // Stage and image roots are temporary directories: remembering them on disk would only
     // grow the memo, so they get a memo for this call alone.
     let mut scratch = HashMemo::in_memory();
