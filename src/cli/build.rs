@@ -105,12 +105,20 @@ fn labels(args: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-/// `--build-context NAME=DIR` directories and `NAME=docker-image://REF` image aliases.
-type NamedContexts = (BTreeMap<String, PathBuf>, BTreeMap<String, String>);
+/// `--build-context` values: directories by name (`NAME=DIR`, and `NAME=https://…tar` unpacked
+/// into a scratch directory that the returned guards keep alive), and names standing for images
+/// (`NAME=docker-image://REF`, `NAME=oci-layout://PATH[:TAG][@DIGEST]`).
+type NamedContexts = (
+    BTreeMap<String, PathBuf>,
+    BTreeMap<String, String>,
+    Vec<tempfile::TempDir>,
+);
 
-fn named_contexts(args: &[String]) -> anyhow::Result<NamedContexts> {
+fn named_contexts(args: &[String], root: &Path) -> anyhow::Result<NamedContexts> {
+    use crate::context::{OCI_LAYOUT_SCHEME, OciLayoutRef};
     let mut dirs = BTreeMap::new();
     let mut images = BTreeMap::new();
+    let mut downloads = Vec::new();
     for c in args {
         let Some((name, value)) = c.split_once('=') else {
             bail!(usage(format!("--build-context {c:?}: expected NAME=VALUE")));
@@ -118,6 +126,30 @@ fn named_contexts(args: &[String]) -> anyhow::Result<NamedContexts> {
         if let Some(image) = value.strip_prefix("docker-image://") {
             Reference::parse(image).map_err(|e| usage(format!("--build-context {name}: {e}")))?;
             images.insert(name.to_string(), image.to_string());
+            continue;
+        }
+        if value.starts_with(OCI_LAYOUT_SCHEME) {
+            let layout = OciLayoutRef::parse(value)
+                .map_err(|e| usage(format!("--build-context {name}: {e}")))?;
+            if !layout.dir.is_dir() {
+                bail!(usage(format!(
+                    "--build-context {name}: {} is not a directory",
+                    layout.dir.display()
+                )));
+            }
+            // The solver's image resolver imports the layout for the stage's platform.
+            images.insert(name.to_string(), layout.display());
+            continue;
+        }
+        if crate::context::is_git_url(value) {
+            bail!(super::unsupported("--build-context from a Git repository"));
+        }
+        if crate::context::is_remote_tarball(value) {
+            let work = Store::open(root)?.scratch_dir("build-context-")?;
+            let dir = crate::context::fetch_remote_context(value, work.path())
+                .with_context(|| format!("--build-context {name}"))?;
+            dirs.insert(name.to_string(), dir);
+            downloads.push(work);
             continue;
         }
         if value.contains("://") {
@@ -132,7 +164,7 @@ fn named_contexts(args: &[String]) -> anyhow::Result<NamedContexts> {
         }
         dirs.insert(name.to_string(), dir);
     }
-    Ok((dirs, images))
+    Ok((dirs, images, downloads))
 }
 
 /// `--secret id=ID[,src=FILE|,env=VAR]` (buildx syntax; `type=file|env` accepted).
@@ -267,7 +299,8 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         Some(v) => Some(parse_source_date_epoch(&v).map_err(usage)?),
         None => None,
     };
-    let (named_contexts, context_images) = named_contexts(&args.build_contexts)?;
+    let (named_contexts, context_images, _downloaded_contexts) =
+        named_contexts(&args.build_contexts, &globals.root)?;
     let (text, file_name, dockerfile_path, context) = read_dockerfile(&args)?;
     let dockerfile = crate::dockerfile::parse(&text)
         .map_err(|e| anyhow::anyhow!("{}", e.render(&file_name, &text).trim_end()))?;
