@@ -7,6 +7,7 @@
 
 mod cache;
 mod events;
+mod explain;
 mod image;
 mod resolve;
 mod run;
@@ -156,6 +157,8 @@ pub(crate) struct Shared<'a> {
     /// Stage names by index (for `--no-cache-filter`).
     pub plan_names: BTreeMap<usize, Option<String>>,
     pub memo: Mutex<crate::context::HashMemo>,
+    /// Why steps miss the cache (the inputs of each step's last build).
+    pub explain: explain::Explainer,
 }
 
 /// A finished stage.
@@ -369,6 +372,12 @@ pub fn build(
             .map(|s| (s.index, s.name.clone()))
             .collect(),
         memo: Mutex::new(crate::context::HashMemo::open(store.dir())),
+        explain: explain::Explainer::new(
+            store.dir().parent().unwrap_or(store.dir()),
+            &plan,
+            request.dockerfile_path.as_deref(),
+            request.context.as_deref(),
+        ),
     };
     let built = run_waves(&plan, &dispatched, &shared);
     if let Err(e) = shared.memo.lock().expect("memo lock").save() {

@@ -1,13 +1,66 @@
 //! Scheduling: every needed stage runs as soon as the stages it needs are done, independent
 //! stages in parallel on scoped threads (at most `--jobs` at once), each from its base's layers
-//! and cache key.
+//! and cache key. Builds (and stages) that reach the same cache key at once share the work:
+//! the first takes the key's lock file under `<root>/cache/locks/` and runs the step, the
+//! others wait for it and then find its result in the cache.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fs::{File, OpenOptions};
+
+use fs4::fs_std::FileExt;
 
 use super::cache;
 use super::stage::StageBuilder;
 use super::{Shared, SolveError, StageOutput};
+use crate::image::Digest;
 use crate::plan::{Op, Plan, Source, StageDispatch};
+use crate::store::Store;
+
+/// A held in-flight lock on one cache key; released when dropped.
+pub(crate) struct StepLock {
+    file: File,
+}
+
+impl Drop for StepLock {
+    fn drop(&mut self) {
+        let _ = FileExt::unlock(&self.file);
+    }
+}
+
+/// Waits until no other build or stage is running the step with cache key `key`, then holds
+/// its lock. Lock files are never removed while rbuild runs: deleting one another process has
+/// open would let a third process lock a fresh file and run the step twice.
+pub(crate) fn lock_step(store: &Store, key: &Digest) -> Result<StepLock, SolveError> {
+    let dir = store
+        .dir()
+        .parent()
+        .unwrap_or(store.dir())
+        .join("cache")
+        .join("locks");
+    let io = |path: &std::path::Path| {
+        let path = path.to_path_buf();
+        move |source| SolveError::Io { path, source }
+    };
+    std::fs::create_dir_all(&dir).map_err(io(&dir))?;
+    let path = dir.join(key.hex());
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(io(&path))?;
+    let free = match FileExt::try_lock_exclusive(&file) {
+        Ok(free) => free,
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => false,
+        Err(e) => return Err(io(&path)(e)),
+    };
+    if !free {
+        tracing::info!("waiting for another build running the same step ({key})");
+        FileExt::lock_exclusive(&file).map_err(io(&path))?;
+    }
+    Ok(StepLock { file })
+}
 
 /// Stages whose files a later needed stage reads (`COPY --from`, `RUN --mount from=`).
 fn stages_read_from(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<usize> {

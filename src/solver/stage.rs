@@ -66,7 +66,7 @@ impl<'a> StageBuilder<'a> {
                 self.shared.emit(v.started());
                 self.vertex = v.id;
             }
-            let outcome = self.run_one(step);
+            let outcome = self.run_one(k, step);
             if let Some(v) = &vertex {
                 self.shared.emit(match &outcome {
                     Ok(true) => Event::Cached { id: v.id },
@@ -92,12 +92,31 @@ impl<'a> StageBuilder<'a> {
     }
 
     /// Builds one filesystem step; returns whether its result came from the cache.
-    fn run_one(&mut self, step: &crate::plan::Step) -> Result<bool, SolveError> {
-        let step_key = self.step_key(step.line, &step.op)?;
-        let hit = match &step_key {
+    fn run_one(&mut self, index: usize, step: &crate::plan::Step) -> Result<bool, SolveError> {
+        let (step_key, parts) = self.step_key(step.line, &step.op)?;
+        let mut hit = match &step_key {
             Some(k) if self.use_cache => self.shared.cache.lookup(self.shared.store, k),
             _ => None,
         };
+        // Another build (or stage) may be running this very step: wait for it, then look again.
+        let _in_flight = match (&step_key, &hit) {
+            (Some(k), None) if self.use_cache => {
+                let lock = super::schedule::lock_step(self.shared.store, k)?;
+                hit = self.shared.cache.lookup(self.shared.store, k);
+                Some(lock)
+            }
+            _ => None,
+        };
+        let (slot, mut inputs) = self.explain_inputs(index, step, step_key.as_ref(), &parts);
+        let mut files = None;
+        if hit.is_none() && self.use_cache {
+            files = self.context_files(step)?;
+            let reason = self.shared.explain.reason(&slot, &inputs, files.as_ref());
+            self.shared.emit(Event::CacheMiss {
+                id: self.vertex,
+                reason,
+            });
+        }
         let before = self.layers.len();
         let (changed, cached) = match hit {
             Some(entry) => {
@@ -137,7 +156,87 @@ impl<'a> StageBuilder<'a> {
             self.key = k.clone();
         }
         self.produced.push(changed);
+        inputs.layer = self.layers.len() > before;
+        // A hit needs no new record unless the slot last built something else (another
+        // branch): only then pay for listing the files again.
+        let stale = !cached
+            || self
+                .shared
+                .explain
+                .previous(&slot)
+                .is_none_or(|p| p.key != inputs.key);
+        if stale {
+            if files.is_none() {
+                files = self.context_files(step)?;
+            }
+            self.shared.explain.record(&slot, &inputs, files.as_ref());
+        }
         Ok(cached)
+    }
+
+    /// The explain slot of step `index` and the inputs its key was made of.
+    fn explain_inputs(
+        &self,
+        index: usize,
+        step: &crate::plan::Step,
+        key: Option<&Digest>,
+        parts: &[(&'static str, Vec<u8>)],
+    ) -> (super::explain::Slot, super::explain::StepInputs) {
+        let name = self.shared.plan_names.get(&self.dispatch.index).cloned().flatten();
+        let slot = self.shared.explain.slot(
+            self.dispatch.index,
+            name.as_deref(),
+            index,
+            &step.instruction,
+        );
+        let base_image = match &self.dispatch.base {
+            Source::Image(r) => Some(
+                self.dispatch
+                    .base_image
+                    .as_ref()
+                    .and_then(|i| i.manifest_digest.as_ref().map(|d| d.to_string()))
+                    .unwrap_or_else(|| r.clone()),
+            ),
+            _ => None,
+        };
+        let sources: Vec<(&str, Vec<u8>)> = parts
+            .iter()
+            .filter(|(label, _)| *label != "selection")
+            .map(|(l, b)| (*l, b.clone()))
+            .collect();
+        let inputs = super::explain::StepInputs::new(
+            key,
+            &self.key,
+            self.produced.iter().all(|p| !p),
+            base_image,
+            &step.op,
+            &sources,
+        );
+        (slot, inputs)
+    }
+
+    /// Per-file fingerprints of what a COPY/ADD reads from a build context (`None` for other
+    /// steps), for explaining its next miss.
+    fn context_files(
+        &self,
+        step: &crate::plan::Step,
+    ) -> Result<Option<super::explain::FileMap>, SolveError> {
+        let Op::Copy(c) = &step.op else {
+            return Ok(None);
+        };
+        if !c.heredocs.is_empty() || !matches!(c.from, Source::MainContext | Source::Context(_)) {
+            return Ok(None);
+        }
+        let req = self.copy_request(step.line, c, None)?;
+        let mut memo = self.shared.memo.lock().expect("memo lock");
+        match super::explain::context_files(&req, &mut memo) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) => {
+                // The step itself reports real selection errors; explaining is best effort.
+                tracing::debug!("cannot list the files of line {}: {e}", step.line);
+                Ok(None)
+            }
+        }
     }
 
     /// The stage's root on disk, unpacked from its layers the first time it is needed.
@@ -167,9 +266,14 @@ impl<'a> StageBuilder<'a> {
 
     /// The cache key of `op` on top of this stage, or `None` when its inputs cannot be
     /// fingerprinted (a RUN bind-mounting a build context).
-    fn step_key(&self, line: usize, op: &Op) -> Result<Option<Digest>, SolveError> {
+    #[allow(clippy::type_complexity)]
+    fn step_key(
+        &self,
+        line: usize,
+        op: &Op,
+    ) -> Result<(Option<Digest>, Vec<(&'static str, Vec<u8>)>), SolveError> {
         let op_json = serde_json::to_vec(op).expect("ops serialize");
-        let mut extra: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut extra: Vec<(&'static str, Vec<u8>)> = Vec::new();
         let source_key = |from: &Source| -> Result<Option<Vec<u8>>, SolveError> {
             Ok(match from {
                 Source::Stage(i) => {
@@ -203,7 +307,7 @@ impl<'a> StageBuilder<'a> {
                         Source::MainContext => {}
                         other => match source_key(other)? {
                             Some(k) => extra.push(("mount", k)),
-                            None => return Ok(None),
+                            None => return Ok((None, extra)),
                         },
                     }
                 }
@@ -212,7 +316,7 @@ impl<'a> StageBuilder<'a> {
                         && matches!(s, Source::MainContext | Source::Context(_))
                 });
                 if binds_context {
-                    return Ok(None);
+                    return Ok((None, extra));
                 }
             }
         }
@@ -221,7 +325,7 @@ impl<'a> StageBuilder<'a> {
         for (label, bytes) in &extra {
             parts.push((label, bytes));
         }
-        Ok(Some(cache::key(&parts)))
+        Ok((Some(cache::key(&parts)), extra))
     }
 
     fn run_step(&mut self, line: usize, op: &crate::plan::RunOp) -> Result<bool, SolveError> {
