@@ -1021,3 +1021,167 @@ fn build_through_the_cli_exports_the_expected_tree() {
         ]
     );
 }
+
+/// Files of a `-o type=tar` export, as `MODE PATH` lines (sorted), with file contents.
+fn exported_tree(tar_path: &std::path::Path) -> Vec<String> {
+    let mut got = Vec::new();
+    let mut ar = tar::Archive::new(std::fs::File::open(tar_path).unwrap());
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let mode = e.header().mode().unwrap() & 0o7777;
+        let path = e.path().unwrap().display().to_string();
+        let mut body = String::new();
+        if e.header().entry_type().is_file() {
+            e.read_to_string(&mut body).unwrap();
+        }
+        got.push(format!("{mode:o} {path} {}", body.trim_end()));
+    }
+    got.sort();
+    got
+}
+
+/// Builds `ctx` with extra `rbuild build` flags into a filesystem tar and lists it.
+fn build_tree(root: &common::TestRoot, ctx: &Context, flags: &[&str]) -> Vec<String> {
+    let out = tempfile::tempdir().unwrap();
+    let tar_path = out.path().join("fs.tar");
+    common::run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=tar,dest={}", tar_path.display()))
+            .args(flags)
+            .arg(ctx.path()),
+    );
+    exported_tree(&tar_path)
+}
+
+/// `--build-context NAME=oci-layout://...` with a layout written by rbuild's own OCI exporter
+/// (by tag and by digest) and one written by `skopeo copy` from it: `FROM NAME` takes the
+/// image's files and config, `COPY --from=NAME` its files, and the name wins over a stage.
+#[test]
+fn oci_layout_contexts_act_as_images() {
+    let root = common::TestRoot::new();
+    let base = Context::new()
+        .dockerfile("FROM scratch\nCOPY a.txt /a.txt\nENV FROM_LAYOUT=yes\n")
+        .file("a.txt", "from layout\n");
+    let work = tempfile::tempdir().unwrap();
+    let own = work.path().join("own");
+    common::run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-t", "app:v1", "-o"])
+            .arg(format!("type=oci,tar=false,dest={}", own.display()))
+            .arg(base.path()),
+    );
+    let copied = work.path().join("copied");
+    common::run_ok(
+        std::process::Command::new("skopeo")
+            .args(["--insecure-policy", "copy", "--quiet"])
+            .arg(format!("oci:{}:v1", own.display()))
+            .arg(format!("oci:{}:other", copied.display())),
+    );
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(own.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    // A fresh store: everything must come from the layouts.
+    let root = common::TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile(
+            "FROM scratch AS files\nCOPY b.txt /never\n\
+             FROM base\nCOPY --from=files /a.txt /b.txt\nCOPY --from=bydigest /a.txt /c.txt\n\
+             COPY <<EOF /env.txt\n${FROM_LAYOUT}\nEOF\n",
+        )
+        .file("b.txt", "stage\n");
+    let tree = build_tree(
+        &root,
+        &ctx,
+        &[
+            "--build-context",
+            &format!("base=oci-layout://{}:other", copied.display()),
+            "--build-context",
+            &format!("files=oci-layout://{}:v1", own.display()),
+            "--build-context",
+            &format!("bydigest=oci-layout://{}@{digest}", own.display()),
+        ],
+    );
+    assert_eq!(
+        tree,
+        [
+            "644 a.txt from layout",
+            "644 b.txt from layout",
+            "644 c.txt from layout",
+            "644 env.txt yes",
+        ]
+    );
+
+    // A tag the layout does not have is a clear error naming it.
+    let out = root
+        .rbuild()
+        .args(["build", "-q", "--build-context"])
+        .arg(format!("base=oci-layout://{}:nope", own.display()))
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no image tagged \"nope\""), "{err}");
+}
+
+/// Serves one file body at any path on 127.0.0.1 for `requests` requests.
+fn serve_file(body: Vec<u8>, requests: usize) -> String {
+    serve_with(vec![body; requests], false)
+}
+
+/// `--build-context NAME=http://…/ctx.tar.gz` downloads and unpacks the archive, which then
+/// acts as a local directory context (modes, symlinks and hard links kept); Git URLs stay
+/// refused.
+#[test]
+fn remote_tarball_contexts_are_unpacked() {
+    let src = Context::new()
+        .file("pkg/h.txt", "h\n")
+        .executable("pkg/run.sh", "#!/bin/sh\n")
+        .symlink("pkg/link", "h.txt");
+    std::fs::hard_link(src.join("pkg/h.txt"), src.join("pkg/hard.txt")).unwrap();
+    // GNU tar keeps the hard link as a link entry.
+    let tgz = std::process::Command::new("tar")
+        .args(["-czf", "-", "-C"])
+        .arg(src.path())
+        .arg(".")
+        .output()
+        .unwrap();
+    assert!(tgz.status.success());
+    let tgz = tgz.stdout;
+    let base = serve_file(tgz, 2);
+    let ctx = Context::new().dockerfile("FROM scratch\nCOPY --from=remote /pkg /p/\n");
+    let root = common::TestRoot::new();
+    let tree = build_tree(
+        &root,
+        &ctx,
+        &["--build-context", &format!("remote={base}/ctx.tar.gz")],
+    );
+    assert_eq!(
+        tree,
+        [
+            "644 p/h.txt h",
+            "644 p/hard.txt ",
+            "755 p/ ",
+            "755 p/run.sh #!/bin/sh",
+            "777 p/link ",
+        ]
+    );
+
+    for url in ["https://example.invalid/r.git", "git://example.invalid/r"] {
+        let out = root
+            .rbuild()
+            .args(["build", "-q", "--build-context"])
+            .arg(format!("remote={url}"))
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains("is not supported yet"), "{err}");
+    }
+}
