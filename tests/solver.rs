@@ -1,0 +1,271 @@
+//! The solver end to end through the `rbuild` binary: cache misses explained in the event
+//! stream (changed file, build arg, base image), two builds started at once on one root sharing
+//! a step, identical stages running once, and independent stages running in parallel.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Context, Registry, TestRoot, run_ok};
+
+const EPOCH: &str = "1700000000";
+
+fn build(root: &TestRoot, ctx: &Context, extra: &[&str]) -> Output {
+    let out = build_cmd(root, ctx, extra).output().unwrap();
+    assert!(
+        out.status.success(),
+        "build failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn build_cmd(root: &TestRoot, ctx: &Context, extra: &[&str]) -> Command {
+    let mut cmd = root.rbuild();
+    cmd.env("SOURCE_DATE_EPOCH", EPOCH)
+        .args(["build", "--progress=rawjson"])
+        .args(extra)
+        .arg(ctx.path());
+    cmd
+}
+
+/// The rawjson events of a build, parsed.
+fn events(out: &Output) -> Vec<serde_json::Value> {
+    String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect()
+}
+
+/// The vertex id of the step whose name ends with `suffix` (which may start with the step's
+/// `[stage n/m] ` prefix).
+fn vertex(events: &[serde_json::Value], suffix: &str) -> u64 {
+    events
+        .iter()
+        .find(|e| e["kind"] == "started" && e["name"].as_str().unwrap().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no step named ...{suffix} in {events:#?}"))["id"]
+        .as_u64()
+        .unwrap()
+}
+
+/// The cache-miss reason reported for the step named `...suffix`, if it missed.
+fn miss(events: &[serde_json::Value], suffix: &str) -> Option<String> {
+    let id = vertex(events, suffix);
+    events
+        .iter()
+        .find(|e| e["kind"] == "cache_miss" && e["id"] == id)
+        .map(|e| e["reason"].as_str().unwrap().to_string())
+}
+
+/// Whether the step named `...suffix` came from the cache.
+fn cached(events: &[serde_json::Value], suffix: &str) -> bool {
+    let id = vertex(events, suffix);
+    events
+        .iter()
+        .any(|e| e["kind"] == "cached" && e["id"] == id)
+}
+
+#[test]
+fn changed_file_is_named_and_later_steps_blame_the_previous_step() {
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY src/ /src/\nCOPY other.txt /other.txt\n")
+        .file("src/main.c", "int main(void) { return 0; }\n")
+        .file("src/util.c", "int util;\n")
+        .file("other.txt", "other\n");
+    let first = events(&build(&root, &ctx, &[]));
+    assert_eq!(
+        miss(&first, "COPY src/ /src/").as_deref(),
+        Some("no earlier build of this step")
+    );
+    let again = events(&build(&root, &ctx, &[]));
+    assert!(cached(&again, "COPY src/ /src/") && cached(&again, "COPY other.txt /other.txt"));
+    assert_eq!(miss(&again, "COPY src/ /src/"), None);
+
+    std::fs::write(ctx.join("src/main.c"), "int main(void) { return 1; }\n").unwrap();
+    let changed = events(&build(&root, &ctx, &[]));
+    assert_eq!(
+        miss(&changed, "COPY src/ /src/").as_deref(),
+        Some("file src/main.c changed")
+    );
+    assert_eq!(
+        miss(&changed, "COPY other.txt /other.txt").as_deref(),
+        Some("previous step changed")
+    );
+
+    for i in 0..5 {
+        std::fs::write(ctx.join(&format!("src/new{i}.c")), "new\n").unwrap();
+    }
+    std::fs::remove_file(ctx.join("src/util.c")).unwrap();
+    let many = events(&build(&root, &ctx, &[]));
+    assert_eq!(
+        miss(&many, "COPY src/ /src/").as_deref(),
+        Some("files src/new0.c, src/new1.c, src/new2.c added and 2 more; file src/util.c removed")
+    );
+}
+
+/// A scratch image pushed to `registry` as `repo` with `content` in `/base.txt`; returns its
+/// reference.
+fn push_scratch_base(registry: &Registry, repo: &str, content: &str) -> String {
+    let reference = registry.repo(repo);
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY base.txt /base.txt\n")
+        .file("base.txt", content);
+    let root = TestRoot::new();
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "--push", "-t", &reference])
+            .arg(ctx.path()),
+    );
+    reference
+}
+
+#[test]
+fn pull_of_a_changed_base_says_base_image_changed() {
+    let registry = Registry::start();
+    let base = push_scratch_base(&registry, "team/base:1", "one\n");
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile(&format!("FROM {base}\nCOPY app.txt /app.txt\n"))
+        .file("app.txt", "app\n");
+    build(&root, &ctx, &[]);
+    push_scratch_base(&registry, "team/base:1", "two\n");
+    let pulled = events(&build(&root, &ctx, &["--pull"]));
+    let reason = miss(&pulled, "COPY app.txt /app.txt").expect("the COPY must miss");
+    let re =
+        regex::Regex::new(r"^base image changed \(sha256:[0-9a-f]{64} → sha256:[0-9a-f]{64}\)$")
+            .unwrap();
+    assert!(re.is_match(&reason), "{reason}");
+}
+
+#[test]
+fn changed_build_arg_is_named_and_unrelated_steps_stay_cached() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile(&format!(
+            "FROM {base}\nCOPY a.txt /a.txt\nARG VERSION=1\nRUN echo \"$VERSION\" > /version\n"
+        ))
+        .file("a.txt", "a\n");
+    build(&root, &ctx, &["--build-arg", "VERSION=1"]);
+    let second = events(&build(&root, &ctx, &["--build-arg", "VERSION=2"]));
+    assert!(cached(&second, "COPY a.txt /a.txt"), "{second:#?}");
+    assert_eq!(
+        miss(&second, "RUN echo \"$VERSION\" > /version").as_deref(),
+        Some("build arg VERSION changed")
+    );
+}
+
+/// Reads how many lines the cache mount `/c` log holds, through one more build exporting a file.
+fn cache_log_lines(root: &TestRoot, base: &str) -> usize {
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS count\nRUN --mount=type=cache,target=/c wc -l < /c/log > /n; date > /nocache\n\
+         FROM scratch\nCOPY --from=count /n /n\n"
+    ));
+    let out = tempfile::tempdir().unwrap();
+    let dest = format!("type=local,dest={}", out.path().display());
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "--no-cache", "-o", &dest])
+            .arg(ctx.path()),
+    );
+    std::fs::read_to_string(out.path().join("n"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+const SLOW_RUN: &str =
+    "RUN --mount=type=cache,target=/c echo ran >> /c/log && sleep 3 && echo done > /marker";
+
+#[test]
+fn two_builds_started_at_once_share_the_slow_step() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    let ctx = Context::new().dockerfile(&format!("FROM {base}\n{SLOW_RUN}\n"));
+    let spawn = |iid: &Path| {
+        build_cmd(&root, &ctx, &["--iidfile", iid.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let work = tempfile::tempdir().unwrap();
+    let (iid_a, iid_b) = (work.path().join("a"), work.path().join("b"));
+    let a = spawn(&iid_a);
+    let b = spawn(&iid_b);
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    for out in [&a, &b] {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(&iid_a).unwrap(),
+        std::fs::read_to_string(&iid_b).unwrap(),
+        "both builds make the same image"
+    );
+    let step =
+        "RUN --mount=type=cache,target=/c echo ran >> /c/log && sleep 3 && echo done > /marker";
+    let cached_count = [events(&a), events(&b)]
+        .iter()
+        .filter(|e| cached(e, step))
+        .count();
+    assert_eq!(cached_count, 1, "exactly one build runs the step");
+    assert_eq!(cache_log_lines(&root, &base), 1, "the step ran once");
+}
+
+#[test]
+fn identical_stages_run_their_shared_step_once() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS one\n{SLOW_RUN}\nRUN echo one > /who\n\
+         FROM {base} AS two\n{SLOW_RUN}\nRUN echo two > /who\n\
+         FROM scratch\nCOPY --from=one /who /one\nCOPY --from=two /who /two\n"
+    ));
+    let ev = events(&build(&root, &ctx, &[]));
+    let step =
+        "RUN --mount=type=cache,target=/c echo ran >> /c/log && sleep 3 && echo done > /marker";
+    let ran: Vec<bool> = ["[one 2/3] ", "[two 2/3] "]
+        .iter()
+        .map(|stage| cached(&ev, &format!("{stage}{step}")))
+        .collect();
+    assert_eq!(
+        ran.iter().filter(|c| **c).count(),
+        1,
+        "one of the two is CACHED: {ran:?}"
+    );
+    assert_eq!(cache_log_lines(&root, &base), 1, "the step ran once");
+}
+
+#[test]
+fn independent_stages_run_in_parallel() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    // Warm the base's snapshots so the measurement is about the steps.
+    let warm = Context::new().dockerfile(&format!("FROM {base}\nRUN true\n"));
+    build(&root, &warm, &[]);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS a\nRUN sleep 2 && echo a > /a\n\
+         FROM {base} AS b\nRUN sleep 2 && echo b > /b\n\
+         FROM {base} AS c\nRUN sleep 2 && echo c > /c\n\
+         FROM scratch\nCOPY --from=a /a /a\nCOPY --from=b /b /b\nCOPY --from=c /c /c\n"
+    ));
+    let start = Instant::now();
+    build(&root, &ctx, &["--jobs", "3"]);
+    let wall = start.elapsed();
+    assert!(
+        wall < Duration::from_millis(4500),
+        "three 2 s stages took {wall:?}: they did not run in parallel"
+    );
+}
