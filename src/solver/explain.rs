@@ -470,7 +470,12 @@ mod tests {
     fn reasons_name_args_environment_and_parents() {
         let root = tempfile::tempdir().unwrap();
         let p = plan("FROM scratch\nARG VERSION=1\nENV X=1\nRUN make\n");
-        let ex = Explainer::new(root.path(), &p, Some(Path::new("/nowhere/Dockerfile")), None);
+        let ex = Explainer::new(
+            root.path(),
+            &p,
+            Some(Path::new("/nowhere/Dockerfile")),
+            None,
+        );
         let slot = ex.slot(0, None, 2, "run");
         let parent = Digest::of(b"p");
         let first = run_inputs(&["VERSION=1", "X=1"], &parent);
@@ -491,7 +496,11 @@ mod tests {
             "environment variable X changed"
         );
         assert_eq!(
-            ex.reason(&slot, &run_inputs(&["VERSION=1", "X=1"], &Digest::of(b"q")), None),
+            ex.reason(
+                &slot,
+                &run_inputs(&["VERSION=1", "X=1"], &Digest::of(b"q")),
+                None
+            ),
             "previous step changed"
         );
         let mut rebased = first.clone();
