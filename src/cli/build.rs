@@ -19,6 +19,9 @@ use crate::registry::{Client, ClientOptions, PushOptions, Reference};
 use crate::solver::{BuildRequest, BuildResult};
 use crate::store::Store;
 
+#[path = "cache_spec.rs"]
+mod cache_spec;
+
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     CliError::Usage(msg.into()).into()
 }
@@ -242,12 +245,6 @@ fn platform(args: &BuildArgs) -> anyhow::Result<Platform> {
 
 /// Refuses the flags whose features are not built yet, and checks values of the others.
 fn refuse_unsupported(args: &BuildArgs) -> anyhow::Result<()> {
-    if !args.cache_from.is_empty() {
-        bail!(super::unsupported("--cache-from"));
-    }
-    if !args.cache_to.is_empty() {
-        bail!(super::unsupported("--cache-to"));
-    }
     if let Some(n) = &args.network
         && !matches!(n.as_str(), "default" | "none" | "host")
     {
@@ -345,6 +342,12 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         ssh: ssh_sockets(&args.ssh)?,
         jobs: args.jobs,
         no_cache_filter: args.no_cache_filter.iter().cloned().collect(),
+        cache_from: (args.cache_from.iter())
+            .map(|s| cache_spec::parse_cache_from(s))
+            .collect::<Result<_, _>>()?,
+        cache_to: (args.cache_to.iter())
+            .map(|s| cache_spec::parse_cache_to(s))
+            .collect::<Result<_, _>>()?,
         network: match args.network.as_deref() {
             Some("none") => Some(crate::dockerfile::instructions::NetworkMode::None),
             Some("host") => Some(crate::dockerfile::instructions::NetworkMode::Host),

@@ -1,13 +1,19 @@
 //! The build cache: a step's cache key (its parent's key, the planned op with every expanded
 //! value, and the content digest of what it reads) mapped to the layer it produced. Entries are
 //! small JSON files under `<root>/cache/index-v1/`, written atomically; their layers are
-//! registered as store gc roots so `rbuild prune` keeps them.
+//! registered as store gc roots so `rbuild prune` keeps them. Caches imported with
+//! `--cache-from` answer the keys the local index lacks; a hit copies the entry (and, only
+//! then, its layer blob) into this root. Every entry a build uses is remembered for
+//! `--cache-to` and for the history times of the image.
 
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::PathBuf;
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use super::cache_remote::ImportedCache;
 use crate::image::{Descriptor, Digest, Hasher};
 use crate::store::Store;
 
@@ -20,9 +26,22 @@ pub(crate) struct CacheEntry {
     pub diff_id: Digest,
 }
 
-/// The on-disk cache index.
+/// A cache entry as stored: the result and when its layer was first built (Unix seconds;
+/// absent in entries written before times were recorded).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct StoredEntry {
+    #[serde(flatten)]
+    pub entry: CacheEntry,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<i64>,
+}
+
+/// The on-disk cache index, the imported caches, and what this build used.
 pub(crate) struct BuildCache {
     dir: PathBuf,
+    imported: Vec<ImportedCache>,
+    /// Every entry this build hit or recorded, by key.
+    used: Mutex<BTreeMap<Digest, StoredEntry>>,
 }
 
 /// A cache key built from labelled parts, so different inputs can never collide by
@@ -38,29 +57,91 @@ pub(crate) fn key(parts: &[(&str, &[u8])]) -> Digest {
     h.finish()
 }
 
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 impl BuildCache {
     /// The cache of the rbuild root that holds `store`.
     pub(crate) fn open(store: &Store) -> BuildCache {
         let root = store.dir().parent().unwrap_or(store.dir()).to_path_buf();
         BuildCache {
             dir: root.join("cache").join("index-v1"),
+            imported: Vec::new(),
+            used: Mutex::new(BTreeMap::new()),
         }
     }
 
-    /// The entry for `key`, if its layer is still in the store.
-    pub(crate) fn lookup(&self, store: &Store, key: &Digest) -> Option<CacheEntry> {
-        let bytes = std::fs::read(self.dir.join(key.hex())).ok()?;
-        let entry: CacheEntry = serde_json::from_slice(&bytes).ok()?;
-        store.has_blob(&entry.layer.digest).then_some(entry)
+    /// Adds caches read with `--cache-from`; they answer keys the local index lacks.
+    pub(crate) fn with_imports(mut self, imported: Vec<ImportedCache>) -> BuildCache {
+        self.imported = imported;
+        self
     }
 
-    /// Records `entry` under `key` (best effort: a cache that cannot be written only costs
-    /// time, so failures are logged, not fatal).
+    /// The entry for `key`, if its layer is in the store or can be fetched from an imported
+    /// cache. A fetch failure is a miss (logged), never an error.
+    pub(crate) fn lookup(&self, store: &Store, key: &Digest) -> Option<CacheEntry> {
+        let local = std::fs::read(self.dir.join(key.hex()))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<StoredEntry>(&b).ok());
+        if let Some(stored) = local
+            && store.has_blob(&stored.entry.layer.digest)
+        {
+            return Some(self.use_entry(key, stored));
+        }
+        for imported in &self.imported {
+            let Some(found) = imported.entries.get(key) else {
+                continue;
+            };
+            if let Err(e) = imported.source.fetch_into(store, &found.layer) {
+                tracing::warn!("cache hit for {key} but its layer could not be fetched: {e}");
+                continue;
+            }
+            let stored = StoredEntry {
+                entry: CacheEntry {
+                    layer: found.layer.clone(),
+                    diff_id: found.diff_id.clone(),
+                },
+                created: found
+                    .created
+                    .as_deref()
+                    .and_then(crate::image::parse_rfc3339)
+                    .map(|t| t as i64),
+            };
+            self.write(key, &stored);
+            return Some(self.use_entry(key, stored));
+        }
+        None
+    }
+
+    fn use_entry(&self, key: &Digest, stored: StoredEntry) -> CacheEntry {
+        let entry = stored.entry.clone();
+        self.used
+            .lock()
+            .expect("cache lock")
+            .insert(key.clone(), stored);
+        entry
+    }
+
+    /// Records `entry` under `key`, its layer built now (best effort: a cache that cannot be
+    /// written only costs time, so failures are logged, not fatal).
     pub(crate) fn record(&self, key: &Digest, entry: &CacheEntry) {
+        let stored = StoredEntry {
+            entry: entry.clone(),
+            created: Some(now()),
+        };
+        self.write(key, &stored);
+        self.use_entry(key, stored);
+    }
+
+    fn write(&self, key: &Digest, stored: &StoredEntry) {
         let write = || -> std::io::Result<()> {
             std::fs::create_dir_all(&self.dir)?;
             let mut tmp = tempfile::NamedTempFile::new_in(&self.dir)?;
-            tmp.write_all(&serde_json::to_vec(entry)?)?;
+            tmp.write_all(&serde_json::to_vec(stored)?)?;
             tmp.persist(self.dir.join(key.hex()))?;
             Ok(())
         };
@@ -70,6 +151,23 @@ impl BuildCache {
                 self.dir.display()
             );
         }
+    }
+
+    /// Every entry this build hit or recorded, by key.
+    pub(crate) fn used(&self) -> BTreeMap<Digest, StoredEntry> {
+        self.used.lock().expect("cache lock").clone()
+    }
+
+    /// When the layer `digest` was first built, per the entries this build used (the earliest
+    /// when several steps produced the same blob, so the answer does not depend on order).
+    pub(crate) fn created_of(&self, digest: &Digest) -> Option<i64> {
+        self.used
+            .lock()
+            .expect("cache lock")
+            .values()
+            .filter(|s| s.entry.layer.digest == *digest)
+            .filter_map(|s| s.created)
+            .min()
     }
 
     /// Registers every cached layer as a gc root of the store.

@@ -30,24 +30,56 @@ pub fn format_rfc3339(secs: i64) -> String {
 }
 
 /// Writes the target's config and manifest into the store.
+///
+/// Times follow BuildKit so that a build served from a cache reproduces the image digest:
+/// a step that added a layer gets the time that layer was first built (recorded in its cache
+/// entry), a config-only step the time of the newest layer before it (else the base image's
+/// last history time, else the build's start), and the config `created` the last history
+/// time. `SOURCE_DATE_EPOCH` overrides them all.
 pub(crate) fn assemble(
     shared: &Shared<'_>,
     dispatch: &StageDispatch,
     out: &StageOutput,
 ) -> Result<BuildResult, SolveError> {
-    let created = format_rfc3339(shared.epoch.unwrap_or(shared.start_time));
+    let build_time = format_rfc3339(shared.start_time);
+    let epoch = shared.epoch.map(format_rfc3339);
     let mut config = dispatch.config.clone();
-    config.created = Some(created.clone());
     config.rootfs.diff_ids = out.diff_ids.clone();
     for (k, v) in &shared.request.labels {
         config.config.labels.insert(k.clone(), v.clone());
     }
-    let new = &mut config.history[dispatch.first_new_history..];
+    let first_new = dispatch.first_new_history.min(config.history.len());
+    let base_time = config.history[..first_new]
+        .iter()
+        .rev()
+        .find_map(|h| h.created.clone());
+    let new_layers = out.produced.iter().filter(|p| **p).count();
+    let mut layers = out.layers[out.layers.len().saturating_sub(new_layers)..].iter();
+    let mut newest: Option<i64> = None;
+    let new = &mut config.history[first_new..];
     for (entry, (step, produced)) in new.iter_mut().zip(dispatch.steps.iter().zip(&out.produced)) {
-        entry.created = Some(created.clone());
         // A step that changed nothing adds no layer (BuildKit drops empty layers too).
         entry.empty_layer = step.empty_layer || !produced;
+        if *produced && let Some(layer) = layers.next() {
+            let t = shared
+                .cache
+                .created_of(&layer.digest)
+                .unwrap_or(shared.start_time);
+            newest = Some(newest.map_or(t, |n| n.max(t)));
+        }
+        let time = match (&epoch, newest, &base_time) {
+            (Some(e), _, _) => e.clone(),
+            (None, Some(t), _) => format_rfc3339(t),
+            (None, None, Some(b)) => b.clone(),
+            (None, None, None) => build_time.clone(),
+        };
+        entry.created = Some(time);
     }
+    config.created = Some(match (&epoch, config.history.last()) {
+        (Some(e), _) => e.clone(),
+        (None, Some(h)) => h.created.clone().unwrap_or(build_time),
+        (None, None) => build_time,
+    });
     let config_desc = shared.store.put_config(&config)?;
     let manifest = ImageManifest::new_oci(config_desc.clone(), out.layers.clone());
     let manifest_desc = shared.store.put_manifest(&manifest)?;
@@ -58,6 +90,7 @@ pub(crate) fn assemble(
         warnings: Vec::new(),
         layers: out.layers.clone(),
         vertices: 0,
+        cache_exports: Vec::new(),
     })
 }
 

@@ -6,6 +6,10 @@
 //! (parent key, planned op, content of what they read) was built before reuse that layer.
 
 mod cache;
+mod cache_export;
+mod cache_format;
+mod cache_mounts;
+mod cache_remote;
 mod events;
 mod explain;
 mod image;
@@ -25,6 +29,8 @@ use crate::layer::{Compression, LayerError};
 use crate::plan::{BuildOptions, Plan, PlanError, Source};
 use crate::store::Store;
 
+pub use cache_export::CacheExportReport;
+pub use cache_format::{CacheExport, CacheImport, CacheLocation, CacheMode, CacheShareError};
 pub use image::format_rfc3339;
 use resolve::{PullPolicy, StoreResolver};
 use schedule::run_waves;
@@ -64,6 +70,10 @@ pub struct BuildRequest {
     pub jobs: Option<usize>,
     /// `--network` for RUN steps without their own `--network`.
     pub network: Option<crate::dockerfile::instructions::NetworkMode>,
+    /// `--cache-from`: shared caches consulted for keys the local cache lacks.
+    pub cache_from: Vec<CacheImport>,
+    /// `--cache-to`: where to export this build's cache after it succeeds.
+    pub cache_to: Vec<CacheExport>,
 }
 
 /// What a build produced.
@@ -82,6 +92,8 @@ pub struct BuildResult {
     /// How many progress vertices the build numbered (later vertices, such as exporting,
     /// continue from this plus one).
     pub vertices: u64,
+    /// One report per `--cache-to`, in order.
+    pub cache_exports: Vec<CacheExportReport>,
 }
 
 /// A build failure.
@@ -128,6 +140,14 @@ pub enum SolveError {
         line: usize,
         /// What happened.
         message: String,
+    },
+    /// Exporting the build cache (`--cache-to`) failed.
+    #[error("exporting cache to {location}: {source}")]
+    CacheExport {
+        /// The destination.
+        location: String,
+        /// What went wrong.
+        source: CacheShareError,
     },
     /// A feature the build uses that rbuild cannot do yet.
     #[error("line {line}: {what} is not supported yet")]
@@ -365,7 +385,8 @@ pub fn build(
         image_roots: Mutex::new(BTreeMap::new()),
         reporter,
         vertices: events::Vertices::number(&plan, &dispatched),
-        cache: cache::BuildCache::open(store),
+        cache: cache::BuildCache::open(store)
+            .with_imports(cache_remote::import_all(request, store, reporter)),
         plan_names: plan
             .stages
             .iter()
@@ -388,6 +409,8 @@ pub fn build(
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
     result.vertices = shared.vertices.count();
+    result.cache_exports = cache_export::export_all(&shared, &result.layers, result.vertices + 1)?;
+    result.vertices += request.cache_to.len() as u64;
     let unused = plan.unused_build_args();
     if !unused.is_empty() {
         // BuildKit's wording.
