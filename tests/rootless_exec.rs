@@ -718,3 +718,150 @@ fn stale_snapshots_of_dead_builds_are_pruned() {
     assert!(live.upper().exists(), "a live build's snapshot must stay");
     snaps.remove(live).unwrap();
 }
+
+/// A build context holding a busybox root under `rootfs/` and `dockerfile`.
+fn busybox_context(dockerfile: &str) -> tempfile::TempDir {
+    setup();
+    let ctx = tempfile::tempdir().unwrap();
+    busybox_root(&ctx.path().join("rootfs"));
+    fs::write(ctx.path().join("Dockerfile"), dockerfile).unwrap();
+    ctx
+}
+
+/// `rbuild build` of `ctx` on the store `root`, with its own `TMPDIR` (checked for leftovers).
+fn rbuild_build(root: &Path, tmp: &Path, ctx: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rbuild"));
+    cmd.arg("--root")
+        .arg(root)
+        .args(["build", "--progress=rawjson"])
+        .arg(ctx)
+        .env("TMPDIR", tmp)
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// Names left in `dir` (empty when it does not exist).
+fn leftovers(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Processes (any user's, as far as /proc lets us read) that still see a mount under `path`.
+fn mounts_under(path: &Path) -> Vec<String> {
+    let needle = path.to_string_lossy().into_owned();
+    fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let text = fs::read_to_string(e.path().join("mountinfo")).ok()?;
+            text.lines()
+                .find(|l| l.contains(&needle))
+                .map(|l| format!("pid {}: {l}", e.file_name().to_string_lossy()))
+        })
+        .collect()
+}
+
+/// Starts a build whose RUN writes files and then sleeps, sends `signal` once the RUN printed
+/// its marker, and checks the build stops at once, cleanly, with 128 + signal, and that the
+/// next build on the same root works.
+fn interrupted_build_cleans_up(signal: i32) {
+    let marker = format!(
+        "{}",
+        500_000 + signal * 1000 + (std::process::id() % 1000) as i32
+    );
+    let ctx = busybox_context(&format!(
+        "FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n\
+         RUN mkdir -p /data && for i in 1 2 3 4 5 6 7 8 9; do echo $i > /data/f$i; done \
+         && head -c 3000000 /dev/urandom > /data/big && echo started-{marker} \
+         && sleep {marker} & sleep {marker}\n"
+    ));
+    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = rbuild_build(root.path(), tmp.path(), ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let wanted = format!("started-{marker}");
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut all = String::new();
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.contains(&wanted) {
+                let _ = tx.send(());
+            }
+            all.push_str(&line);
+            all.push('\n');
+        }
+        all
+    });
+    let started = rx.recv_timeout(Duration::from_secs(60)).is_ok();
+    let start = Instant::now();
+    while processes_with_arg(&marker) < 2 && start.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(child.id() as i32, signal) };
+    let sent = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if sent.elapsed() > Duration::from_secs(8) {
+            let _ = child.kill();
+            panic!("rbuild did not stop within 8 s of signal {signal}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let output = reader.join().unwrap();
+    assert!(started, "the RUN step never started:\n{output}");
+    assert_eq!(status.code(), Some(128 + signal), "{status}:\n{output}");
+    eprintln!("signal {signal}: rbuild exited after {:?}", sent.elapsed());
+    let start = Instant::now();
+    while processes_with_arg(&marker) > 0 && start.elapsed() < Duration::from_secs(3) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(processes_with_arg(&marker), 0, "sandbox processes survived");
+    assert_eq!(mounts_under(root.path()), Vec::<String>::new());
+    for sub in ["snapshots/active", "snapshots/tmp", "store/tmp"] {
+        assert_eq!(
+            leftovers(&root.path().join(sub)),
+            Vec::<String>::new(),
+            "{sub}"
+        );
+    }
+    assert_eq!(leftovers(tmp.path()), Vec::<String>::new(), "TMPDIR");
+
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        "FROM scratch\nCOPY rootfs/ /\nRUN mkdir -p /data && echo again > /data/f1\n",
+    )
+    .unwrap();
+    let out = rbuild_build(root.path(), tmp.path(), ctx.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the build after the interrupted one failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn sigint_stops_the_build_and_cleans_up() {
+    interrupted_build_cleans_up(libc::SIGINT);
+}
+
+#[test]
+fn sigterm_stops_the_build_and_cleans_up() {
+    interrupted_build_cleans_up(libc::SIGTERM);
+}

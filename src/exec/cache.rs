@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::Error;
 use super::run::hand_over;
+use super::spawn::{Job, Response, call};
 use super::spec::{CacheInit, MountSpec};
 use crate::image::Digest;
 
@@ -45,6 +46,19 @@ impl CacheMounts {
 
     /// Gets the directory for cache `id`, creating it if needed, honouring `sharing`.
     pub fn acquire(&self, id: &str, sharing: Sharing) -> Result<CacheLease, Error> {
+        self.acquire_seeded(id, sharing, None)
+    }
+
+    /// [`acquire`](Self::acquire) for `RUN --mount=type=cache,from=...`: a directory created
+    /// now starts as a copy of `seed` (ownership kept, made inside the user namespace), as
+    /// BuildKit bases such a cache on the `from` snapshot. The caller puts what identifies
+    /// the seed (stage or image key, `source=`) into `id`, so each seed gets its own cache.
+    pub fn acquire_seeded(
+        &self,
+        id: &str,
+        sharing: Sharing,
+        seed: Option<&Path>,
+    ) -> Result<CacheLease, Error> {
         let key = self.dir.join(Digest::of(id.as_bytes()).hex());
         fs::create_dir_all(&key).map_err(host("creating cache dir", &key))?;
         let _ = fs::write(key.join("id"), id);
@@ -73,13 +87,16 @@ impl CacheMounts {
                     Some(f)
                 }
             };
-            let fresh = match fs::create_dir(&path) {
-                Ok(()) => {
-                    hand_over(&path)?;
-                    true
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
-                Err(e) => return Err(host("creating cache dir", &path)(e)),
+            let fresh = match seed {
+                Some(seed) if !path.exists() => seed_dir(&key, &path, seed)?,
+                _ => match fs::create_dir(&path) {
+                    Ok(()) => {
+                        hand_over(&path)?;
+                        true
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+                    Err(e) => return Err(host("creating cache dir", &path)(e)),
+                },
             };
             return Ok(CacheLease {
                 path,
@@ -89,6 +106,47 @@ impl CacheMounts {
         }
         unreachable!("instances are unbounded")
     }
+}
+
+/// Fills a temp dir next to `path` with a copy of `seed` and renames it to `path`, so other
+/// builds never see a half-seeded cache. Returns whether this call created `path`.
+fn seed_dir(key: &Path, path: &Path, seed: &Path) -> Result<bool, Error> {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let name = format!(
+        "seeding-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp = key.join(&name);
+    fs::create_dir(&tmp).map_err(host("creating cache dir", &tmp))?;
+    hand_over(&tmp)?;
+    let job = crate::snapshot::NsJob::Seed {
+        source: seed.to_path_buf(),
+        dest: tmp.clone(),
+    };
+    let copied = match call(Job::Snapshot(job), None, None, &mut |_, _| {}) {
+        Ok(Response::Done(_)) => Ok(()),
+        Ok(Response::Failed(m)) => Err(Error::Sandbox(format!(
+            "seeding cache {} from {}: {m}",
+            path.display(),
+            seed.display()
+        ))),
+        Ok(Response::Exited(_)) => Err(Error::Protocol("unexpected reply to a seed job".into())),
+        Err(e) => Err(e),
+    };
+    let result = copied.and_then(|()| match fs::rename(&tmp, path) {
+        Ok(()) => Ok(true),
+        // Another build seeded the same cache meanwhile; use theirs.
+        Err(_) if path.is_dir() => Ok(false),
+        Err(e) => Err(host("moving the seeded cache to", path)(e)),
+    });
+    if tmp.exists() {
+        let empty = crate::snapshot::NsJob::Empty { dir: tmp.clone() };
+        let _ = call(Job::Snapshot(empty), None, None, &mut |_, _| {});
+        let _ = fs::remove_dir(&tmp);
+    }
+    result
 }
 
 fn host<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> Error + 'a {

@@ -16,6 +16,7 @@
 
 mod cache;
 mod helper;
+mod interrupt;
 mod mountplan;
 mod mounts;
 mod run;
@@ -28,6 +29,7 @@ mod userns;
 use std::path::PathBuf;
 
 pub use cache::{CacheLease, CacheMounts, Sharing};
+pub use interrupt::{catch_interrupts, interrupt, interrupted};
 pub use run::{run, run_cancellable};
 pub use spawn::{CancelHandle, set_helper_program};
 pub use spec::{
@@ -72,7 +74,8 @@ pub enum Error {
         /// What the OS said.
         source: std::io::Error,
     },
-    /// The run was cancelled through its [`CancelHandle`].
+    /// The run was cancelled through its [`CancelHandle`], or the process was interrupted
+    /// (see [`interrupt`]).
     #[error("the step was cancelled")]
     Cancelled,
 }

@@ -51,6 +51,10 @@ pub(crate) fn spawn_and_wait(
 ) -> Result<ExitStatus, String> {
     let (err_r, err_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
         .map_err(|e| format!("pipe: {e}"))?;
+    // The sandbox checks through this pidfd that the helper did not die (an interrupted build
+    // kills it) before its own death signal was armed.
+    // SAFETY: pidfd_open of our own pid; the result is a new fd or -1.
+    let helper_fd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) } as i32;
     // SAFETY: single-threaded helper; the child may allocate.
     let pid = unsafe { libc::fork() };
     if pid < 0 {
@@ -58,12 +62,31 @@ pub(crate) fn spawn_and_wait(
     }
     if pid == 0 {
         drop(err_r);
+        // SAFETY: constant prctl; poll of a pidfd we own.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if helper_fd >= 0 {
+                let mut pfd = libc::pollfd {
+                    fd: helper_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                if libc::poll(&mut pfd, 1, 0) != 0 {
+                    libc::_exit(127);
+                }
+                libc::close(helper_fd);
+            }
+        }
         let err = setup_and_exec(spec, root, plan, setgroups);
         let _ = File::from(err_w).write_all(err.as_bytes());
         // SAFETY: leave the forked child without running destructors.
         unsafe { libc::_exit(127) };
     }
     drop(err_w);
+    if helper_fd >= 0 {
+        // SAFETY: closing the pidfd opened above.
+        unsafe { libc::close(helper_fd) };
+    }
     let mut setup_err = String::new();
     let _ = File::from(err_r).read_to_string(&mut setup_err);
     let mut wstatus = 0;

@@ -116,6 +116,11 @@ pub(crate) fn call(
     cancel: Option<&CancelHandle>,
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<Response, Error> {
+    // Emptying a snapshot dir is how an interrupted build cleans up, so it still runs then.
+    let cleanup = matches!(job, Job::Snapshot(crate::snapshot::NsJob::Empty { .. }));
+    if !cleanup && super::interrupt::interrupted().is_some() {
+        return Err(Error::Cancelled);
+    }
     let request = Request {
         idmap: IdMapping::current(),
         job,
@@ -169,6 +174,10 @@ pub(crate) fn call(
     })?;
     drop(status_w);
     drop(data);
+    let pid = child.id() as i32;
+    if !cleanup {
+        super::interrupt::register(pid);
+    }
     if let Some(c) = cancel {
         *c.inner.pid.lock().unwrap_or_else(|e| e.into_inner()) = Some(child.id() as i32);
         if c.is_cancelled() {
@@ -204,16 +213,21 @@ pub(crate) fn call(
     for r in readers {
         let _ = r.join();
     }
-    let wait = child.wait();
+    // Unlisted before reaping, so no kill can hit a reused pid.
+    if !cleanup {
+        super::interrupt::unregister(pid);
+    }
     if let Some(c) = cancel {
         *c.inner.pid.lock().unwrap_or_else(|e| e.into_inner()) = None;
     }
+    let wait = child.wait();
     let wait = wait.map_err(|e| Error::Helper { program, source: e })?;
     let mut text = Vec::new();
     File::from(status_r)
         .read_to_end(&mut text)
         .map_err(|e| Error::Protocol(format!("reading the helper's status pipe: {e}")))?;
-    if cancel.is_some_and(CancelHandle::is_cancelled) {
+    let interrupted = !cleanup && super::interrupt::interrupted().is_some();
+    if interrupted || cancel.is_some_and(CancelHandle::is_cancelled) {
         return Err(Error::Cancelled);
     }
     if text.is_empty() {

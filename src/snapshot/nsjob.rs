@@ -25,6 +25,9 @@ pub(crate) enum NsJob {
         parent: PathBuf,
         name: String,
     },
+    /// Copies the contents of `source` into the existing dir `dest`, keeping ownership
+    /// (seeds a `RUN --mount=type=cache,from=...` directory).
+    Seed { source: PathBuf, dest: PathBuf },
     /// Copy-based snapshots: writes what differs between `rootfs` and `base` to the data fd.
     DiffCopy {
         base: PathBuf,
@@ -65,6 +68,7 @@ impl NsJob {
                 v
             }
             NsJob::DiffCopy { base, rootfs, .. } => vec![base, rootfs],
+            NsJob::Seed { source, dest } => vec![source, dest],
             NsJob::ProbeOverlay { .. } => Vec::new(),
         }
     }
@@ -108,6 +112,13 @@ pub(crate) fn run_ns_job(job: NsJob, data: Option<OwnedFd>) -> Result<serde_json
             let dest = parent.join(&name);
             std::fs::create_dir(&dest).map_err(|e| format!("creating {name}: {e}"))?;
             super::copy::materialize(&layers, &dest)?;
+            Ok(serde_json::Value::Null)
+        }
+        NsJob::Seed { source, dest } => {
+            if !source.is_dir() {
+                return Err("the cache mount's from=/source= is not a directory".into());
+            }
+            super::copy::materialize(&[source], &dest)?;
             Ok(serde_json::Value::Null)
         }
         NsJob::ProbeOverlay { dir } => {

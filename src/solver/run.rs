@@ -210,35 +210,50 @@ fn mount_spec(
             MountSpec::Bind {
                 source: sub_path(&root, m.source.as_deref(), line)?,
                 target,
-                // Writes to a rw bind mount must not reach the context or another stage; the
-                // executor only offers real binds, so refuse instead of leaking writes.
-                writable: if m.read_only {
-                    false
-                } else {
-                    return Err(SolveError::Unsupported {
-                        line,
-                        what: "RUN --mount=type=bind,rw".into(),
-                    });
-                },
+                // `rw`: the executor mounts an overlay with a throwaway upper dir (a copy for a
+                // file), so writes never reach the context or the other stage.
+                writable: !m.read_only,
             }
         }
         MountKind::Cache => {
-            if *src != Source::MainContext {
-                return Err(SolveError::Unsupported {
-                    line,
-                    what: "RUN --mount=type=cache with from=".into(),
-                });
-            }
             let id = m.id.clone().unwrap_or_else(|| target.clone());
             let sharing = match m.sharing.unwrap_or(CacheSharing::Shared) {
                 CacheSharing::Shared => Sharing::Shared,
                 CacheSharing::Private => Sharing::Private,
                 CacheSharing::Locked => Sharing::Locked,
             };
-            let lease = caches.acquire(&id, sharing).map_err(|e| SolveError::Run {
-                line,
-                message: e.to_string(),
-            })?;
+            // `from=`: a cache created now starts as a copy of that stage's, image's or
+            // context's `source=` dir. BuildKit keys such a cache by id and its base, so a
+            // changed base gets a new cache instead of the old one's contents.
+            let (key_id, seed) = match src {
+                Source::MainContext => (id.clone(), None),
+                other => {
+                    let (root, _) = shared.source_root(line, other)?;
+                    let seed = sub_path(&root, m.source.as_deref(), line)?;
+                    let base = match other {
+                        Source::Stage(i) => {
+                            let outputs = shared.outputs.lock().expect("outputs lock");
+                            outputs
+                                .get(i)
+                                .map(|o| o.key.to_string())
+                                .unwrap_or_default()
+                        }
+                        Source::Image(r) => shared.image_key(line, r)?,
+                        _ => root.display().to_string(),
+                    };
+                    let key = format!(
+                        "{id}\0from={base}\0source={}",
+                        m.source.as_deref().unwrap_or("/")
+                    );
+                    (key, Some(seed))
+                }
+            };
+            let lease = caches
+                .acquire_seeded(&key_id, sharing, seed.as_deref())
+                .map_err(|e| SolveError::Run {
+                    line,
+                    message: e.to_string(),
+                })?;
             let init = CacheInit {
                 uid: m.uid.unwrap_or(0),
                 gid: m.gid.unwrap_or(0),
