@@ -269,6 +269,8 @@ fn normalise_tags(tags: &[String]) -> anyhow::Result<Vec<String>> {
 }
 
 pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
+    // Ctrl-C/SIGTERM stop every sandbox and let the build clean up (see `super::main`).
+    crate::exec::catch_interrupts();
     refuse_unsupported(&args)?;
     let target_platform = platform(&args)?;
     let mut outputs = args

@@ -45,7 +45,14 @@ pub fn main() -> ExitCode {
     let globals = Globals {
         root: cli.root.clone().unwrap_or_else(default_root),
     };
-    match run(cli.command, &globals) {
+    let result = run(cli.command, &globals);
+    if let Some(signal) = crate::exec::interrupted() {
+        // A build stopped by SIGINT/SIGTERM (sandboxes killed, snapshots cleaned up) ends
+        // like a shell job killed by that signal.
+        eprintln!("rbuild: interrupted by signal {signal}; the build was stopped");
+        return ExitCode::from(128 + signal as u8);
+    }
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("rbuild: {}", render_error(&err));

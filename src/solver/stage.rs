@@ -61,6 +61,12 @@ impl<'a> StageBuilder<'a> {
                 self.produced.push(false);
                 continue;
             }
+            if let Some(signal) = crate::exec::interrupted() {
+                return Err(SolveError::Run {
+                    line: step.line,
+                    message: format!("not started: the build was interrupted (signal {signal})"),
+                });
+            }
             let vertex = self.shared.vertices.step(self.dispatch.index, k).cloned();
             if let Some(v) = &vertex {
                 self.shared.emit(v.started());
