@@ -418,6 +418,13 @@ struct Faults {
     saw_range: std::sync::atomic::AtomicBool,
     /// Every manifest PUT fails with 500 while set (not taken once).
     refuse_manifests: std::sync::atomic::AtomicBool,
+    /// The first PATCH that does not start at byte 0 is dropped after part of its body,
+    /// before anything reaches the registry (so the session can be resumed).
+    drop_later_patch: std::sync::atomic::AtomicBool,
+    /// `Content-Range` of every PATCH seen, in order.
+    patches: std::sync::Mutex<Vec<String>>,
+    /// GETs of an upload session (status queries).
+    status_gets: std::sync::atomic::AtomicUsize,
 }
 
 impl Faults {
@@ -492,6 +499,19 @@ fn proxy_one(mut client: std::net::TcpStream, upstream: &str, faults: &Faults) {
     }
     if method == "GET" && is_blob && header("range").is_some() {
         faults.saw_range.store(true, Ordering::SeqCst);
+    }
+    if method == "GET" && path.contains("/blobs/uploads/") {
+        faults.status_gets.fetch_add(1, Ordering::SeqCst);
+    }
+    if method == "PATCH" {
+        let range = header("content-range").unwrap_or_default();
+        faults.patches.lock().unwrap().push(range.clone());
+        if !range.starts_with("0-") && Faults::take(&faults.drop_later_patch) {
+            // Swallow some of the body, then hang up without a response.
+            let _ = std::io::copy(&mut (&mut client).take(256 * 1024), &mut std::io::sink());
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            return;
+        }
     }
     let body_len: u64 = header("content-length")
         .and_then(|v| v.parse().ok())
@@ -766,4 +786,178 @@ fn interrupted_push_leaves_no_tag_and_completes_when_rerun() {
         err.contains(&format!("{}/half/done", registry.addr())),
         "{err}"
     );
+}
+
+#[test]
+fn chunked_upload_resumes_from_the_session_range_after_a_dropped_patch() {
+    use std::sync::Arc;
+    use std::sync::atomic::Ordering;
+    let registry = Registry::start();
+    let faults = Arc::new(Faults::default());
+    let proxy = start_fault_proxy(registry.addr(), faults.clone());
+    let root = TestRoot::new();
+    let name = format!("{proxy}/resume/app:1");
+    // Three 16 MiB chunks; the second one is dropped.
+    let digest = make_image(root.path(), &name, 13, 40 * 1024 * 1024);
+    faults.drop_later_patch.store(true, Ordering::SeqCst);
+    let (ok, out, err) = rbuild_out(root.rbuild().args(["push", &name]));
+    assert!(ok, "{err}");
+    assert_eq!(pushed_digest(&out), digest.to_string());
+    assert!(
+        !faults.drop_later_patch.load(Ordering::SeqCst),
+        "no PATCH was dropped"
+    );
+    assert!(
+        faults.status_gets.load(Ordering::SeqCst) >= 1,
+        "no status GET"
+    );
+    let patches = faults.patches.lock().unwrap().clone();
+    let chunk = 16 * 1024 * 1024u64;
+    let layer_size = Store::open(root.path())
+        .unwrap()
+        .read_image(&digest, None)
+        .unwrap()
+        .manifest
+        .layers[0]
+        .size;
+    assert_eq!(
+        patches,
+        vec![
+            format!("0-{}", chunk - 1),
+            format!("{chunk}-{}", 2 * chunk - 1),
+            format!("{chunk}-{}", 2 * chunk - 1),
+            format!("{}-{}", 2 * chunk, layer_size - 1),
+        ],
+        "the first chunk must not be sent again"
+    );
+    let inspect = run_ok(Command::new("skopeo").args([
+        "inspect",
+        "--tls-verify=false",
+        &format!("docker://{}/resume/app:1", registry.addr()),
+    ]));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    assert_eq!(v["Digest"], digest.to_string());
+    // Pulling it back verifies every blob's digest.
+    run_ok(TestRoot::new().rbuild().args(["pull", &name]));
+}
+
+/// The last `Event::Bytes` per blob name, and how many there were, checking `id` and `action`.
+fn byte_events(
+    events: &[rbuild::progress::Event],
+    vertex: u64,
+    want: rbuild::progress::ByteAction,
+) -> std::collections::BTreeMap<String, (u64, Option<u64>, usize)> {
+    let mut last = std::collections::BTreeMap::new();
+    for e in events {
+        if let rbuild::progress::Event::Bytes {
+            id,
+            action,
+            name,
+            current,
+            total,
+        } = e
+        {
+            assert_eq!((*id, *action), (vertex, want), "{e:?}");
+            let entry = last.entry(name.clone()).or_insert((0, None, 0));
+            assert!(*current <= total.unwrap_or(u64::MAX), "{e:?}");
+            *entry = (*current, *total, entry.2 + 1);
+        }
+    }
+    last
+}
+
+#[test]
+fn push_and_pull_report_byte_progress_for_every_blob() {
+    use rbuild::progress::{ByteAction, Collect};
+    use rbuild::registry::{
+        Client, ClientOptions, Progress, PullOptions, PushOptions, Reference, pull_with_progress,
+        push_with_progress,
+    };
+    let registry = Registry::start();
+    let src = TestRoot::new();
+    let name = format!("{}/bytes/app:1", registry.addr());
+    // One layer big enough to go up in chunks, plus a small config (one streamed PUT).
+    let digest = make_image(src.path(), &name, 17, 20 * 1024 * 1024);
+    let store = Store::open(src.path()).unwrap();
+    let image = store.read_image(&digest, None).unwrap();
+    let mut blobs: Vec<(String, u64)> = vec![(
+        image.manifest.config.digest.to_string(),
+        image.manifest.config.size,
+    )];
+    blobs.extend(
+        image
+            .manifest
+            .layers
+            .iter()
+            .map(|l| (l.digest.to_string(), l.size)),
+    );
+    let reference = Reference::parse(&name).unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = Client::new(ClientOptions::default());
+
+    let collect = Collect::default();
+    let started = std::time::Instant::now();
+    let pushed = rt
+        .block_on(push_with_progress(
+            &client,
+            &store,
+            &digest,
+            &reference,
+            &PushOptions::default(),
+            Progress {
+                reporter: &collect,
+                vertex: 4,
+            },
+        ))
+        .unwrap();
+    let elapsed = started.elapsed().as_secs_f64();
+    assert_eq!(pushed.sent, 2);
+    let seen = byte_events(&collect.events(), 4, ByteAction::Push);
+    assert_eq!(seen.len(), blobs.len(), "{seen:?}");
+    for (digest, size) in &blobs {
+        let (current, total, count) = seen[digest];
+        assert_eq!((current, total), (*size, Some(*size)), "{digest}");
+        // Throttled: about 4 a second, plus the first and the final one.
+        assert!(
+            count as f64 <= elapsed * 4.0 + 3.0,
+            "{count} events in {elapsed}s"
+        );
+    }
+
+    // A second push moves no bytes, so it reports none.
+    let again = Collect::default();
+    rt.block_on(push_with_progress(
+        &client,
+        &store,
+        &digest,
+        &reference,
+        &PushOptions::default(),
+        Progress {
+            reporter: &again,
+            vertex: 4,
+        },
+    ))
+    .unwrap();
+    assert!(byte_events(&again.events(), 4, ByteAction::Push).is_empty());
+
+    let dst = TestRoot::new();
+    let dst_store = Store::open(dst.path()).unwrap();
+    let collect = Collect::default();
+    rt.block_on(pull_with_progress(
+        &client,
+        &dst_store,
+        &reference,
+        &PullOptions::default(),
+        Progress {
+            reporter: &collect,
+            vertex: 9,
+        },
+    ))
+    .unwrap();
+    let seen = byte_events(&collect.events(), 9, ByteAction::Pull);
+    assert_eq!(seen.len(), blobs.len(), "{seen:?}");
+    for (digest, size) in &blobs {
+        assert_eq!(seen[digest].0, *size, "{digest}");
+        assert_eq!(seen[digest].1, Some(*size), "{digest}");
+    }
 }

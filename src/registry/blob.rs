@@ -1,9 +1,12 @@
 //! Blob transfers: download into the store with digest and size verification and `Range`
 //! resume after a broken body; upload from the store as one streamed PUT (small blobs) or
-//! chunked PATCHes (large ones); HEAD checks and cross-repository mounts.
+//! chunked PATCHes (large ones) that resume where the registry says the session stands after
+//! a failed chunk; HEAD checks and cross-repository mounts. Bytes moved go to a [`Meter`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
+use std::sync::Arc;
 
+use futures_util::StreamExt as _;
 use reqwest::header::{CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE};
 use reqwest::{Method, StatusCode};
 
@@ -14,9 +17,12 @@ use super::RegistryError;
 use super::auth::Scope;
 use super::client::{Client, Host, status_error};
 use super::error::chain_text;
+use super::meter::Meter;
 
 /// Blobs up to this size go up in one PUT; larger ones in PATCH chunks of this size.
 pub(crate) const CHUNK_SIZE: u64 = 16 * 1024 * 1024;
+/// Read size of a streamed PUT: large reads keep syscalls and body frames few.
+const STREAM_BUFFER: usize = 256 * 1024;
 
 fn store_err(e: crate::store::Error) -> RegistryError {
     RegistryError::Store(e.to_string())
@@ -30,6 +36,7 @@ pub(crate) async fn download(
     repository: &str,
     desc: &Descriptor,
     store: &Store,
+    meter: &Meter,
 ) -> Result<(), RegistryError> {
     if store.has_blob(&desc.digest) {
         return Ok(());
@@ -90,6 +97,7 @@ pub(crate) async fn download(
                     w.write_all(&chunk).map_err(|e| {
                         RegistryError::Store(format!("writing {}: {e}", desc.digest))
                     })?;
+                    meter.set(w.size());
                     if w.size() > desc.size {
                         break;
                     }
@@ -115,7 +123,10 @@ pub(crate) async fn download(
         });
     }
     match w.commit(Some(&desc.digest)) {
-        Ok(_) => Ok(()),
+        Ok(_) => {
+            meter.finish();
+            Ok(())
+        }
         Err(crate::store::Error::DigestMismatch { expected, actual }) => {
             Err(RegistryError::DigestMismatch {
                 registry: host.registry.clone(),
@@ -179,6 +190,7 @@ pub(crate) async fn upload(
     desc: &Descriptor,
     store: &Store,
     mount_from: &[String],
+    meter: &Arc<Meter>,
 ) -> Result<BlobStatus, RegistryError> {
     let push_scope = [Scope::push(repository)];
     let what = format!("pushing {} to {}/{repository}", desc.digest, host.registry);
@@ -208,7 +220,7 @@ pub(crate) async fn upload(
                     Some(l) => l,
                     None => start_upload(client, host, repository).await?,
                 };
-                send_blob(client, host, repository, desc, store, location).await?;
+                send_blob(client, host, repository, desc, store, location, meter).await?;
                 if !exists(client, host, repository, &desc.digest, &push_scope).await? {
                     return Err(RegistryError::Status {
                         registry: host.registry.clone(),
@@ -219,6 +231,7 @@ pub(crate) async fn upload(
                         retry_after: None,
                     });
                 }
+                meter.finish();
                 Ok(BlobStatus::Uploaded)
             }
             .await;
@@ -305,7 +318,10 @@ fn location(
     Ok(Client::url(host, loc))
 }
 
-/// Sends the blob's bytes to an open upload session and closes it with `?digest=`.
+/// Sends the blob's bytes to an open upload session and closes it with `?digest=`. Large
+/// blobs go in PATCH chunks; when one fails, the session's `Range` (GET on its location) says
+/// where to go on, so a dropped connection costs one chunk, not the whole blob. Registries
+/// that cannot say (or dropped the session) get the blob again in a new session.
 async fn send_blob(
     client: &Client,
     host: &Host,
@@ -313,34 +329,54 @@ async fn send_blob(
     desc: &Descriptor,
     store: &Store,
     mut location: String,
+    meter: &Arc<Meter>,
 ) -> Result<(), RegistryError> {
     let scopes = [Scope::push(repository)];
     let path = store.blob_path(&desc.digest);
     let mut offset = 0u64;
     if desc.size > CHUNK_SIZE {
+        let policy = client.options().retry.clone();
+        let what = format!(
+            "chunked upload of {} to {}/{repository}",
+            desc.digest, host.registry
+        );
+        let mut attempt = 1;
         while offset < desc.size {
             let len = CHUNK_SIZE.min(desc.size - offset);
-            let chunk = read_range(&path, offset, len)?;
-            let action = format!(
-                "PATCH {} ({offset}+{len})",
-                super::client::path_of(&location)
-            );
-            let url = location.clone();
-            let resp = client
-                .send(host, repository, &action, &scopes, &mut |http| {
-                    Ok(http
-                        .patch(&url)
-                        .header(CONTENT_TYPE, "application/octet-stream")
-                        .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
-                        .header(CONTENT_LENGTH, len)
-                        .body(chunk.clone()))
-                })
-                .await?;
-            if resp.status() != StatusCode::ACCEPTED {
-                return Err(status_error(host, repository, &action, resp).await);
+            match send_chunk(client, host, repository, &path, &location, offset, len).await {
+                Ok(next) => {
+                    location = next;
+                    offset += len;
+                    meter.set(offset);
+                    // Failures only count against the chunk they happen on.
+                    attempt = 1;
+                }
+                Err(e) => {
+                    policy.backoff(&what, attempt, e).await?;
+                    attempt += 1;
+                    (location, offset) = match upload_status(client, host, repository, &location)
+                        .await
+                    {
+                        Ok((loc, received)) if received <= desc.size => {
+                            tracing::info!("{what}: resuming at byte {received}");
+                            (loc, received)
+                        }
+                        Ok((_, received)) => {
+                            tracing::warn!(
+                                "{what}: the session holds {received} bytes, more than the blob; starting over"
+                            );
+                            (start_upload(client, host, repository).await?, 0)
+                        }
+                        Err(e) => {
+                            tracing::warn!(
+                                "{what}: cannot resume ({e}); starting over in a new session"
+                            );
+                            (start_upload(client, host, repository).await?, 0)
+                        }
+                    };
+                    meter.set(offset);
+                }
             }
-            location = self::location(host, repository, &action, &resp)?;
-            offset += len;
         }
     }
     let url = with_digest(&location, &desc.digest)?;
@@ -358,7 +394,18 @@ async fn send_blob(
                 path: path.clone(),
                 reason: e.to_string(),
             })?;
-            let stream = tokio_util::io::ReaderStream::new(tokio::fs::File::from_std(file));
+            let meter = meter.clone();
+            meter.set(0);
+            let stream = tokio_util::io::ReaderStream::with_capacity(
+                tokio::fs::File::from_std(file),
+                STREAM_BUFFER,
+            )
+            .map(move |chunk| {
+                if let Ok(c) = &chunk {
+                    meter.add(c.len() as u64);
+                }
+                chunk
+            });
             Ok(req
                 .header(CONTENT_TYPE, "application/octet-stream")
                 .header(CONTENT_LENGTH, desc.size)
@@ -369,6 +416,104 @@ async fn send_blob(
         return Err(status_error(host, repository, &action, resp).await);
     }
     Ok(())
+}
+
+/// One PATCH of `len` bytes at `offset`; returns the session's next location.
+async fn send_chunk(
+    client: &Client,
+    host: &Host,
+    repository: &str,
+    path: &std::path::Path,
+    location: &str,
+    offset: u64,
+    len: u64,
+) -> Result<String, RegistryError> {
+    let chunk = read_range(path, offset, len)?;
+    let action = format!(
+        "PATCH {} ({offset}+{len})",
+        super::client::path_of(location)
+    );
+    let resp = client
+        .send(
+            host,
+            repository,
+            &action,
+            &[Scope::push(repository)],
+            &mut |http| {
+                Ok(http
+                    .patch(location)
+                    .header(CONTENT_TYPE, "application/octet-stream")
+                    .header(CONTENT_RANGE, format!("{offset}-{}", offset + len - 1))
+                    .header(CONTENT_LENGTH, len)
+                    .body(chunk.clone()))
+            },
+        )
+        .await?;
+    if resp.status() != StatusCode::ACCEPTED {
+        return Err(status_error(host, repository, &action, resp).await);
+    }
+    self::location(host, repository, &action, &resp)
+}
+
+/// Asks an upload session how much it holds (`GET` on its location: `204` with
+/// `Range: 0-<last byte>`); returns its location to go on with and the byte count.
+async fn upload_status(
+    client: &Client,
+    host: &Host,
+    repository: &str,
+    location: &str,
+) -> Result<(String, u64), RegistryError> {
+    let action = format!("GET {}", super::client::path_of(location));
+    let resp = client
+        .send(
+            host,
+            repository,
+            &action,
+            &[Scope::push(repository)],
+            &mut |http| Ok(http.get(location)),
+        )
+        .await?;
+    if resp.status() != StatusCode::NO_CONTENT {
+        return Err(status_error(host, repository, &action, resp).await);
+    }
+    let range = resp
+        .headers()
+        .get(RANGE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let received =
+        range
+            .as_deref()
+            .and_then(received_bytes)
+            .ok_or_else(|| RegistryError::Status {
+                registry: host.registry.clone(),
+                repository: repository.to_string(),
+                action: action.clone(),
+                status: 204,
+                message: format!("upload status without a usable Range header ({range:?})"),
+                retry_after: None,
+            })?;
+    let next = match resp.headers().get(LOCATION) {
+        Some(_) => self::location(host, repository, &action, &resp)?,
+        None => location.to_string(),
+    };
+    Ok((next, received))
+}
+
+/// Bytes an upload session holds from its `Range: 0-<last>` header. distribution answers
+/// `0-0` for an empty session as well as for a one-byte one; both resume at 0, which at
+/// worst resends one byte.
+fn received_bytes(range: &str) -> Option<u64> {
+    let range = range.trim();
+    let range = range.strip_prefix("bytes=").unwrap_or(range);
+    let (start, end) = range.split_once('-')?;
+    if start.trim() != "0" {
+        return None;
+    }
+    match end.trim().parse::<u64>().ok()? {
+        0 => Some(0),
+        last => Some(last + 1),
+    }
 }
 
 fn with_digest(location: &str, digest: &Digest) -> Result<String, RegistryError> {
@@ -416,6 +561,16 @@ mod tests {
                 d.hex()
             )
         );
+    }
+
+    #[test]
+    fn upload_session_ranges_give_the_bytes_held() {
+        assert_eq!(received_bytes("0-16777215"), Some(16 * 1024 * 1024));
+        assert_eq!(received_bytes("bytes=0-99"), Some(100));
+        assert_eq!(received_bytes("0-0"), Some(0));
+        assert_eq!(received_bytes("5-9"), None);
+        assert_eq!(received_bytes("0-"), None);
+        assert_eq!(received_bytes("junk"), None);
     }
 
     #[test]

@@ -12,8 +12,10 @@ use crate::store::Store;
 use super::auth::Scope;
 use super::client::{Client, Host, status_error};
 use super::error::chain_text;
+use super::meter::{Meter, Progress, Ticks, forwarding};
 use super::sources::BlobSources;
 use super::{BlobStatus, Reference, RegistryError, blob};
+use crate::progress::ByteAction;
 
 /// Every manifest type rbuild understands, for the `Accept` header.
 const ACCEPT_MANIFESTS: &str = "application/vnd.oci.image.index.v1+json, application/vnd.docker.distribution.manifest.list.v2+json, application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json";
@@ -51,6 +53,31 @@ pub async fn pull(
     store: &Store,
     reference: &Reference,
     options: &PullOptions,
+) -> Result<PulledImage, RegistryError> {
+    pull_with_progress(client, store, reference, options, Progress::none()).await
+}
+
+/// [`pull`], reporting each downloaded blob's bytes to `progress` as
+/// [`crate::progress::Event::Bytes`] ([`ByteAction::Pull`]).
+pub async fn pull_with_progress(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    progress: Progress<'_>,
+) -> Result<PulledImage, RegistryError> {
+    forwarding(progress, ByteAction::Pull, |ticks| {
+        pull_inner(client, store, reference, options, ticks)
+    })
+    .await
+}
+
+async fn pull_inner(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    ticks: Ticks,
 ) -> Result<PulledImage, RegistryError> {
     let host = client.host(reference.registry()).await?;
     let repo = reference.repository();
@@ -125,7 +152,7 @@ pub async fn pull(
             (d.digest.clone(), status)
         })
         .collect();
-    fetch_all(client, &host, repo, store, missing).await?;
+    fetch_all(client, &host, repo, store, missing, ticks).await?;
     let stored = store
         .write_blob(&manifest_bytes)
         .map_err(|e| RegistryError::Store(e.to_string()))?;
@@ -161,6 +188,7 @@ async fn fetch_all(
     repository: &str,
     store: &Store,
     blobs: Vec<Descriptor>,
+    ticks: Ticks,
 ) -> Result<(), RegistryError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(
         client.options().max_concurrent_transfers.max(1),
@@ -170,10 +198,11 @@ async fn fetch_all(
         let (client, host, store, limit) =
             (client.clone(), host.clone(), store.clone(), limit.clone());
         let repository = repository.to_string();
+        let meter = Meter::new(&ticks, desc.digest.to_string(), desc.size);
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
             tracing::info!("pulling {} ({} bytes)", desc.digest, desc.size);
-            blob::download(&client, &host, &repository, &desc, &store).await
+            blob::download(&client, &host, &repository, &desc, &store, &meter).await
         });
     }
     while let Some(joined) = tasks.join_next().await {

@@ -15,8 +15,10 @@ use crate::store::Store;
 use super::auth::Scope;
 use super::blob::{self, BlobStatus};
 use super::client::{Client, Host, status_error};
+use super::meter::{Meter, Progress, Ticks, forwarding};
 use super::sources::BlobSources;
 use super::{Reference, RegistryError};
+use crate::progress::ByteAction;
 
 /// Push settings.
 #[derive(Debug, Clone, Default)]
@@ -52,6 +54,34 @@ pub async fn push(
     manifest: &Digest,
     dest: &Reference,
     options: &PushOptions,
+) -> Result<PushedImage, RegistryError> {
+    push_with_progress(client, store, manifest, dest, options, Progress::none()).await
+}
+
+/// [`push`], reporting each uploaded blob's bytes to `progress` as
+/// [`crate::progress::Event::Bytes`] ([`ByteAction::Push`]). Blobs that were already in the
+/// repository or were mounted move no bytes and get no events.
+pub async fn push_with_progress(
+    client: &Client,
+    store: &Store,
+    manifest: &Digest,
+    dest: &Reference,
+    options: &PushOptions,
+    progress: Progress<'_>,
+) -> Result<PushedImage, RegistryError> {
+    forwarding(progress, ByteAction::Push, |ticks| {
+        push_inner(client, store, manifest, dest, options, ticks)
+    })
+    .await
+}
+
+async fn push_inner(
+    client: &Client,
+    store: &Store,
+    manifest: &Digest,
+    dest: &Reference,
+    options: &PushOptions,
+    ticks: Ticks,
 ) -> Result<PushedImage, RegistryError> {
     if let Some(pinned) = dest.digest()
         && pinned != manifest
@@ -111,8 +141,8 @@ pub async fn push(
         dest,
         store,
         &blobs,
-        sources.as_ref(),
-        options,
+        sources.as_ref().filter(|_| !options.no_mount),
+        &ticks,
     )
     .await?;
     for (child, m) in &images {
@@ -162,7 +192,8 @@ fn count(statuses: &[(Digest, BlobStatus)], pred: impl Fn(&BlobStatus) -> bool) 
     statuses.iter().filter(|(_, s)| pred(s)).count()
 }
 
-/// Uploads `blobs` concurrently; returns counts of (existed, mounted, sent).
+/// Uploads `blobs` concurrently, mounting from repositories `sources` knows (if given);
+/// returns what happened to each.
 async fn upload_all(
     client: &Client,
     host: &Arc<Host>,
@@ -170,7 +201,7 @@ async fn upload_all(
     store: &Store,
     blobs: &[Descriptor],
     sources: Option<&BlobSources>,
-    options: &PushOptions,
+    ticks: &Ticks,
 ) -> Result<Vec<(Digest, BlobStatus)>, RegistryError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(
         client.options().max_concurrent_transfers.max(1),
@@ -183,9 +214,9 @@ async fn upload_all(
                 desc.digest
             )));
         }
-        let mount_from = match (sources, options.no_mount) {
-            (Some(s), false) => s.repositories(&desc.digest, dest.registry(), dest.repository()),
-            _ => Vec::new(),
+        let mount_from = match sources {
+            Some(s) => s.repositories(&desc.digest, dest.registry(), dest.repository()),
+            None => Vec::new(),
         };
         let (client, host, store, limit, desc) = (
             client.clone(),
@@ -195,9 +226,19 @@ async fn upload_all(
             desc.clone(),
         );
         let repository = dest.repository().to_string();
+        let meter = Arc::new(Meter::new(ticks, desc.digest.to_string(), desc.size));
         tasks.spawn(async move {
             let _permit = limit.acquire_owned().await.expect("semaphore never closed");
-            let how = blob::upload(&client, &host, &repository, &desc, &store, &mount_from).await?;
+            let how = blob::upload(
+                &client,
+                &host,
+                &repository,
+                &desc,
+                &store,
+                &mount_from,
+                &meter,
+            )
+            .await?;
             tracing::info!("{}: {how:?}", desc.digest);
             Ok::<_, RegistryError>((desc.digest, how))
         });
