@@ -5,12 +5,15 @@ use std::io::{BufRead, IsTerminal, Write};
 
 use anyhow::{Context, bail};
 
-use super::args::{LoginArgs, LogoutArgs, PullArgs, PushArgs};
+use super::args::{LoginArgs, LogoutArgs, ProgressMode, PullArgs, PushArgs};
+use super::progress::Console;
 use super::{CliError, Globals};
 use crate::image::Platform;
+use crate::progress::{Event, Reporter as _};
 use crate::registry::credentials::{self, StoredIn};
 use crate::registry::{
-    BlobStatus, Client, ClientOptions, Credential, DOCKER_HUB, PullOptions, PushOptions, Reference,
+    BlobStatus, Client, ClientOptions, Credential, DOCKER_HUB, Progress, PullOptions, PushOptions,
+    Reference,
 };
 use crate::store::Store;
 
@@ -27,6 +30,33 @@ fn client(insecure: &[String], credentials: HashMap<String, Credential>) -> Clie
         credentials,
         ..ClientOptions::default()
     })
+}
+
+/// Runs a transfer as progress vertex #1 named `name`, so its byte progress shows with the
+/// build renderers (live bars on a terminal, plain lines otherwise, on stderr).
+fn with_vertex<T>(
+    console: &Console,
+    name: String,
+    work: impl FnOnce(Progress<'_>) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    const ID: u64 = 1;
+    console.event(Event::Started {
+        id: ID,
+        name,
+        step: None,
+    });
+    let out = work(Progress {
+        reporter: console,
+        vertex: ID,
+    });
+    console.event(match &out {
+        Ok(_) => Event::Finished { id: ID },
+        Err(e) => Event::Errored {
+            id: ID,
+            message: format!("{e:#}"),
+        },
+    });
+    out
 }
 
 /// Parses a reference, turning docker's error text into a usage error.
@@ -60,13 +90,19 @@ pub(super) fn push(args: PushArgs, globals: &Globals) -> anyhow::Result<()> {
     };
     println!("The push refers to repository [{}]", dest.name());
     let client = client(&args.insecure_registries, HashMap::new());
-    let pushed = runtime()?.block_on(crate::registry::push(
-        &client,
-        &store,
-        &record.target.digest,
-        &dest,
-        &PushOptions::default(),
-    ))?;
+    let console = Console::new(ProgressMode::Auto, false);
+    let pushed = with_vertex(&console, format!("pushing {dest}"), |progress| {
+        runtime()?
+            .block_on(crate::registry::push_with_progress(
+                &client,
+                &store,
+                &record.target.digest,
+                &dest,
+                &PushOptions::default(),
+                progress,
+            ))
+            .map_err(Into::into)
+    })?;
     // Docker lists layers only; the config is the first blob.
     for (digest, status) in pushed.blobs.iter().skip(1) {
         let what = match status {
@@ -110,12 +146,18 @@ pub(super) fn pull(args: PullArgs, globals: &Globals) -> anyhow::Result<()> {
         .tag()
         .map_or_else(|| reference.manifest_ref(), str::to_string);
     println!("{what}: Pulling from {}", reference.repository());
-    let pulled = runtime()?.block_on(crate::registry::pull(
-        &client,
-        &store,
-        &reference,
-        &PullOptions { platform },
-    ))?;
+    let console = Console::new(ProgressMode::Auto, false);
+    let pulled = with_vertex(&console, format!("pulling {reference}"), |progress| {
+        runtime()?
+            .block_on(crate::registry::pull_with_progress(
+                &client,
+                &store,
+                &reference,
+                &PullOptions { platform },
+                progress,
+            ))
+            .map_err(Into::into)
+    })?;
     for (digest, status) in pulled.blobs.iter().skip(1) {
         let what = match status {
             BlobStatus::Downloaded => "Pull complete",
