@@ -1185,3 +1185,82 @@ fn remote_tarball_contexts_are_unpacked() {
         assert!(err.contains("is not supported yet"), "{err}");
     }
 }
+
+/// The PAX `SCHILY.xattr.*` records of every entry in layer `n` of an OCI layout's image, as
+/// `(path, name, value)`.
+fn layer_xattrs(layout: &std::path::Path, n: usize) -> Vec<(String, String, Vec<u8>)> {
+    let blob = |digest: &str| layout.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let json = |path: std::path::PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+    };
+    let index = json(layout.join("index.json"));
+    let manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let layer = manifest["layers"][n]["digest"].as_str().unwrap();
+    let file = std::fs::File::open(blob(layer)).unwrap();
+    let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let mut out = Vec::new();
+    for e in ar.entries().unwrap() {
+        let mut e = e.unwrap();
+        let path = e.path().unwrap().display().to_string();
+        if let Some(exts) = e.pax_extensions().unwrap() {
+            for ext in exts {
+                let ext = ext.unwrap();
+                if let Some(name) = ext.key().unwrap().strip_prefix("SCHILY.xattr.") {
+                    out.push((path.clone(), name.to_string(), ext.value_bytes().to_vec()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Extended attributes of context files (`user.*` set with setfattr, `security.capability`
+/// set with setcap) reach the COPY layer as PAX `SCHILY.xattr.` records, as BuildKit keeps them.
+#[test]
+fn copy_keeps_context_file_xattrs() {
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY f ping /d/\nCOPY plain /plain\n")
+        .file("f", "f\n")
+        .file("ping", "p\n")
+        .file("plain", "n\n");
+    let set = std::process::Command::new("setfattr")
+        .args(["-n", "user.test", "-v", "x"])
+        .arg(ctx.join("f"))
+        .status()
+        .unwrap();
+    if !set.success() {
+        eprintln!("no user xattrs on {}: skipping", ctx.path().display());
+        return;
+    }
+    // setcap needs CAP_SETFCAP; as an ordinary user only the user.* part is checked.
+    let with_cap = std::process::Command::new("setcap")
+        .arg("cap_net_raw+ep")
+        .arg(ctx.join("ping"))
+        .status()
+        .is_ok_and(|s| s.success());
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    common::run_ok(
+        common::rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=oci,tar=false,dest={}", layout.display()))
+            .arg(ctx.path()),
+    );
+    let got = layer_xattrs(&layout, 0);
+    assert!(
+        got.contains(&("d/f".into(), "user.test".into(), b"x".to_vec())),
+        "{got:?}"
+    );
+    if with_cap {
+        let want = xattr::get(ctx.join("ping"), "security.capability")
+            .unwrap()
+            .unwrap();
+        assert!(
+            got.contains(&("d/ping".into(), "security.capability".into(), want)),
+            "{got:?}"
+        );
+    }
+    assert_eq!(got.len(), if with_cap { 2 } else { 1 }, "{got:?}");
+    // A file without xattrs gets no records.
+    assert!(layer_xattrs(&layout, 1).is_empty());
+}

@@ -81,9 +81,10 @@ impl CopyPlan {
     }
 }
 
-/// The portable extended attributes of a source file (none where the file system has none).
-/// Overlay-internal and SELinux attributes of the host are left out, as for RUN layers.
-fn source_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, ContextError> {
+/// The portable extended attributes of a COPY/ADD source file (none where the file system has
+/// none), for [`EntryMeta::xattrs`]. Overlay-internal and SELinux attributes of the host are
+/// left out, as for RUN layers.
+pub fn source_xattrs(path: &Path) -> Result<BTreeMap<String, Vec<u8>>, ContextError> {
     let mut out = BTreeMap::new();
     let names = match xattr::list(path) {
         Ok(names) => names,

@@ -29,7 +29,7 @@ pub use archive::{ArchiveFormat, detect_archive};
 pub use chmod::Chmod;
 pub use copy::{CopyPlan, CopyRequest, plan_copy};
 pub use dockerignore::{IgnoreMatcher, Pattern, parse_dockerignore};
-pub use emit::EmitTimes;
+pub use emit::{EmitTimes, source_xattrs};
 pub use entry::{EntryKind, LayerEntry, Mtime};
 pub use hash::{HashMemo, MemoStats, selection_digest};
 pub use layout::{OCI_LAYOUT_SCHEME, OciLayoutRef, import_oci_layout};
