@@ -506,6 +506,9 @@ impl<'a> StageBuilder<'a> {
                         path: source.clone(),
                         source: s,
                     })?;
+                    // BuildKit's copy keeps xattrs (`security.capability`, `user.*`).
+                    meta.xattrs = crate::context::source_xattrs(source)
+                        .map_err(|source| SolveError::Context { line, source })?;
                     w.append_file(name, &meta, f, *size)
                 }
                 EntryKind::Symlink { target } => w.append_symlink(name, target, &meta),
