@@ -64,6 +64,11 @@ pub(crate) struct Explainer {
     dockerfile: String,
     /// Every ARG the Dockerfile declares (global and per stage) plus the `--build-arg` names.
     arg_names: BTreeSet<String>,
+    /// Marker file saying this Dockerfile was built on this root before.
+    seen: PathBuf,
+    /// Whether `seen` existed when the build started: a first build has nothing to explain
+    /// (BuildKit prints nothing either), a later one names the steps that are new.
+    known: bool,
 }
 
 /// A short digest of `bytes`, enough to tell values apart.
@@ -151,8 +156,12 @@ impl Explainer {
             (None, Some(c)) => format!("{}\0stdin", canonical(c)),
             (None, None) => "stdin".to_string(),
         };
+        let dir = rbuild_root.join("cache").join(DIR);
+        let seen = dir.join(format!("{}.seen", short_digest(dockerfile.as_bytes())));
         Explainer {
-            dir: rbuild_root.join("cache").join(DIR),
+            known: seen.exists(),
+            seen,
+            dir,
             dockerfile,
             arg_names: declared_args(plan),
         }
@@ -221,17 +230,36 @@ impl Explainer {
                 },
             };
         }
+        if result.is_ok() && !self.known && !self.seen.exists() {
+            result = std::fs::write(&self.seen, b"");
+        }
         if let Err(e) = result {
             tracing::debug!("cannot record cache-miss explanation inputs: {e}");
         }
     }
 
-    /// Why a step with `now` inputs missed the cache, compared with `slot`'s last build.
-    /// `files` is what the step reads from a build context now (for COPY/ADD).
-    pub(crate) fn reason(&self, slot: &Slot, now: &StepInputs, files: Option<&FileMap>) -> String {
-        let Some(before) = self.previous(slot) else {
-            return "no earlier build of this step".into();
-        };
+    /// Why a step with `now` inputs missed the cache, compared with `slot`'s last build;
+    /// `None` on the first build of this Dockerfile on this root. `files` is what the step
+    /// reads from a build context now (for COPY/ADD).
+    pub(crate) fn reason(
+        &self,
+        slot: &Slot,
+        now: &StepInputs,
+        files: Option<&FileMap>,
+    ) -> Option<String> {
+        match self.previous(slot) {
+            Some(before) => Some(self.compare(&before, now, slot, files)),
+            None => self.known.then(|| "no earlier build of this step".into()),
+        }
+    }
+
+    fn compare(
+        &self,
+        before: &StepInputs,
+        now: &StepInputs,
+        slot: &Slot,
+        files: Option<&FileMap>,
+    ) -> String {
         if now.key.is_empty() {
             return "this step is never cached (it bind-mounts a build context)".into();
         }
@@ -479,44 +507,51 @@ mod tests {
         let slot = ex.slot(0, None, 2, "run");
         let parent = Digest::of(b"p");
         let first = run_inputs(&["VERSION=1", "X=1"], &parent);
-        assert_eq!(
-            ex.reason(&slot, &first, None),
-            "no earlier build of this step"
-        );
+        assert_eq!(ex.reason(&slot, &first, None), None, "first build");
         let mut built = first.clone();
         built.layer = true;
         ex.record(&slot, &built, None);
         assert_eq!(ex.previous(&slot).as_ref(), Some(&built));
         assert_eq!(
-            ex.reason(&slot, &run_inputs(&["VERSION=2", "X=1"], &parent), None),
-            "build arg VERSION changed"
+            ex.reason(&slot, &run_inputs(&["VERSION=2", "X=1"], &parent), None)
+                .as_deref(),
+            Some("build arg VERSION changed")
         );
         assert_eq!(
-            ex.reason(&slot, &run_inputs(&["VERSION=1", "X=2"], &parent), None),
-            "environment variable X changed"
+            ex.reason(&slot, &run_inputs(&["VERSION=1", "X=2"], &parent), None)
+                .as_deref(),
+            Some("environment variable X changed")
         );
         assert_eq!(
             ex.reason(
                 &slot,
                 &run_inputs(&["VERSION=1", "X=1"], &Digest::of(b"q")),
                 None
-            ),
-            "previous step changed"
+            )
+            .as_deref(),
+            Some("previous step changed")
         );
         let mut rebased = first.clone();
         rebased.base_image = Some("sha256:new".into());
         assert_eq!(
-            ex.reason(&slot, &rebased, None),
-            "base image changed (none → sha256:new)"
+            ex.reason(&slot, &rebased, None).as_deref(),
+            Some("base image changed (none → sha256:new)")
         );
         assert_eq!(
-            ex.reason(&slot, &first, None),
-            "its cached result was removed (pruned)"
+            ex.reason(&slot, &first, None).as_deref(),
+            Some("its cached result was removed (pruned)")
         );
         // Another slot of the same Dockerfile has no history of its own.
+        let ex = Explainer::new(
+            root.path(),
+            &p,
+            Some(Path::new("/nowhere/Dockerfile")),
+            None,
+        );
         assert_eq!(
-            ex.reason(&ex.slot(0, None, 3, "run"), &first, None),
-            "no earlier build of this step"
+            ex.reason(&ex.slot(0, None, 3, "run"), &first, None)
+                .as_deref(),
+            Some("no earlier build of this step")
         );
     }
 

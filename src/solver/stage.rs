@@ -117,11 +117,12 @@ impl<'a> StageBuilder<'a> {
         let mut files = None;
         if hit.is_none() && self.use_cache {
             files = self.context_files(step)?;
-            let reason = self.shared.explain.reason(&slot, &inputs, files.as_ref());
-            self.shared.emit(Event::CacheMiss {
-                id: self.vertex,
-                reason,
-            });
+            if let Some(reason) = self.shared.explain.reason(&slot, &inputs, files.as_ref()) {
+                self.shared.emit(Event::CacheMiss {
+                    id: self.vertex,
+                    reason,
+                });
+            }
         }
         let before = self.layers.len();
         let (changed, cached) = match hit {
