@@ -348,4 +348,133 @@ mod tests {
             .insert(IMAGE_NAME.into(), "docker.io/library/app:latest".into());
         assert!(entry_has_tag(&e, "latest"));
     }
+
+    /// A layout directory written by hand: blobs by digest, `index.json` over `top`.
+    struct TestLayout {
+        dir: tempfile::TempDir,
+    }
+
+    impl TestLayout {
+        fn new() -> TestLayout {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::create_dir_all(dir.path().join("blobs/sha256")).unwrap();
+            std::fs::write(
+                dir.path().join("oci-layout"),
+                r#"{"imageLayoutVersion":"1.0.0"}"#,
+            )
+            .unwrap();
+            TestLayout { dir }
+        }
+
+        fn blob(&self, media_type: &str, bytes: &[u8]) -> Descriptor {
+            let d = Digest::of(bytes);
+            std::fs::write(self.dir.path().join("blobs/sha256").join(d.hex()), bytes).unwrap();
+            Descriptor::new(media_type, d, bytes.len() as u64)
+        }
+
+        fn json(&self, media_type: &str, value: &impl serde::Serialize) -> Descriptor {
+            self.blob(
+                media_type,
+                &crate::image::to_canonical_json(value).unwrap().0,
+            )
+        }
+
+        /// An image for `arch` with one layer holding `content`.
+        fn image(&self, arch: &str, content: &[u8]) -> Descriptor {
+            let config = crate::image::ImageConfig {
+                architecture: arch.into(),
+                os: "linux".into(),
+                ..Default::default()
+            };
+            let c = self.json(mediatype::OCI_CONFIG, &config);
+            let l = self.blob(mediatype::OCI_LAYER_TAR, content);
+            let m = crate::image::ImageManifest::new_oci(c, vec![l]);
+            let mut d = self.json(mediatype::OCI_MANIFEST, &m);
+            d.platform = Some(format!("linux/{arch}").parse().unwrap());
+            d
+        }
+
+        fn index(&self, entries: Vec<Descriptor>) {
+            let index = ImageIndex::new_oci(entries);
+            let bytes = crate::image::to_canonical_json(&index).unwrap().0;
+            std::fs::write(self.dir.path().join("index.json"), bytes).unwrap();
+        }
+
+        fn reference(&self, suffix: &str) -> OciLayoutRef {
+            OciLayoutRef::parse(&format!(
+                "{OCI_LAYOUT_SCHEME}{}{suffix}",
+                self.dir.path().display()
+            ))
+            .unwrap()
+        }
+    }
+
+    #[test]
+    fn import_follows_tag_and_platform_through_nested_indexes() {
+        let layout = TestLayout::new();
+        let amd = layout.image("amd64", b"amd layer");
+        let arm = layout.image("arm64", b"arm layer");
+        let mut multi = layout.json(
+            mediatype::OCI_INDEX,
+            &ImageIndex::new_oci(vec![amd.clone(), arm.clone()]),
+        );
+        multi.annotations.insert(REF_NAME.into(), "v1".into());
+        layout.index(vec![multi.clone()]);
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let arm64: Platform = "linux/arm64".parse().unwrap();
+        let got = import_oci_layout(&store, &layout.reference(":v1"), &arm64).unwrap();
+        assert_eq!(got, arm.digest);
+        let img = store.read_image(&got, None).unwrap();
+        assert_eq!(img.config.architecture, "arm64");
+        assert!(store.has_blob(&img.manifest.layers[0].digest));
+        // Only the chosen platform's blobs are copied.
+        let amd_layer = Digest::of(b"amd layer");
+        assert!(!store.has_blob(&amd_layer));
+        // No `latest` tag and a single entry: an untagged reference takes that entry.
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        assert_eq!(
+            import_oci_layout(&store, &layout.reference(""), &amd64).unwrap(),
+            amd.digest
+        );
+        // By digest of the index, or of a manifest not listed in index.json.
+        let by_index = layout.reference(&format!("@{}", multi.digest));
+        assert_eq!(
+            import_oci_layout(&store, &by_index, &arm64).unwrap(),
+            arm.digest
+        );
+        let by_child = layout.reference(&format!("@{}", amd.digest));
+        assert_eq!(
+            import_oci_layout(&store, &by_child, &arm64).unwrap(),
+            amd.digest
+        );
+        let s390x: Platform = "linux/s390x".parse().unwrap();
+        let err = import_oci_layout(&store, &layout.reference(":v1"), &s390x).unwrap_err();
+        assert!(err.to_string().contains("no image for platform"), "{err}");
+        let err = import_oci_layout(&store, &layout.reference(":v2"), &arm64).unwrap_err();
+        assert!(err.to_string().contains("no image tagged \"v2\""), "{err}");
+    }
+
+    #[test]
+    fn corrupt_blobs_are_refused_and_not_stored() {
+        let layout = TestLayout::new();
+        let mut img = layout.image("amd64", b"good layer");
+        img.annotations.insert(REF_NAME.into(), "latest".into());
+        layout.index(vec![img]);
+        let layer = Digest::of(b"good layer");
+        std::fs::write(
+            layout.dir.path().join("blobs/sha256").join(layer.hex()),
+            b"evil layer",
+        )
+        .unwrap();
+        let root = tempfile::tempdir().unwrap();
+        let store = Store::open(root.path()).unwrap();
+        let amd64: Platform = "linux/amd64".parse().unwrap();
+        let err = import_oci_layout(&store, &layout.reference(""), &amd64).unwrap_err();
+        assert!(err.to_string().contains(&layer.to_string()), "{err}");
+        assert!(!store.has_blob(&layer));
+        let missing = TestLayout::new();
+        let err = import_oci_layout(&store, &missing.reference(""), &amd64).unwrap_err();
+        assert!(err.to_string().contains("index.json"), "{err}");
+    }
 }
