@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::cache_format::{CacheShareError, MOUNT_ID_ANNOTATION};
@@ -69,7 +70,9 @@ fn tar_dir(dir: &Path, store: &Store) -> Result<Descriptor, CacheShareError> {
     let gz = flate2::GzBuilder::new().write(sink, flate2::Compression::fast());
     let mut tar = tar::Builder::new(gz);
     tar.follow_symlinks(false);
-    for entry in walkdir::WalkDir::new(dir).min_depth(1).sort_by_file_name() {
+    // The directory itself comes first as `.`, so its mode and owner (which the sandbox's
+    // user must be able to write) travel too.
+    for entry in walkdir::WalkDir::new(dir).sort_by_file_name() {
         let entry = entry.map_err(|e| CacheShareError::Io {
             path: dir.to_path_buf(),
             source: e.into(),
@@ -78,6 +81,11 @@ fn tar_dir(dir: &Path, store: &Store) -> Result<Descriptor, CacheShareError> {
         let rel = path
             .strip_prefix(dir)
             .expect("walkdir stays below its root");
+        let rel = if rel.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            rel
+        };
         let meta = fs::symlink_metadata(path).map_err(io_err(path))?;
         let mut header = tar::Header::new_ustar();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
@@ -140,7 +148,26 @@ pub(crate) fn restore(
     // Ownership can only be given back by root; an unprivileged builder owns everything, which
     // is also what its sandbox's root sees.
     archive.set_preserve_ownerships(rustix::process::geteuid().is_root());
-    archive.unpack(tmp.path()).map_err(io_err(tmp.path()))?;
+    let as_root = rustix::process::geteuid().is_root();
+    for entry in archive.entries().map_err(io_err(tmp.path()))? {
+        let mut entry = entry.map_err(io_err(tmp.path()))?;
+        let is_top = entry
+            .path()
+            .map(|p| p.as_os_str() == "." || p.as_os_str() == "./")
+            .unwrap_or(false);
+        if !is_top {
+            entry.unpack_in(tmp.path()).map_err(io_err(tmp.path()))?;
+            continue;
+        }
+        let h = entry.header();
+        let mode = h.mode().map_err(io_err(tmp.path()))?;
+        fs::set_permissions(tmp.path(), fs::Permissions::from_mode(mode & 0o7777))
+            .map_err(io_err(tmp.path()))?;
+        if as_root && let (Ok(uid), Ok(gid)) = (h.uid(), h.gid()) {
+            std::os::unix::fs::chown(tmp.path(), Some(uid as u32), Some(gid as u32))
+                .map_err(io_err(tmp.path()))?;
+        }
+    }
     let unpacked = tmp.keep();
     if let Err(e) = fs::rename(&unpacked, &target) {
         let _ = fs::remove_dir_all(&unpacked);
