@@ -128,6 +128,11 @@ pub struct BuildArgs {
     #[arg(long)]
     pub push: bool,
 
+    /// Allow plain HTTP (and unverified TLS) for this registry host, for base image pulls and
+    /// `--push`; repeatable.
+    #[arg(long = "insecure-registry", value_name = "HOST")]
+    pub insecure_registries: Vec<String>,
+
     /// Output destination, e.g. `type=oci,dest=out.tar`, `type=local,dest=dir`.
     #[arg(short = 'o', long = "output", value_name = "SPEC")]
     pub outputs: Vec<String>,

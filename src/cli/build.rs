@@ -15,7 +15,7 @@ use crate::export::{OutputKind, OutputSpec};
 use crate::image::Platform;
 use crate::plan::{BuildOptions, parse_source_date_epoch};
 use crate::progress::{Event, Reporter};
-use crate::registry::{Client, ClientOptions, PushOptions, Reference};
+use crate::registry::{Client, ClientOptions, Progress, PushOptions, Reference};
 use crate::solver::{BuildRequest, BuildResult};
 use crate::store::Store;
 
@@ -337,7 +337,7 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         labels: labels(&args.labels)?,
         source_date_epoch,
         pull: args.pull,
-        insecure_registries: Vec::new(),
+        insecure_registries: args.insecure_registries.clone(),
         compression: outputs.first().map(|o| o.compression).unwrap_or_default(),
         no_cache: args.no_cache,
         secrets: secrets(&args.secrets)?,
@@ -373,8 +373,16 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         name: "exporting to image".into(),
         step: None,
     });
-    let exported = export_all(&store, &result, &tags, &outputs, &console, export_id)
-        .and_then(|names| write_side_files(&args, &result, &tags).map(|()| names));
+    let exported = export_all(
+        &store,
+        &result,
+        &tags,
+        &outputs,
+        &console,
+        export_id,
+        &args.insecure_registries,
+    )
+    .and_then(|names| write_side_files(&args, &result, &tags).map(|()| names));
     let names = match exported {
         Ok(names) => names,
         Err(e) => {
@@ -412,6 +420,7 @@ fn export_all(
     outputs: &[OutputSpec],
     console: &Console,
     vertex: u64,
+    insecure_registries: &[String],
 ) -> anyhow::Result<Vec<String>> {
     let status = |text: String| console.event(Event::Status { id: vertex, text });
     let mut all_names = Vec::new();
@@ -437,20 +446,35 @@ fn export_all(
                     "--push needs a name: give -t NAME or name= in --output"
                 ));
             }
-            let client = Client::new(ClientOptions::default());
+            let parsed = names
+                .iter()
+                .map(|n| Reference::parse(n))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut insecure = insecure_registries.to_vec();
+            if spec.insecure_registry {
+                // `registry.insecure=true` covers the registries this output pushes to.
+                insecure.extend(parsed.iter().map(|r| r.registry().to_string()));
+            }
+            let client = Client::new(ClientOptions {
+                insecure_registries: insecure,
+                ..ClientOptions::default()
+            });
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            for n in &names {
-                let r = Reference::parse(n)?;
+            for (n, r) in names.iter().zip(&parsed) {
                 status(format!("pushing {n}"));
-                let pushed = rt.block_on(crate::registry::push(
+                let pushed = rt.block_on(crate::registry::push_with_progress(
                     &client,
                     store,
                     &desc.digest,
-                    &r,
+                    r,
                     &PushOptions::default(),
+                    Progress {
+                        reporter: console,
+                        vertex,
+                    },
                 ))?;
                 // BuildKit's wording, with the blob counts `rbuild push` prints.
                 status(format!(
