@@ -1030,10 +1030,11 @@ fn exported_tree(tar_path: &std::path::Path) -> Vec<String> {
         let mut e = e.unwrap();
         let mode = e.header().mode().unwrap() & 0o7777;
         let path = e.path().unwrap().display().to_string();
-        let mut body = String::new();
+        let mut bytes = Vec::new();
         if e.header().entry_type().is_file() {
-            e.read_to_string(&mut body).unwrap();
+            e.read_to_end(&mut bytes).unwrap();
         }
+        let body = String::from_utf8(bytes).unwrap_or_else(|_| "<binary>".into());
         got.push(format!("{mode:o} {path} {}", body.trim_end()));
     }
     got.sort();
@@ -1263,4 +1264,40 @@ fn copy_keeps_context_file_xattrs() {
     assert_eq!(got.len(), if with_cap { 2 } else { 1 }, "{got:?}");
     // A file without xattrs gets no records.
     assert!(layer_xattrs(&layout, 1).is_empty());
+}
+
+/// An OCI layout context is a full image for RUN too: `FROM NAME` runs its busybox, and
+/// `RUN --mount from=NAME` mounts another layout's files.
+#[test]
+fn oci_layout_contexts_serve_run_and_mounts() {
+    let root = common::TestRoot::new();
+    let files = Context::new()
+        .dockerfile("FROM scratch\nCOPY a.txt /a.txt\n")
+        .file("a.txt", "mounted\n");
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("files");
+    common::run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=oci,tar=false,dest={}", layout.display()))
+            .arg(files.path()),
+    );
+    let ctx = Context::new().dockerfile(
+        "FROM bb\nRUN --mount=from=files,target=/m cat /m/a.txt > /got && busybox true\n",
+    );
+    let tree = build_tree(
+        &root,
+        &ctx,
+        &[
+            "--build-context",
+            &format!(
+                "bb=oci-layout://{}:latest",
+                common::fixtures::busybox_layout().display()
+            ),
+            "--build-context",
+            &format!("files=oci-layout://{}", layout.display()),
+        ],
+    );
+    assert!(tree.contains(&"644 got mounted".to_string()), "{tree:?}");
+    assert!(tree.iter().any(|l| l.contains(" bin/busybox")), "{tree:?}");
 }
