@@ -336,6 +336,9 @@ pub fn build(
     store: &Store,
     reporter: &dyn crate::progress::Reporter,
 ) -> Result<BuildResult, SolveError> {
+    // Blobs and scratch dirs of a running build are not referenced yet: `rbuild prune` must
+    // wait for the build instead of deleting them under it.
+    let _gc_guard = store.gc_guard()?;
     let plan = Plan::new(&request.dockerfile, request.options.clone())?;
     let resolver = StoreResolver {
         store,
