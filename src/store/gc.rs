@@ -6,7 +6,7 @@
 //! [`Store::set_gc_roots`]: `gc-roots/<name>` holds one digest per line. A rooted manifest or
 //! index keeps everything it references, a rooted layer keeps itself.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::BTreeSet;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -14,12 +14,10 @@ use std::time::{Duration, SystemTime};
 use super::blob::{TEMP_PREFIX, sync_dir, write_file_atomic};
 use super::policy::PruneOptions;
 use super::{Error, Store, lock};
-use crate::image::{AnyManifest, Digest};
+use crate::image::Digest;
 
 pub(crate) const ROOTS_DIR: &str = "gc-roots";
 pub(crate) const SCRATCH_DIR: &str = "tmp";
-/// Manifests and indexes are small; bigger blobs are layers and never parsed during GC.
-const MAX_MANIFEST_SIZE: u64 = 4 << 20;
 /// Temp files outside `blobs/` are written under the index lock, not the gc lock, so only
 /// remove ones old enough to be certainly abandoned.
 const STALE_META_TEMP: Duration = Duration::from_secs(3600);
@@ -137,34 +135,8 @@ impl Store {
 
     /// Every blob reachable from an image record or a gc root.
     pub fn reachable_blobs(&self) -> Result<BTreeSet<Digest>, Error> {
-        let mut queue: VecDeque<Digest> = self
-            .list_images()?
-            .into_iter()
-            .map(|r| r.target.digest)
-            .chain(self.gc_roots()?)
-            .collect();
-        let mut seen = BTreeSet::new();
-        while let Some(d) = queue.pop_front() {
-            if !seen.insert(d.clone()) {
-                continue;
-            }
-            let Ok(size) = self.blob_size(&d) else {
-                continue;
-            };
-            if size > MAX_MANIFEST_SIZE {
-                continue;
-            }
-            let Ok(bytes) = self.read_blob(&d) else {
-                continue;
-            };
-            if bytes.first() != Some(&b'{') {
-                continue;
-            }
-            if let Ok(m) = AnyManifest::parse(&bytes) {
-                queue.extend(m.children().into_iter().map(|c| c.digest.clone()));
-            }
-        }
-        Ok(seen)
+        let images = self.list_images()?.into_iter().map(|r| r.target.digest);
+        Ok(self.closure(images.chain(self.gc_roots()?)))
     }
 
     /// Deletes unreachable blobs and stale temp files. Waits for the exclusive gc lock, so it

@@ -24,6 +24,7 @@ mod images;
 mod lock;
 mod policy;
 mod read;
+mod usage;
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -36,6 +37,7 @@ pub use images::ImageRecord;
 pub use lock::LockGuard;
 pub use policy::{PolicyError, PruneOptions};
 pub use read::LoadedImage;
+pub use usage::{BlobOwner, BlobUsage};
 
 use crate::image::Digest;
 
