@@ -16,6 +16,8 @@ use common::{Context, Registry, TestRoot, run_ok};
 struct Built {
     steps: BTreeMap<String, bool>,
     digest: String,
+    /// Docker's image ID (the config digest).
+    config: String,
     stderr: String,
 }
 
@@ -76,6 +78,10 @@ fn build(root: &TestRoot, ctx: &Context, extra: &[&str]) -> Built {
     Built {
         steps,
         digest: meta["containerimage.digest"].as_str().unwrap().to_string(),
+        config: meta["containerimage.config.digest"]
+            .as_str()
+            .unwrap()
+            .to_string(),
         stderr,
     }
 }
@@ -327,4 +333,56 @@ fn unreachable_cache_from_is_a_warning_and_bad_specs_are_usage_errors() {
         String::from_utf8_lossy(&gha.stderr).contains("--cache-to type=gha is not supported yet")
     );
     run_ok(root.rbuild().arg("build").arg("-q").arg(ctx.path()));
+}
+
+/// The media types of the cache manifest's layers in the OCI layout `dir`.
+fn layout_layer_types(dir: &Path) -> Vec<String> {
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let path = dir.join("blobs/sha256").join(&digest["sha256:".len()..]);
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    manifest["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["mediaType"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn zstd_cache_layers_are_recompressed_and_still_hit() {
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY a /a\nCOPY b /b\nENV X=1\n")
+        .file("a", "alpha\n")
+        .file("b", "beta\n");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let first = build(
+        &TestRoot::new(),
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},compression=zstd", cache.display()),
+        ],
+    );
+    assert_eq!(
+        layout_layer_types(&cache),
+        ["application/vnd.oci.image.layer.v1.tar+zstd"; 2]
+    );
+    let second = build(
+        &TestRoot::new(),
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+        ],
+    );
+    assert!(second.rebuilt().is_empty(), "{:?}", second.steps);
+    assert_eq!(second.cached().len(), 2);
+    // The layers now are zstd ones, so the manifest differs; the config (diff_ids, history
+    // times) is the same, so docker's image ID is too.
+    assert_ne!(second.digest, first.digest);
+    assert_eq!(second.config, first.config);
 }
