@@ -228,12 +228,18 @@ impl Shared<'_> {
                 }),
             },
             Source::Stage(i) => {
-                let outputs = self.outputs.lock().expect("outputs lock");
-                let root = outputs.get(i).and_then(|o| o.rootfs.clone());
-                root.map(|r| (r, false)).ok_or_else(|| SolveError::Unsupported {
-                    line,
-                    what: format!("copying from stage {i} before it is built"),
-                })
+                let output = {
+                    let outputs = self.outputs.lock().expect("outputs lock");
+                    outputs.get(i).map(|o| (o.rootfs.clone(), o.layers.clone()))
+                };
+                match output {
+                    Some((Some(root), _)) => Ok((root, false)),
+                    Some((None, layers)) => self.stage_root(*i, &layers).map(|r| (r, false)),
+                    None => Err(SolveError::Unsupported {
+                        line,
+                        what: format!("copying from stage {i} before it is built"),
+                    }),
+                }
             }
             Source::Image(r) => self.image_root(line, r).map(|p| (p, false)),
             Source::Scratch => Ok((self.scratch_dir("empty")?, false)),
@@ -258,6 +264,23 @@ impl Shared<'_> {
             .manifest_digest
             .map(|d| d.to_string())
             .unwrap_or_else(|| img.name.clone()))
+    }
+
+    /// The root of finished stage `i`, unpacked from its `layers` the first time a step reads
+    /// it, so a build whose readers are all cached never unpacks it.
+    fn stage_root(&self, i: usize, layers: &[Descriptor]) -> Result<PathBuf, SolveError> {
+        // Kept with the image roots under a key no image reference can have.
+        let key = format!("stage {i}");
+        let mut roots = self.image_roots.lock().expect("roots lock");
+        if let Some(p) = roots.get(&key) {
+            return Ok(p.clone());
+        }
+        let dir = self.scratch_dir(&format!("stage-{i}-root"))?;
+        for l in layers {
+            stage::apply_layer(self, &l.digest, &dir)?;
+        }
+        roots.insert(key, dir.clone());
+        Ok(dir)
     }
 
     fn image_root(&self, line: usize, reference: &str) -> Result<PathBuf, SolveError> {
@@ -324,6 +347,7 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
         insecure_registries: Vec::new(),
         layers: Mutex::new(Vec::new()),
         pulled: Mutex::new(BTreeSet::new()),
+        pull_progress: Mutex::default(),
     });
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     Ok(plan.render(Some(&dispatched)))
@@ -350,6 +374,7 @@ pub fn build(
         insecure_registries: request.insecure_registries.clone(),
         layers: Mutex::new(Vec::new()),
         pulled: Mutex::new(BTreeSet::new()),
+        pull_progress: Mutex::default(),
     };
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     let ignore = match &request.context {

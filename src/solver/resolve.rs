@@ -6,7 +6,8 @@ use std::sync::Mutex;
 
 use crate::image::{Descriptor, Platform};
 use crate::plan::{ImageResolver, ResolvedImage};
-use crate::registry::{Client, ClientOptions, PullOptions, Reference};
+use crate::progress::{Collect, Event};
+use crate::registry::{Client, ClientOptions, Progress, PullOptions, Reference};
 use crate::store::Store;
 
 /// Resolves image references against a store, pulling when allowed.
@@ -19,6 +20,10 @@ pub(crate) struct StoreResolver<'a> {
     /// References pulled from their registry during this build (the others came from the
     /// store: their FROM is reported as cached).
     pub pulled: Mutex<BTreeSet<String>>,
+    /// The last byte-progress event of each blob of each pull, by reference as written. Pulls
+    /// happen while planning, before vertices are numbered, so the FROM vertex replays them
+    /// ([`StoreResolver::take_pull_progress`]).
+    pub pull_progress: Mutex<Vec<(String, Vec<Event>)>>,
 }
 
 /// When to contact a registry for a base image.
@@ -71,7 +76,21 @@ impl StoreResolver<'_> {
         })
     }
 
-    fn pull(&self, reference: &Reference, platform: &Platform) -> Result<(), String> {
+    /// The byte progress recorded when `reference` was pulled (once; later calls get nothing).
+    pub(crate) fn take_pull_progress(&self, reference: &str) -> Vec<Event> {
+        let mut all = self.pull_progress.lock().expect("resolver lock");
+        match all.iter().position(|(r, _)| r == reference) {
+            Some(i) => all.remove(i).1,
+            None => Vec::new(),
+        }
+    }
+
+    fn pull(
+        &self,
+        reference: &Reference,
+        written: &str,
+        platform: &Platform,
+    ) -> Result<(), String> {
         let client = Client::new(ClientOptions {
             insecure_registries: self.insecure_registries.clone(),
             ..ClientOptions::default()
@@ -83,8 +102,27 @@ impl StoreResolver<'_> {
         let opts = PullOptions {
             platform: Some(platform.clone()),
         };
-        rt.block_on(crate::registry::pull(&client, self.store, reference, &opts))
-            .map_err(|e| format!("pulling {reference}: {e}"))?;
+        let collect = Collect::default();
+        let progress = Progress {
+            reporter: &collect,
+            vertex: 0,
+        };
+        rt.block_on(crate::registry::pull_with_progress(
+            &client, self.store, reference, &opts, progress,
+        ))
+        .map_err(|e| format!("pulling {reference}: {e}"))?;
+        // Replayed all at once, the intermediate ticks would only flicker: keep each blob's last.
+        let mut last: Vec<Event> = Vec::new();
+        for e in collect.events() {
+            if let Event::Bytes { name, .. } = &e {
+                last.retain(|l| !matches!(l, Event::Bytes { name: n, .. } if n == name));
+                last.push(e);
+            }
+        }
+        self.pull_progress
+            .lock()
+            .expect("resolver lock")
+            .push((written.to_string(), last));
         Ok(())
     }
 }
@@ -105,7 +143,7 @@ impl ImageResolver for StoreResolver<'_> {
             (Err(e), PullPolicy::Never) => return Err(e.to_string()),
             _ => {
                 tracing::info!("pulling {name}");
-                self.pull(&parsed, platform)?;
+                self.pull(&parsed, reference, platform)?;
                 self.pulled
                     .lock()
                     .expect("resolver lock")

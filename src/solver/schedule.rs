@@ -209,6 +209,24 @@ fn build_stage(
         use crate::progress::Event;
         shared.emit(v.started());
         if shared.resolver.was_pulled(r) {
+            for e in shared.resolver.take_pull_progress(r) {
+                if let Event::Bytes {
+                    action,
+                    name,
+                    current,
+                    total,
+                    ..
+                } = e
+                {
+                    shared.emit(Event::Bytes {
+                        id: v.id,
+                        action,
+                        name,
+                        current,
+                        total,
+                    });
+                }
+            }
             shared.emit(Event::Status {
                 id: v.id,
                 text: format!("pulled {r} done"),
