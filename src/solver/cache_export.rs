@@ -292,3 +292,71 @@ pub(crate) fn export_all(
     }
     Ok(reports)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::cache::CacheEntry;
+    use super::super::cache_remote::CacheSource;
+    use super::*;
+    use crate::image::{Digest, mediatype};
+
+    #[test]
+    fn local_export_then_import_fetches_the_layer_on_a_hit_with_its_time() {
+        let a = tempfile::tempdir().unwrap();
+        let store_a = Store::open(&a.path().join("store")).unwrap();
+        let cache_a = BuildCache::open(&store_a);
+        let blob = store_a.write_blob(b"layer bytes").unwrap();
+        let entry = CacheEntry {
+            layer: Descriptor::new(mediatype::OCI_LAYER_TAR, blob.clone(), 11),
+            diff_id: blob.clone(),
+        };
+        let key = super::super::cache::key(&[("t", b"1")]);
+        cache_a.record(&key, &entry);
+        let created = cache_a.created_of(&blob).expect("recorded with a time");
+
+        let out = tempfile::tempdir().unwrap();
+        let location = CacheLocation::Local {
+            dir: out.path().to_path_buf(),
+            tag: "latest".into(),
+        };
+        let spec = CacheExport {
+            location: location.clone(),
+            mode: CacheMode::Max,
+            compression: None,
+            cache_mounts: false,
+            ignore_error: false,
+        };
+        let first = export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        assert_eq!((first.entries, first.layers), (1, 1));
+        assert_eq!(first.sent, 3, "config, layer and manifest");
+        let again = export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        assert_eq!((again.manifest, again.sent), (first.manifest.clone(), 0));
+        // mode=min keeps only layers of the image, which has none here.
+        let min = CacheExport {
+            mode: CacheMode::Min,
+            ..spec.clone()
+        };
+        assert_eq!(
+            export(&store_a, a.path(), &cache_a, &[], &min, &[])
+                .unwrap()
+                .entries,
+            0
+        );
+
+        let b = tempfile::tempdir().unwrap();
+        let store_b = Store::open(&b.path().join("store")).unwrap();
+        // Re-export max so `latest` names the full cache again.
+        export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        let imported = CacheSource::open(&location, &[]).unwrap().import().unwrap();
+        let cache_b = BuildCache::open(&store_b).with_imports(vec![imported]);
+        assert!(!store_b.has_blob(&blob), "import reads metadata only");
+        assert!(cache_b.lookup(&store_b, &Digest::of(b"other")).is_none());
+        let hit = cache_b.lookup(&store_b, &key).expect("hit from the import");
+        assert_eq!(hit.layer.digest, blob);
+        assert!(store_b.has_blob(&blob), "fetched on the hit");
+        assert_eq!(cache_b.created_of(&blob), Some(created));
+        // The hit is now a local entry of root b.
+        let local_only = BuildCache::open(&store_b);
+        assert!(local_only.lookup(&store_b, &key).is_some());
+    }
+}
