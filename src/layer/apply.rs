@@ -69,7 +69,7 @@ pub struct ApplyStats {
 /// whiteouts delete what they name in `dest`, opaque markers empty their directory of
 /// everything this layer did not write.
 pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> Result<ApplyStats> {
-    run(layer, dest, options, WhiteoutMode::Delete)
+    run(layer, dest, options, WhiteoutMode::Delete, Content::All)
 }
 
 /// Unpacks `layer` into the empty directory `dest` as an overlayfs lower layer: whiteouts
@@ -81,14 +81,40 @@ pub fn apply_as_overlay_lower<R: Read + Send>(
     options: &ApplyOptions,
     xattrs: OverlayXattrs,
 ) -> Result<ApplyStats> {
-    run(layer, dest, options, WhiteoutMode::Overlay(xattrs))
+    run(
+        layer,
+        dest,
+        options,
+        WhiteoutMode::Overlay(xattrs),
+        Content::All,
+    )
 }
 
-fn run<R: Read + Send>(
+/// Which regular files get their content written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Content {
+    /// Every file.
+    All,
+    /// Only user and group databases (`passwd`, `group`, wherever they are, so a symlinked
+    /// `/etc/passwd` still resolves); other files are created empty with full metadata.
+    Skeleton,
+}
+
+impl Content {
+    fn wants(self, base: &[u8]) -> bool {
+        match self {
+            Content::All => true,
+            Content::Skeleton => base == b"passwd" || base == b"group",
+        }
+    }
+}
+
+pub(super) fn run<R: Read + Send>(
     layer: R,
     dest: &Path,
     options: &ApplyOptions,
     whiteouts: WhiteoutMode,
+    content: Content,
 ) -> Result<ApplyStats> {
     let root = Root::open(dest).map_err(|source| LayerError::Destination {
         path: dest.to_path_buf(),
@@ -99,6 +125,7 @@ fn run<R: Read + Send>(
         root,
         options,
         whiteouts,
+        content,
         stats: ApplyStats::default(),
         created: HashSet::new(),
         deferred_dirs: Vec::new(),
@@ -118,6 +145,7 @@ pub(super) struct State<'o> {
     pub(super) root: Root,
     options: &'o ApplyOptions,
     pub(super) whiteouts: WhiteoutMode,
+    content: Content,
     pub(super) stats: ApplyStats,
     /// Paths written by this layer; an opaque marker keeps them and hides the rest.
     pub(super) created: HashSet<Vec<u8>>,
@@ -188,7 +216,11 @@ impl State<'_> {
                 )
                 .map_err(|e| fail("create")(e.into()))?;
                 let mut file = File::from(fd);
-                let n = io::copy(&mut entry, &mut file).map_err(fail("write content"))?;
+                let n = if self.content.wants(base) {
+                    io::copy(&mut entry, &mut file).map_err(fail("write content"))?
+                } else {
+                    0
+                };
                 self.stats.files += 1;
                 self.stats.bytes += n;
                 let fd = OwnedFd::from(file);
