@@ -295,11 +295,12 @@ impl<'a> StageBuilder<'a> {
         match op {
             Op::Metadata | Op::Mkdir { .. } => {}
             Op::Copy(c) => {
-                if c.heredocs.is_empty() {
+                // Heredoc bodies are in `op_json`; only the files a COPY reads need a digest.
+                if let (Some(c), _) = split_heredocs(c) {
                     match source_key(&c.from)? {
                         Some(k) => extra.push(("from", k)),
                         None => {
-                            let req = self.copy_request(line, c, None)?;
+                            let req = self.copy_request(line, &c, None)?;
                             let mut memo = self.shared.memo.lock().expect("memo lock");
                             let d = crate::context::selection_digest(&req, &mut memo)
                                 .map_err(|source| SolveError::Context { line, source })?;
@@ -400,9 +401,42 @@ impl<'a> StageBuilder<'a> {
 
     fn copy(&mut self, line: usize, c: &CopyOp) -> Result<bool, SolveError> {
         let dest_root = self.rootfs()?;
-        let req = self.copy_request(line, c, Some(dest_root))?;
-        let copy = plan_copy(&req).map_err(|source| SolveError::Context { line, source })?;
-        self.write_layer(line, &copy.entries)?;
+        let (files, docs) = split_heredocs(c);
+        let (Some(files), Some(docs)) = (files, docs) else {
+            let req = self.copy_request(line, c, Some(dest_root))?;
+            let copy = plan_copy(&req).map_err(|source| SolveError::Context { line, source })?;
+            self.write_layer(line, &copy.entries)?;
+            return Ok(true);
+        };
+        // BuildKit allows heredocs next to files; several sources need a directory destination.
+        if !c.dest.ends_with('/') {
+            let err = "When using COPY with more than one source file, the destination must be \
+                       a directory and end with a /";
+            return Err(SolveError::Context {
+                line,
+                source: crate::context::ContextError::Destination(err.into()),
+            });
+        }
+        let mut plans = Vec::new();
+        for part in [&*files, &docs] {
+            let req = self.copy_request(line, part, Some(dest_root.clone()))?;
+            plans.push(plan_copy(&req).map_err(|source| SolveError::Context { line, source })?);
+        }
+        // Both plans list the destination's parents; the first copy creates them, as
+        // BuildKit's first copy action does. A later file of the same path wins.
+        let mut entries: Vec<LayerEntry> = Vec::new();
+        let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for e in plans.iter().flat_map(|p| &p.entries) {
+            match at.get(&e.path) {
+                Some(&i) if e.is_dir() && entries[i].is_dir() => {}
+                Some(&i) => entries[i] = e.clone(),
+                None => {
+                    at.insert(e.path.clone(), entries.len());
+                    entries.push(e.clone());
+                }
+            }
+        }
+        self.write_layer(line, &entries)?;
         Ok(true)
     }
 
@@ -423,9 +457,12 @@ impl<'a> StageBuilder<'a> {
                     n.trim_start_matches('-')
                         .trim_matches(|ch| ch == '"' || ch == '\'')
                 }) else {
-                    return Err(SolveError::Unsupported {
+                    // `split_heredocs` hands only heredoc sources to this branch.
+                    return Err(SolveError::Context {
                         line,
-                        what: "mixing heredocs and files in one COPY".into(),
+                        source: crate::context::ContextError::Destination(format!(
+                            "{s}: not a heredoc source"
+                        )),
                     });
                 };
                 let content = c
@@ -522,6 +559,30 @@ impl<'a> StageBuilder<'a> {
         let desc = Descriptor::new(shared.compression.oci_media_type(), digest, size);
         self.add_layer(desc, summary.diff_id)
     }
+}
+
+/// Splits a COPY/ADD into the part reading files from its source and the part writing its
+/// heredocs (each `None` when it has no such sources); a COPY without heredocs is all files.
+fn split_heredocs(c: &CopyOp) -> (Option<std::borrow::Cow<'_, CopyOp>>, Option<CopyOp>) {
+    use std::borrow::Cow;
+    if c.heredocs.is_empty() {
+        return (Some(Cow::Borrowed(c)), None);
+    }
+    let (docs, files): (Vec<String>, Vec<String>) =
+        c.sources.iter().cloned().partition(|s| s.starts_with("<<"));
+    if files.is_empty() {
+        return (None, Some(c.clone()));
+    }
+    let files = CopyOp {
+        sources: files,
+        heredocs: Vec::new(),
+        ..c.clone()
+    };
+    let docs = (!docs.is_empty()).then(|| CopyOp {
+        sources: docs,
+        ..c.clone()
+    });
+    (Some(Cow::Owned(files)), docs)
 }
 
 /// Unpacks one stored layer onto `dir`.
