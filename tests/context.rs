@@ -1301,3 +1301,44 @@ fn oci_layout_contexts_serve_run_and_mounts() {
     assert!(tree.contains(&"644 got mounted".to_string()), "{tree:?}");
     assert!(tree.iter().any(|l| l.contains(" bin/busybox")), "{tree:?}");
 }
+
+/// `COPY` with heredocs next to context files (BuildKit allows it): both land in the directory
+/// destination, a changed context file is not served from the cache, and a destination
+/// without `/` is refused as BuildKit refuses several sources.
+#[test]
+fn copy_mixes_heredocs_and_files() {
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY a.txt <<EOF b.txt /d/\nfrom heredoc\nEOF\n")
+        .file("a.txt", "a\n")
+        .file("b.txt", "b\n");
+    let root = common::TestRoot::new();
+    let want = |a: &str| {
+        vec![
+            "644 d/EOF from heredoc".to_string(),
+            format!("644 d/a.txt {a}"),
+            "644 d/b.txt b".to_string(),
+            "755 d/ ".to_string(),
+        ]
+    };
+    assert_eq!(build_tree(&root, &ctx, &[]), want("a"));
+    std::fs::write(ctx.join("a.txt"), "changed\n").unwrap();
+    assert_eq!(build_tree(&root, &ctx, &[]), want("changed"));
+
+    std::fs::write(
+        ctx.join("Dockerfile"),
+        "FROM scratch\nCOPY a.txt <<EOF /d\nx\nEOF\n",
+    )
+    .unwrap();
+    let out = root
+        .rbuild()
+        .args(["build", "-q"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("must be a directory and end with a /"),
+        "{err}"
+    );
+}
