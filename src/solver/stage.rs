@@ -53,8 +53,9 @@ impl<'a> StageBuilder<'a> {
         }
     }
 
-    /// Runs every step; returns the stage's layers and (if asked) its unpacked root.
-    pub(crate) fn run(mut self, keep_rootfs: bool) -> Result<StageOutput, SolveError> {
+    /// Runs every step; returns the stage's layers. A stage that others read is unpacked only
+    /// when a step first reads it ([`Shared::source_root`]): a cached build never needs it.
+    pub(crate) fn run(mut self, _keep_rootfs: bool) -> Result<StageOutput, SolveError> {
         for (k, step) in self.dispatch.steps.iter().enumerate() {
             if matches!(step.op, Op::Metadata) {
                 // Config-only steps are not vertices in BuildKit's progress either.
@@ -85,15 +86,13 @@ impl<'a> StageBuilder<'a> {
             }
             outcome?;
         }
-        if keep_rootfs {
-            self.rootfs()?;
-        }
         Ok(StageOutput {
             key: self.key,
             layers: self.layers,
             diff_ids: self.diff_ids,
             produced: self.produced,
-            rootfs: self.rootfs,
+            // `self.rootfs` is a skeleton (no file data): not something to read files from.
+            rootfs: None,
         })
     }
 
@@ -246,7 +245,9 @@ impl<'a> StageBuilder<'a> {
         }
     }
 
-    /// The stage's root on disk, unpacked from its layers the first time it is needed.
+    /// The stage's root on disk as a skeleton (every path and its metadata, but no file data
+    /// except `passwd`/`group`), unpacked from its layers the first time it is needed: enough
+    /// to resolve COPY destinations, `--chown` names and WORKDIR, and cheap to write and delete.
     fn rootfs(&mut self) -> Result<PathBuf, SolveError> {
         if let Some(r) = &self.rootfs {
             return Ok(r.clone());
@@ -255,7 +256,7 @@ impl<'a> StageBuilder<'a> {
             .shared
             .scratch_dir(&format!("stage-{}", self.dispatch.index))?;
         for layer in &self.layers {
-            apply_layer(self.shared, &layer.digest, &dir)?;
+            apply_skeleton_layer(self.shared, &layer.digest, &dir)?;
         }
         self.rootfs = Some(dir.clone());
         Ok(dir)
@@ -264,7 +265,7 @@ impl<'a> StageBuilder<'a> {
     /// Appends a finished layer, keeping the unpacked root (if any) in step.
     fn add_layer(&mut self, layer: Descriptor, diff_id: Digest) -> Result<(), SolveError> {
         if let Some(root) = &self.rootfs {
-            apply_layer(self.shared, &layer.digest, root)?;
+            apply_skeleton_layer(self.shared, &layer.digest, root)?;
         }
         self.layers.push(layer);
         self.diff_ids.push(diff_id);
@@ -597,6 +598,21 @@ pub(crate) fn apply_layer(
         .map_err(|source| SolveError::Store { source })?;
     let reader = open_decompressed(blob).map_err(|source| SolveError::Layer { line: 0, source })?;
     apply(reader, dir, &ApplyOptions::default())
+        .map_err(|source| SolveError::Layer { line: 0, source })?;
+    Ok(())
+}
+
+/// Unpacks one stored layer onto the skeleton root `dir` (see [`crate::layer::apply_skeleton`]).
+fn apply_skeleton_layer(
+    shared: &Shared<'_>,
+    digest: &Digest,
+    dir: &Path,
+) -> Result<(), SolveError> {
+    let blob = shared
+        .store
+        .open_blob(digest)
+        .map_err(|source| SolveError::Store { source })?;
+    crate::layer::apply_skeleton(blob, dir, &ApplyOptions::default())
         .map_err(|source| SolveError::Layer { line: 0, source })?;
     Ok(())
 }
