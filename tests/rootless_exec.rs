@@ -865,3 +865,85 @@ fn sigint_stops_the_build_and_cleans_up() {
 fn sigterm_stops_the_build_and_cleans_up() {
     interrupted_build_cleans_up(libc::SIGTERM);
 }
+
+/// Runs `rbuild build` to success, returning its stderr.
+fn build_ok(root: &Path, tmp: &Path, ctx: &Path, extra: &[&str]) -> String {
+    let out = rbuild_build(root, tmp, ctx).args(extra).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "build failed:\n{err}");
+    err
+}
+
+#[test]
+fn rw_bind_mounts_discard_writes_for_context_stage_and_image() {
+    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = busybox_context("FROM scratch\nCOPY rootfs/ /\n");
+    build_ok(root.path(), tmp.path(), seed.path(), &["-t", "rwseed:1"]);
+    let ctx = busybox_context(
+        "FROM scratch AS src\nCOPY rootfs/ /\nENV PATH=/bin\nRUN mkdir /data && echo stage > /data/s\n\
+         FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\n\
+         RUN --mount=type=bind,target=/ctx,rw echo x > /ctx/new && rm /ctx/hello.txt && ls /ctx/new \
+         && ! test -e /ctx/hello.txt\n\
+         RUN --mount=type=bind,target=/ctx test \"$(cat /ctx/hello.txt)\" = hello && ! test -e /ctx/new\n\
+         RUN --mount=type=bind,from=src,source=/data,target=/st,rw echo y >> /st/s \
+         && test \"$(cat /st/s)\" = \"$(printf 'stage\\ny')\"\n\
+         RUN --mount=type=bind,from=src,source=/data,target=/st test \"$(cat /st/s)\" = stage\n\
+         RUN --mount=type=bind,from=rwseed:1,source=/etc,target=/im,rw echo z > /im/passwd \
+         && test \"$(cat /im/passwd)\" = z && touch /im/extra\n\
+         RUN --mount=type=bind,from=rwseed:1,source=/etc,target=/im grep -q root /im/passwd \
+         && ! test -e /im/extra\n\
+         RUN --mount=type=bind,source=hello.txt,target=/h.txt,rw echo changed > /h.txt \
+         && test \"$(cat /h.txt)\" = changed\n\
+         RUN ! test -e /ctx/new && ! test -e /st && ! test -e /im\n",
+    );
+    fs::write(ctx.path().join("hello.txt"), "hello").unwrap();
+    build_ok(root.path(), tmp.path(), ctx.path(), &[]);
+    assert!(
+        !ctx.path().join("new").exists(),
+        "a rw bind wrote to the context"
+    );
+    assert_eq!(
+        fs::read_to_string(ctx.path().join("hello.txt")).unwrap(),
+        "hello"
+    );
+}
+
+#[test]
+fn cache_mount_from_a_stage_or_image_is_seeded_once() {
+    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let seed = busybox_context("FROM scratch\nCOPY rootfs/ /\n");
+    build_ok(root.path(), tmp.path(), seed.path(), &["-t", "cacheseed:1"]);
+    let dockerfile = "FROM scratch AS src\nCOPY rootfs/ /\nENV PATH=/bin\n\
+         RUN mkdir -p /data/sub && echo seed > /data/sub/s && echo top > /data/t\n\
+         FROM scratch\nCOPY rootfs/ /\nENV PATH=/bin\nARG ROUND\n\
+         RUN --mount=type=cache,target=/c,from=src,source=/data/sub,id=c1 echo $ROUND >> /c/s \
+         && cat /c/s > /seen && ! test -e /c/t\n\
+         RUN --mount=type=cache,target=/c,from=src,source=/data/sub,id=c1 cat /c/s > /seen2\n\
+         RUN --mount=type=bind,from=src,source=/data/sub,target=/b test \"$(cat /b/s)\" = seed\n\
+         RUN --mount=type=cache,target=/i,from=cacheseed:1,source=/etc,id=c2 grep -q root /i/passwd \
+         && echo $ROUND >> /i/rounds && cat /i/rounds > /irounds\n\
+         RUN --mount=type=cache,target=/p,id=plain ! test -e /p/passwd\n\
+         RUN test \"$(cat /seen2)\" = \"$(cat /seen)\"\n";
+    let ctx = busybox_context(dockerfile);
+    let first = build_ok(
+        root.path(),
+        tmp.path(),
+        ctx.path(),
+        &["--build-arg", "ROUND=1"],
+    );
+    // A second build with another arg reruns the steps: the caches keep what the first wrote.
+    let check = format!(
+        "{dockerfile}RUN test \"$(cat /seen)\" = \"$(printf 'seed\\n1\\n2')\" \
+         && test \"$(cat /irounds)\" = \"$(printf '1\\n2')\"\n"
+    );
+    fs::write(ctx.path().join("Dockerfile"), check).unwrap();
+    let second = build_ok(
+        root.path(),
+        tmp.path(),
+        ctx.path(),
+        &["--build-arg", "ROUND=2"],
+    );
+    assert!(!first.is_empty() && !second.is_empty());
+}

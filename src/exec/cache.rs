@@ -57,7 +57,7 @@ impl CacheMounts {
         &self,
         id: &str,
         sharing: Sharing,
-        seed: Option<&Path>,
+        seed: Option<&CacheSeed>,
     ) -> Result<CacheLease, Error> {
         let key = self.dir.join(Digest::of(id.as_bytes()).hex());
         fs::create_dir_all(&key).map_err(host("creating cache dir", &key))?;
@@ -108,9 +108,18 @@ impl CacheMounts {
     }
 }
 
+/// What a `from=` cache mount starts with: directory `subpath` of the root made of `layers`.
+#[derive(Debug, Clone)]
+pub struct CacheSeed {
+    /// Snapshot layer dirs or plain directories, base first.
+    pub layers: Vec<PathBuf>,
+    /// The `source=` path inside that root.
+    pub subpath: String,
+}
+
 /// Fills a temp dir next to `path` with a copy of `seed` and renames it to `path`, so other
 /// builds never see a half-seeded cache. Returns whether this call created `path`.
-fn seed_dir(key: &Path, path: &Path, seed: &Path) -> Result<bool, Error> {
+fn seed_dir(key: &Path, path: &Path, seed: &CacheSeed) -> Result<bool, Error> {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     let name = format!(
@@ -122,7 +131,8 @@ fn seed_dir(key: &Path, path: &Path, seed: &Path) -> Result<bool, Error> {
     fs::create_dir(&tmp).map_err(host("creating cache dir", &tmp))?;
     hand_over(&tmp)?;
     let job = crate::snapshot::NsJob::Seed {
-        source: seed.to_path_buf(),
+        layers: seed.layers.clone(),
+        subpath: seed.subpath.clone(),
         dest: tmp.clone(),
     };
     let copied = match call(Job::Snapshot(job), None, None, &mut |_, _| {}) {
@@ -130,7 +140,7 @@ fn seed_dir(key: &Path, path: &Path, seed: &Path) -> Result<bool, Error> {
         Ok(Response::Failed(m)) => Err(Error::Sandbox(format!(
             "seeding cache {} from {}: {m}",
             path.display(),
-            seed.display()
+            seed.subpath
         ))),
         Ok(Response::Exited(_)) => Err(Error::Protocol("unexpected reply to a seed job".into())),
         Err(e) => Err(e),

@@ -28,7 +28,7 @@ mod userns;
 
 use std::path::PathBuf;
 
-pub use cache::{CacheLease, CacheMounts, Sharing};
+pub use cache::{CacheLease, CacheMounts, CacheSeed, Sharing};
 pub use interrupt::{catch_interrupts, interrupt, interrupted};
 pub use run::{run, run_cancellable};
 pub use spawn::{CancelHandle, set_helper_program};

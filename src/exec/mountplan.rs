@@ -98,6 +98,33 @@ fn plan_mount(m: &MountSpec, host: PathBuf, tmp: &Path, i: usize) -> Result<Plan
                 readonly: false,
             }
         }
+        MountSpec::Layers {
+            lowers,
+            source,
+            writable,
+            ..
+        } => {
+            let base = tmp.join(format!("layers{i}"));
+            let dirs = ["u", "w", "m", "empty"].map(|n| base.join(n));
+            for d in &dirs {
+                fs::create_dir_all(d).map_err(|e| format!("creating {}: {e}", d.display()))?;
+            }
+            let [upper, work, merged, empty] = dirs;
+            Planned::LayersBind {
+                // A stage with no layers (FROM scratch) is an empty directory.
+                lowers: if lowers.is_empty() {
+                    vec![empty]
+                } else {
+                    lowers.clone()
+                },
+                upper,
+                work,
+                merged,
+                subpath: source.clone(),
+                target: host,
+                readonly: !writable,
+            }
+        }
         MountSpec::Tmpfs { size, .. } => Planned::Tmpfs {
             target: host,
             size: *size,

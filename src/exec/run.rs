@@ -105,6 +105,7 @@ fn host_paths(spec: &RunSpec) -> Vec<PathBuf> {
                 out.push(source.clone())
             }
             MountSpec::Ssh { socket, .. } => out.push(socket.clone()),
+            MountSpec::Layers { lowers, .. } => out.extend(lowers.iter().cloned()),
             MountSpec::Tmpfs { .. } | MountSpec::Secret { .. } => {}
         }
     }

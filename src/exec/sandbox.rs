@@ -36,6 +36,17 @@ pub(crate) enum Planned {
         target: PathBuf,
         size: Option<u64>,
     },
+    /// An overlay of `lowers` mounted at `merged` (a private staging dir), then its
+    /// `subpath` bound at `target`.
+    LayersBind {
+        lowers: Vec<PathBuf>,
+        upper: PathBuf,
+        work: PathBuf,
+        merged: PathBuf,
+        subpath: String,
+        target: PathBuf,
+        readonly: bool,
+    },
 }
 
 fn errno(what: &str) -> String {
@@ -276,6 +287,19 @@ fn perform(p: &Planned) -> Result<(), String> {
             work,
             target,
         } => super::helper::mount_overlay(std::slice::from_ref(lower), upper, work, target),
+        Planned::LayersBind {
+            lowers,
+            upper,
+            work,
+            merged,
+            subpath,
+            target,
+            readonly,
+        } => {
+            super::helper::mount_overlay(lowers, upper, work, merged)?;
+            let source = mounts::secure_join(merged, subpath)?;
+            mounts::bind(&source, target, *readonly)
+        }
         Planned::Tmpfs { target, size } => {
             let data = size.map(|s| format!("size={s}"));
             mounts::mount(

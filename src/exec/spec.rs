@@ -94,6 +94,19 @@ pub enum MountSpec {
         /// `rw`: writes allowed and thrown away after the step.
         writable: bool,
     },
+    /// `type=bind` from another stage or an image: an overlay of that root's unpacked layers
+    /// (so files keep their container owners), of which `source` is bound at `target`.
+    /// Writable with writes discarded when `writable`.
+    Layers {
+        /// The root's snapshot layer dirs, top-most first (overlayfs `lowerdir` order).
+        lowers: Vec<PathBuf>,
+        /// Path inside that root to mount (`/` for all of it).
+        source: String,
+        /// Absolute path in the sandbox.
+        target: String,
+        /// `rw`: writes allowed and thrown away after the step.
+        writable: bool,
+    },
     /// `type=tmpfs`.
     Tmpfs {
         /// Absolute path in the sandbox.
@@ -140,6 +153,7 @@ impl MountSpec {
     pub fn target(&self) -> &str {
         match self {
             MountSpec::Bind { target, .. }
+            | MountSpec::Layers { target, .. }
             | MountSpec::Tmpfs { target, .. }
             | MountSpec::Cache { target, .. }
             | MountSpec::Secret { target, .. }
@@ -151,6 +165,17 @@ impl MountSpec {
     pub(crate) fn target_is_file(&self) -> bool {
         match self {
             MountSpec::Bind { source, .. } => !source.is_dir(),
+            // The top-most layer holding the path decides (a whiteout there means missing).
+            MountSpec::Layers { lowers, source, .. } => lowers
+                .iter()
+                .find_map(|l| {
+                    std::fs::symlink_metadata(l.join(source.trim_start_matches('/'))).ok()
+                })
+                .is_some_and(|m| {
+                    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+                    let whiteout = m.file_type().is_char_device() && m.rdev() == 0;
+                    !m.is_dir() && !whiteout
+                }),
             MountSpec::Secret { .. } | MountSpec::Ssh { .. } => true,
             MountSpec::Tmpfs { .. } | MountSpec::Cache { .. } => false,
         }

@@ -40,6 +40,47 @@ pub(crate) fn materialize(layers: &[PathBuf], dest: &Path) -> Result<(), String>
     Ok(())
 }
 
+/// Copies the directory `subpath` of the root that `layers` (base first) stack up into
+/// `dest`: from the top-most layer that deletes or replaces it (whiteout, opaque dir, or
+/// not a directory) upwards. Nothing is copied when no layer has it as a directory.
+pub(crate) fn materialize_sub(
+    layers: &[PathBuf],
+    subpath: &str,
+    dest: &Path,
+) -> Result<(), String> {
+    let rel = Path::new(subpath.trim_start_matches('/'));
+    if rel
+        .components()
+        .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!("source {subpath:?} must stay inside its root"));
+    }
+    let mut start = 0;
+    for (i, layer) in layers.iter().enumerate().rev() {
+        let here = layer.join(rel);
+        match fs::symlink_metadata(&here) {
+            Ok(m) if m.is_dir() => {
+                if is_opaque(&here) {
+                    start = i;
+                    break;
+                }
+            }
+            Ok(_) => {
+                start = i + 1;
+                break;
+            }
+            Err(_) => {}
+        }
+    }
+    for layer in &layers[start..] {
+        let src = layer.join(rel);
+        if fs::symlink_metadata(&src).is_ok_and(|m| m.is_dir()) {
+            copy_layer(&src, dest)?;
+        }
+    }
+    Ok(())
+}
+
 fn copy_layer(src: &Path, dest: &Path) -> Result<(), String> {
     let mut links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     let mut dirs: Vec<(PathBuf, fs::Metadata)> = Vec::new();

@@ -275,7 +275,13 @@ impl Snapshotter {
             if !self.has_layer(d) {
                 return Err(Error::MissingLayer(d.clone()));
             }
-            lowers.push(self.layer_dir(d));
+            // A layer can repeat in a chain (two steps with the same empty diff); overlayfs
+            // refuses a repeated lower (ELOOP). The top-most copy covers every path, whiteout
+            // and opaque dir of the lower copies, so dropping those changes nothing.
+            let dir = self.layer_dir(d);
+            if !lowers.contains(&dir) {
+                lowers.push(dir);
+            }
         }
         let dir = self.dir.join("active").join(unique_name("run-"));
         fs::create_dir(&dir).map_err(io("creating", &dir))?;

@@ -25,9 +25,14 @@ pub(crate) enum NsJob {
         parent: PathBuf,
         name: String,
     },
-    /// Copies the contents of `source` into the existing dir `dest`, keeping ownership
-    /// (seeds a `RUN --mount=type=cache,from=...` directory).
-    Seed { source: PathBuf, dest: PathBuf },
+    /// Copies `subpath` of the root made of `layers` (snapshot dirs or plain dirs, base
+    /// first) into the existing dir `dest`, keeping ownership (seeds a
+    /// `RUN --mount=type=cache,from=...` directory).
+    Seed {
+        layers: Vec<PathBuf>,
+        subpath: String,
+        dest: PathBuf,
+    },
     /// Copy-based snapshots: writes what differs between `rootfs` and `base` to the data fd.
     DiffCopy {
         base: PathBuf,
@@ -68,7 +73,11 @@ impl NsJob {
                 v
             }
             NsJob::DiffCopy { base, rootfs, .. } => vec![base, rootfs],
-            NsJob::Seed { source, dest } => vec![source, dest],
+            NsJob::Seed { layers, dest, .. } => {
+                let mut v: Vec<&mut PathBuf> = layers.iter_mut().collect();
+                v.push(dest);
+                v
+            }
             NsJob::ProbeOverlay { .. } => Vec::new(),
         }
     }
@@ -114,11 +123,12 @@ pub(crate) fn run_ns_job(job: NsJob, data: Option<OwnedFd>) -> Result<serde_json
             super::copy::materialize(&layers, &dest)?;
             Ok(serde_json::Value::Null)
         }
-        NsJob::Seed { source, dest } => {
-            if !source.is_dir() {
-                return Err("the cache mount's from=/source= is not a directory".into());
-            }
-            super::copy::materialize(&[source], &dest)?;
+        NsJob::Seed {
+            layers,
+            subpath,
+            dest,
+        } => {
+            super::copy::materialize_sub(&layers, &subpath, &dest)?;
             Ok(serde_json::Value::Null)
         }
         NsJob::ProbeOverlay { dir } => {

@@ -7,7 +7,7 @@ use std::path::{Component, Path, PathBuf};
 
 use crate::dockerfile::instructions::{CacheSharing, MountKind, NetworkMode, RunMount};
 use crate::exec::{
-    CacheInit, CacheLease, CacheMounts, MountSpec, Network, RunSpec, Sharing, Stream,
+    CacheInit, CacheLease, CacheMounts, CacheSeed, MountSpec, Network, RunSpec, Sharing, Stream,
 };
 use crate::image::{Descriptor, Digest};
 use crate::plan::{RunOp, Source};
@@ -102,7 +102,7 @@ fn run_in(
     let mut leases: Vec<CacheLease> = Vec::new();
     let mut mounts = Vec::new();
     for (m, src) in op.mounts.iter().zip(&op.mount_sources) {
-        if let Some(spec) = mount_spec(shared, line, m, src, &caches, &mut leases)? {
+        if let Some(spec) = mount_spec(shared, snap, line, m, src, &caches, &mut leases)? {
             mounts.push(spec);
         }
     }
@@ -191,8 +191,78 @@ fn run_in(
     })
 }
 
+/// The snapshot layer dirs (base first) of a stage or image a RUN mount reads from, unpacked
+/// now if needed; `None` for build contexts, which are plain host directories. Layer dirs keep
+/// the files' container owners, which a host-side copy of the root cannot when rbuild runs as
+/// host root (its sandbox root is an unprivileged id).
+fn source_layers(
+    shared: &Shared<'_>,
+    snap: &Snapshotter,
+    line: usize,
+    src: &Source,
+) -> Result<Option<Vec<PathBuf>>, SolveError> {
+    let (layers, diff_ids) = match src {
+        Source::Stage(i) => {
+            let outputs = shared.outputs.lock().expect("outputs lock");
+            let Some(out) = outputs.get(i) else {
+                return Err(SolveError::Unsupported {
+                    line,
+                    what: format!("mounting stage {i} before it is built"),
+                });
+            };
+            (out.layers.clone(), out.diff_ids.clone())
+        }
+        Source::Image(r) => {
+            use crate::plan::ImageResolver as _;
+            let platform = shared.request.options.target_platform.clone();
+            let img = shared.resolver.resolve(r, &platform).map_err(|message| {
+                SolveError::Plan(crate::plan::PlanError::Base {
+                    line,
+                    image: r.clone(),
+                    message,
+                })
+            })?;
+            let layers = shared.resolver.layers_of(r).unwrap_or_default();
+            (layers, img.config.rootfs.diff_ids.clone())
+        }
+        Source::Scratch => (Vec::new(), Vec::new()),
+        Source::MainContext | Source::Context(_) => return Ok(None),
+    };
+    if layers.len() != diff_ids.len() {
+        return Err(SolveError::Run {
+            line,
+            message: format!(
+                "mount source has {} layers but {} diff_ids",
+                layers.len(),
+                diff_ids.len()
+            ),
+        });
+    }
+    let mut dirs = Vec::with_capacity(layers.len());
+    for (layer, diff_id) in layers.iter().zip(&diff_ids) {
+        let dir = snap
+            .unpack_layer(diff_id, &shared.store.blob_path(&layer.digest))
+            .map_err(snap_err(line))?;
+        dirs.push(dir);
+    }
+    Ok(Some(dirs))
+}
+
+/// Top-most first, each layer once (overlayfs refuses a repeated lower).
+fn overlay_order(base_first: &[PathBuf]) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::with_capacity(base_first.len());
+    for d in base_first.iter().rev() {
+        if !out.contains(d) {
+            out.push(d.clone());
+        }
+    }
+    out
+}
+
+#[allow(clippy::too_many_arguments)]
 fn mount_spec(
     shared: &Shared<'_>,
+    snap: &Snapshotter,
     line: usize,
     m: &RunMount,
     src: &Source,
@@ -206,6 +276,16 @@ fn mount_spec(
             size: m.size,
         },
         MountKind::Bind => {
+            if let Some(layers) = source_layers(shared, snap, line, src)? {
+                let source = m.source.clone().unwrap_or_else(|| "/".into());
+                sub_path(Path::new("/"), Some(&source), line)?;
+                return Ok(Some(MountSpec::Layers {
+                    lowers: overlay_order(&layers),
+                    source,
+                    target,
+                    writable: !m.read_only,
+                }));
+            }
             let (root, _) = shared.source_root(line, src)?;
             MountSpec::Bind {
                 source: sub_path(&root, m.source.as_deref(), line)?,
@@ -228,8 +308,15 @@ fn mount_spec(
             let (key_id, seed) = match src {
                 Source::MainContext => (id.clone(), None),
                 other => {
-                    let (root, _) = shared.source_root(line, other)?;
-                    let seed = sub_path(&root, m.source.as_deref(), line)?;
+                    let subpath = m.source.clone().unwrap_or_else(|| "/".into());
+                    sub_path(Path::new("/"), Some(&subpath), line)?;
+                    let seed = match source_layers(shared, snap, line, other)? {
+                        Some(layers) => CacheSeed { layers, subpath },
+                        None => CacheSeed {
+                            layers: vec![shared.source_root(line, other)?.0],
+                            subpath,
+                        },
+                    };
                     let base = match other {
                         Source::Stage(i) => {
                             let outputs = shared.outputs.lock().expect("outputs lock");
@@ -239,7 +326,7 @@ fn mount_spec(
                                 .unwrap_or_default()
                         }
                         Source::Image(r) => shared.image_key(line, r)?,
-                        _ => root.display().to_string(),
+                        _ => seed.layers[0].display().to_string(),
                     };
                     let key = format!(
                         "{id}\0from={base}\0source={}",
@@ -249,7 +336,7 @@ fn mount_spec(
                 }
             };
             let lease = caches
-                .acquire_seeded(&key_id, sharing, seed.as_deref())
+                .acquire_seeded(&key_id, sharing, seed.as_ref())
                 .map_err(|e| SolveError::Run {
                     line,
                     message: e.to_string(),
