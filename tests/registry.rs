@@ -961,3 +961,137 @@ fn push_and_pull_report_byte_progress_for_every_blob() {
         assert_eq!(seen[digest].1, Some(*size), "{digest}");
     }
 }
+
+/// A name other than `localhost` that this machine resolves to a loopback address (Debian's
+/// `/etc/hosts` maps the host name to 127.0.1.1), so a registry on 127.0.0.1 can be reached
+/// through a host rbuild does not treat as insecure by default.
+fn non_default_loopback_name() -> String {
+    let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
+    hosts
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let ip: std::net::IpAddr = words.next()?.parse().ok()?;
+            ip.is_loopback()
+                .then(|| words.find(|w| *w != "localhost" && !w.starts_with("localhost.")))
+                .flatten()
+                .map(str::to_string)
+        })
+        .next()
+        .expect("/etc/hosts names no loopback host other than localhost")
+}
+
+/// `Event::Bytes` lines of a rawjson progress stream: (vertex, action, name, current, total).
+fn rawjson_bytes(stderr: &str) -> Vec<(u64, String, String, u64, u64)> {
+    stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["kind"] == "bytes")
+        .map(|v| {
+            (
+                v["id"].as_u64().unwrap(),
+                v["action"].as_str().unwrap().to_string(),
+                v["name"].as_str().unwrap().to_string(),
+                v["current"].as_u64().unwrap(),
+                v["total"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn build_insecure_registry_applies_to_from_pulls_and_push() {
+    let registry = Registry::start();
+    let host = format!("{}:{}", non_default_loopback_name(), registry.port());
+    let src = TestRoot::new();
+    let base = format!("{host}/base/img:1");
+    let base_digest = make_image(src.path(), &base, 19, 256 * 1024);
+    run_ok(
+        src.rbuild()
+            .args(["push", "--insecure-registry", &host, &base]),
+    );
+    let layer = Store::open(src.path())
+        .unwrap()
+        .read_image(&base_digest, None)
+        .unwrap()
+        .manifest
+        .layers[0]
+        .clone();
+
+    let ctx = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM {base}\nCOPY hello.txt /hello.txt\n"),
+    )
+    .unwrap();
+    std::fs::write(ctx.path().join("hello.txt"), "hi\n").unwrap();
+    let ctx_arg = ctx.path().to_str().unwrap();
+
+    // Without the flag, the plain-HTTP registry is refused, with the hint.
+    let root = TestRoot::new();
+    let (ok, _, err) = rbuild_out(root.rbuild().args(["build", "-t", "app", ctx_arg]));
+    assert!(
+        !ok,
+        "FROM a plain-HTTP registry must need --insecure-registry"
+    );
+    assert!(
+        err.contains(&format!("--insecure-registry {host}")),
+        "{err}"
+    );
+
+    let app = format!("{host}/built/app:1");
+    let (ok, _, err) = rbuild_out(root.rbuild().args([
+        "build",
+        "--progress=rawjson",
+        "--insecure-registry",
+        &host,
+        "--push",
+        "-t",
+        &app,
+        ctx_arg,
+    ]));
+    assert!(ok, "{err}");
+    assert!(registry.has_tag("built/app", "1"));
+    let bytes = rawjson_bytes(&err);
+    // The FROM vertex (#1) shows the base layer pulled; the exporting vertex the pushed blobs.
+    let pulled: Vec<_> = bytes.iter().filter(|b| b.1 == "pull").collect();
+    assert!(
+        pulled
+            .iter()
+            .any(|b| b.0 == 1 && b.2 == layer.digest.to_string() && b.3 == layer.size),
+        "{err}"
+    );
+    let pushed: Vec<_> = bytes.iter().filter(|b| b.1 == "push").collect();
+    assert!(!pushed.is_empty(), "{err}");
+    let export_vertex = pushed[0].0;
+    assert!(export_vertex > 1, "{err}");
+    // The new COPY layer and the config went up; the base layer was mounted from base/img.
+    for b in &pushed {
+        assert_eq!(b.0, export_vertex, "{err}");
+    }
+    let finals = pushed.iter().filter(|b| b.3 == b.4).count();
+    assert!(finals >= 2, "{err}");
+
+    // `registry.insecure=true` in --output covers its own push without the flag.
+    let other = format!("{host}/built/other:1");
+    let (ok, _, err) = rbuild_out(root.rbuild().args([
+        "build",
+        "-o",
+        &format!("type=image,name={other},push=true,registry.insecure=true"),
+        ctx_arg,
+    ]));
+    assert!(ok, "{err}");
+    assert!(registry.has_tag("built/other", "1"));
+    let (ok, _, err) = rbuild_out(root.rbuild().args([
+        "build",
+        "-o",
+        &format!("type=image,name={host}/built/third:1,push=true"),
+        ctx_arg,
+    ]));
+    assert!(
+        !ok,
+        "a push to a plain-HTTP registry must need registry.insecure=true"
+    );
+    assert!(err.contains("--insecure-registry"), "{err}");
+}
