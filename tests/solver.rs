@@ -279,3 +279,80 @@ fn independent_stages_run_in_parallel() {
         "three 2 s stages took {wall:?}: they did not run in parallel"
     );
 }
+
+/// `rbuild du` output as text.
+fn du(root: &TestRoot, extra: &[&str]) -> String {
+    run_ok(root.rbuild().arg("du").args(extra))
+}
+
+/// The `du` summary row for `kind`: (count, size, reclaimable), if listed.
+fn du_row(text: &str, kind: &str) -> Option<(usize, String, String)> {
+    text.lines().find_map(|l| {
+        let rest = l.strip_prefix(kind)?.trim_start();
+        let cols: Vec<&str> = rest.split_whitespace().collect();
+        (cols.len() == 3 && cols[0].chars().all(|c| c.is_ascii_digit()))
+            .then(|| (cols[0].parse().unwrap(), cols[1].into(), cols[2].into()))
+    })
+}
+
+#[test]
+fn du_accounts_for_images_cache_and_snapshots_and_prune_reclaims_them() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile(&format!(
+            "FROM {base}\nRUN echo hi > /hi\nCOPY a.txt /a.txt\n"
+        ))
+        .file("a.txt", "a\n");
+    run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-t", "app:1"])
+            .arg(ctx.path()),
+    );
+    let unnamed = Context::new()
+        .dockerfile("FROM scratch\nCOPY b.txt /b.txt\n")
+        .file("b.txt", "unnamed build result\n");
+    run_ok(root.rbuild().args(["build", "-q"]).arg(unnamed.path()));
+
+    let text = du(&root, &[]);
+    let (images, _, reclaim) = du_row(&text, "image").unwrap_or_else(|| panic!("{text}"));
+    assert!(images >= 3, "config, manifest, layers: {text}");
+    assert_eq!(reclaim, "0B", "named images are not reclaimable: {text}");
+    assert!(du_row(&text, "unnamed image").is_some(), "{text}");
+    let (snapshots, _, _) = du_row(&text, "snapshot").unwrap_or_else(|| panic!("{text}"));
+    assert!(snapshots >= 1, "the RUN unpacked busybox: {text}");
+    assert!(
+        text.contains("Reclaimable:") && text.contains("Total:"),
+        "{text}"
+    );
+    let verbose = du(&root, &["--verbose"]);
+    assert!(
+        verbose
+            .lines()
+            .any(|l| l.contains(" snapshot ") && l.contains("sha256:")),
+        "{verbose}"
+    );
+
+    // A recent unnamed image survives an `until` filter, then goes with a plain prune.
+    run_ok(root.rbuild().args(["prune", "--filter", "until=1h"]));
+    assert!(du_row(&du(&root, &[]), "unnamed image").is_some());
+    run_ok(root.rbuild().arg("prune"));
+    let text = du(&root, &[]);
+    assert!(du_row(&text, "unnamed image").is_none(), "{text}");
+    assert!(du_row(&text, "image").is_some(), "{text}");
+    assert!(
+        du_row(&text, "snapshot").is_some(),
+        "snapshots of a named image's layers stay: {text}"
+    );
+    // Keeping more storage than there is removes nothing.
+    run_ok(root.rbuild().args(["prune", "--keep-storage", "10GB"]));
+    assert_eq!(du_row(&du(&root, &[]), "image"), du_row(&text, "image"));
+
+    let out = run_ok(root.rbuild().args(["prune", "--all"]));
+    assert!(out.contains("Total reclaimed space:"), "{out}");
+    let text = du(&root, &[]);
+    assert!(du_row(&text, "image").is_none(), "{text}");
+    assert!(du_row(&text, "snapshot").is_none(), "{text}");
+    assert!(text.contains("Total:\t\t0B"), "{text}");
+}

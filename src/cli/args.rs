@@ -45,6 +45,8 @@ pub enum Command {
     Logout(LogoutArgs),
     /// Remove unreferenced blobs and cache from the local store.
     Prune(PruneArgs),
+    /// Show disk usage: images, build cache, snapshots, cache mounts, and what prune reclaims.
+    Du(DuArgs),
     /// Tools for looking inside rbuild.
     #[command(subcommand)]
     Debug(DebugCommand),
@@ -293,6 +295,14 @@ pub struct LogoutArgs {
     /// Registry host (default Docker Hub).
     #[arg(value_name = "SERVER")]
     pub server: Option<String>,
+}
+
+/// `rbuild du` options.
+#[derive(Debug, Args)]
+pub struct DuArgs {
+    /// List every blob, snapshot and cache mount instead of one line per kind.
+    #[arg(short = 'v', long)]
+    pub verbose: bool,
 }
 
 /// `rbuild prune` options.

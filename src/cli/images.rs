@@ -311,9 +311,21 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     } else {
         store.remove_unnamed_images(options.until)?
     };
-    let report = store.prune_with(&options)?;
+    let mut snapshots = 0;
+    let report = store.prune_with_also(&options, |store| {
+        prune_snapshots(
+            store,
+            &globals.root,
+            args.all,
+            options.until,
+            &mut snapshots,
+        )
+    })?;
     if images > 0 {
         println!("Removed {images} image(s)");
+    }
+    if snapshots > 0 {
+        println!("Removed {snapshots} unpacked layer snapshot(s)");
     }
     for d in &report.removed_blobs {
         println!("deleted: {d}");
@@ -325,8 +337,65 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Removes unpacked layer snapshots no remaining image or cache entry needs (all of them with
+/// `--all`), last written before `until` if given; returns the bytes freed. Runs under the
+/// store's exclusive gc lock, so no build is using them.
+fn prune_snapshots(
+    store: &Store,
+    root: &std::path::Path,
+    all: bool,
+    until: Option<SystemTime>,
+    removed: &mut usize,
+) -> u64 {
+    let layers = super::du::snapshot_layers(root);
+    if layers.is_empty() {
+        return 0;
+    }
+    let keep = if all {
+        Default::default()
+    } else {
+        match super::du::needed_snapshots(store, root) {
+            Ok(k) => k,
+            Err(e) => {
+                tracing::warn!("keeping every snapshot: cannot tell which are needed: {e}");
+                return 0;
+            }
+        }
+    };
+    let snap = match crate::snapshot::Snapshotter::new(root) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!("cannot open the snapshots to prune them: {e}");
+            return 0;
+        }
+    };
+    let mut freed = 0;
+    for (hex, path) in layers {
+        let old = until.is_none_or(|u| {
+            std::fs::symlink_metadata(&path)
+                .and_then(|m| m.modified())
+                .is_ok_and(|m| m < u)
+        });
+        if keep.contains(&hex) || !old {
+            continue;
+        }
+        let Ok(diff_id) = format!("sha256:{hex}").parse::<crate::image::Digest>() else {
+            continue;
+        };
+        let size = super::du::tree_size(&path);
+        match snap.remove_layer(&diff_id) {
+            Ok(()) => {
+                freed += size;
+                *removed += 1;
+            }
+            Err(e) => tracing::warn!("cannot remove snapshot {}: {e}", path.display()),
+        }
+    }
+    freed
+}
+
 /// Docker's `units.HumanSizeWithPrecision(size, 3)`: decimal units, 3 significant digits.
-fn human_size(bytes: u64) -> String {
+pub(super) fn human_size(bytes: u64) -> String {
     const UNITS: [&str; 9] = ["B", "kB", "MB", "GB", "TB", "PB", "EB", "ZB", "YB"];
     let mut size = bytes as f64;
     let mut i = 0;
@@ -354,7 +423,7 @@ fn significant(v: f64, digits: i32) -> String {
 }
 
 /// Docker's `units.HumanDuration`.
-fn human_duration(secs: f64) -> String {
+pub(super) fn human_duration(secs: f64) -> String {
     let seconds = secs as i64;
     let minutes = seconds / 60;
     let hours = (secs / 3600.0 + 0.5) as i64;

@@ -8,6 +8,7 @@ pub mod args;
 mod build;
 mod completion;
 mod debug;
+mod du;
 mod images;
 mod progress;
 mod registry;
@@ -73,6 +74,7 @@ fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Tag(args) => images::tag(args, globals),
         Command::Rmi(args) => images::rmi(args, globals),
         Command::Prune(args) => images::prune(args, globals),
+        Command::Du(args) => du::du(args, globals),
         Command::Debug(cmd) => debug::run(cmd, globals),
         Command::Completion(args) => completion::run(&args),
     }

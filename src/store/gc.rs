@@ -148,6 +148,17 @@ impl Store {
     /// [`Store::prune`] limited by `options`: only blobs older than `until`, and (oldest
     /// first) only until the blobs fit in `keep_bytes`. Temp files are always removed.
     pub fn prune_with(&self, options: &PruneOptions) -> Result<PruneReport, Error> {
+        self.prune_with_also(options, |_| 0)
+    }
+
+    /// [`Store::prune_with`], then `also` while the exclusive gc lock is still held (so no
+    /// build runs): for caches kept beside the store, such as unpacked snapshots. The bytes
+    /// `also` returns are added to the report.
+    pub fn prune_with_also(
+        &self,
+        options: &PruneOptions,
+        also: impl FnOnce(&Store) -> u64,
+    ) -> Result<PruneReport, Error> {
         let lock_path = self.dir.join("gc.lock");
         let _guard = match lock::try_exclusive(&lock_path)? {
             Some(g) => g,
@@ -210,6 +221,7 @@ impl Store {
         for dir in [self.dir.clone(), self.dir.join(ROOTS_DIR)] {
             report.removed_temp_files += remove_old_temps(&dir, &mut report.reclaimed_bytes)?;
         }
+        report.reclaimed_bytes += also(self);
         tracing::info!(
             blobs = report.removed_blobs.len(),
             bytes = report.reclaimed_bytes,
