@@ -135,6 +135,25 @@ impl Lexer {
         env: &dyn VarLookup,
         mode: LexMode,
     ) -> Result<Expansion, ShellError> {
+        // Most words (paths, package names, flags) hold nothing the lexer would change: no
+        // `$`, no quotes, no escape character. Expanding them is the identity, and skipping the
+        // char-by-char walk is what keeps planning a large Dockerfile fast.
+        if !word.starts_with('\u{FEFF}')
+            && !word
+                .chars()
+                .any(|c| c == '$' || c == '\'' || c == '"' || c == self.escape)
+        {
+            return Ok(Expansion {
+                value: word.to_string(),
+                words: word
+                    .split(char::is_whitespace)
+                    .filter(|w| !w.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+                matched: BTreeSet::new(),
+                unmatched: BTreeSet::new(),
+            });
+        }
         let mut chars: Vec<char> = word.chars().collect();
         // Go's text/scanner drops a leading byte-order mark.
         if chars.first() == Some(&'\u{FEFF}') {

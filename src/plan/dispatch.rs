@@ -128,10 +128,12 @@ impl State<'_> {
 
     /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
     pub(crate) fn run_env(&self) -> Vec<String> {
-        let key = |e: &str| e.split_once('=').map_or(e, |p| p.0).to_string();
-        let mut env = self.config.config.env.clone();
-        let mut seen: HashSet<String> = env.iter().map(|e| key(e)).collect();
-        if seen.insert("PATH".into()) {
+        let image_env = &self.config.config.env;
+        let mut env = Vec::with_capacity(image_env.len() + self.args.len() + 1);
+        env.extend(image_env.iter().cloned());
+        // Borrowed keys: this runs for every RUN, and owned keys were most of its cost.
+        let mut seen: HashSet<&str> = image_env.iter().map(|e| env_key(e)).collect();
+        if seen.insert("PATH") {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
         // An ARG declared twice keeps its first position and its last value, as lookups see it.
@@ -148,14 +150,14 @@ impl State<'_> {
         }
         for (k, v) in args {
             if let Some(v) = v
-                && seen.insert(k.to_string())
+                && seen.insert(k)
             {
                 env.push(format!("{k}={v}"));
             }
         }
         for p in PROXY_ARGS {
             if let Some(v) = self.plan.options.build_args.get(p)
-                && seen.insert(p.to_string())
+                && seen.insert(p)
             {
                 env.push(format!("{p}={v}"));
             }
@@ -277,6 +279,11 @@ impl Plan {
         }
         Ok(done)
     }
+}
+
+/// The name part of a `KEY=value` environment entry.
+fn env_key(entry: &str) -> &str {
+    entry.split_once('=').map_or(entry, |p| p.0)
 }
 
 /// BuildKit's `emptyImage`: the platform, default PATH and `/` as working directory.
