@@ -386,3 +386,37 @@ fn zstd_cache_layers_are_recompressed_and_still_hit() {
     assert_ne!(second.digest, first.digest);
     assert_eq!(second.config, first.config);
 }
+
+#[test]
+fn config_only_steps_on_a_stage_of_the_build_keep_the_digest() {
+    // The final stage adds no layer of its own: its times must come from the cached layers
+    // of the stage it is built on, not from the clock.
+    let ctx = Context::new()
+        .dockerfile("FROM scratch AS base\nCOPY a /a\nFROM base\nENV X=1\nCMD [\"/a\"]\n")
+        .file("a", "alpha\n");
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let first = build(
+        &TestRoot::new(),
+        &ctx,
+        &[
+            "--cache-to",
+            &format!("type=local,dest={},mode=max", cache.display()),
+        ],
+    );
+    // Builds in different seconds would differ if any time came from the clock.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let root = TestRoot::new();
+    let second = build(
+        &root,
+        &ctx,
+        &[
+            "--cache-from",
+            &format!("type=local,src={}", cache.display()),
+        ],
+    );
+    assert!(second.rebuilt().is_empty(), "{:?}", second.steps);
+    assert_eq!(second.digest, first.digest);
+    let inspect = run_ok(root.rbuild().args(["inspect", &second.config]));
+    assert!(!inspect.contains("\"created\": null"), "{inspect}");
+}

@@ -49,11 +49,18 @@ pub(crate) fn assemble(
         config.config.labels.insert(k.clone(), v.clone());
     }
     let first_new = dispatch.first_new_history.min(config.history.len());
+    let new_layers = out.produced.iter().filter(|p| **p).count();
+    let base_layers = &out.layers[..out.layers.len().saturating_sub(new_layers)];
+    fill_base_times(
+        shared,
+        &mut config.history[..first_new],
+        base_layers,
+        &epoch,
+    );
     let base_time = config.history[..first_new]
         .iter()
         .rev()
         .find_map(|h| h.created.clone());
-    let new_layers = out.produced.iter().filter(|p| **p).count();
     let mut layers = out.layers[out.layers.len().saturating_sub(new_layers)..].iter();
     let mut newest: Option<i64> = None;
     let new = &mut config.history[first_new..];
@@ -92,6 +99,43 @@ pub(crate) fn assemble(
         vertices: 0,
         cache_exports: Vec::new(),
     })
+}
+
+/// Gives times to base history entries that have none: those of a stage built on another
+/// stage of this build (whose steps were never given times). Layer entries take their layer's
+/// cache time, the others the time before them, so such images are reproducible too. Only
+/// done when the entries line up with the base layers one to one.
+fn fill_base_times(
+    shared: &Shared<'_>,
+    history: &mut [crate::image::History],
+    base_layers: &[crate::image::Descriptor],
+    epoch: &Option<String>,
+) {
+    if history.iter().all(|h| h.created.is_some())
+        || history.iter().filter(|h| !h.empty_layer).count() != base_layers.len()
+    {
+        return;
+    }
+    let mut layers = base_layers.iter();
+    let mut last: Option<String> = None;
+    for entry in history {
+        let layer = if entry.empty_layer {
+            None
+        } else {
+            layers.next()
+        };
+        if entry.created.is_none() {
+            entry.created = epoch.clone().or_else(|| {
+                layer
+                    .and_then(|l| shared.cache.created_of(&l.digest))
+                    .map(format_rfc3339)
+                    .or_else(|| last.clone())
+            });
+        }
+        if entry.created.is_some() {
+            last = entry.created.clone();
+        }
+    }
 }
 
 #[cfg(test)]
