@@ -3,6 +3,7 @@
 //! or `quiet` (nothing but warnings). Also the end-of-build summary, in the same style.
 
 mod plain;
+mod transfer;
 mod tty;
 
 use std::io::{IsTerminal, Write};

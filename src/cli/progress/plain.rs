@@ -1,11 +1,13 @@
 //! `--progress=plain`: BuildKit's numbered lines (`#5 [build 2/4] RUN make`, `#5 0.123 out`,
-//! `#5 CACHED`, `#5 DONE 1.2s`, `#5 ERROR: ...`), headers repeated when vertices interleave.
+//! `#5 CACHED`, `#5 DONE 1.2s`, `#5 ERROR: ...`, `#5 sha256:… 10.49MB / 52.43MB 0.3s`),
+//! headers repeated when vertices interleave.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use super::transfer::Transfers;
 use super::{Render, Summary};
 use crate::progress::Event;
 
@@ -19,6 +21,7 @@ struct PlainState {
     /// The vertex the last printed line belonged to.
     last: Option<u64>,
     started: HashMap<u64, (Instant, String)>,
+    transfers: Transfers,
 }
 
 impl Plain {
@@ -29,6 +32,7 @@ impl Plain {
                 out,
                 last: None,
                 started: HashMap::new(),
+                transfers: Transfers::default(),
             }),
         }
     }
@@ -89,18 +93,21 @@ impl PlainState {
                 self.switch_to(*id)?;
                 writeln!(self.out, "#{id} cache miss: {reason}")?;
             }
-            // Only the end of a transfer is printed until byte progress is rendered properly.
             Event::Bytes {
                 id,
+                action,
                 name,
                 current,
                 total,
-                ..
-            } if Some(*current) == *total => {
-                self.switch_to(*id)?;
-                writeln!(self.out, "#{id} {name} {current} bytes done")?;
+            } => {
+                let line =
+                    self.transfers
+                        .plain_line(*id, *action, name, *current, *total, Instant::now());
+                if let Some(line) = line {
+                    self.switch_to(*id)?;
+                    writeln!(self.out, "#{id} {line}")?;
+                }
             }
-            Event::Bytes { .. } => {}
             Event::Warning { message } => {
                 if self.last.take().is_some() {
                     writeln!(self.out)?;
@@ -205,5 +212,46 @@ mod tests {
                 "#1 ERROR: boom",
             ]
         );
+    }
+
+    #[test]
+    fn plain_prints_byte_progress_and_its_end() {
+        let buf = Buf::default();
+        let p = Plain::new(Box::new(buf.clone()));
+        let t = Duration::ZERO;
+        p.event(
+            &Event::Started {
+                id: 5,
+                name: "[1/2] FROM docker.io/library/debian:12".into(),
+                step: None,
+            },
+            t,
+        );
+        let bytes = |current| Event::Bytes {
+            id: 5,
+            action: crate::progress::ByteAction::Pull,
+            name: "sha256:abcd".into(),
+            current,
+            total: Some(52_428_800),
+        };
+        p.event(&bytes(0), t);
+        // Within the same second: not printed.
+        p.event(&bytes(10_485_760), t);
+        p.event(&bytes(52_428_800), t);
+        p.event(&Event::Finished { id: 5 }, t);
+        let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 4, "{text}");
+        assert_eq!(lines[0], "#5 [1/2] FROM docker.io/library/debian:12");
+        assert!(
+            lines[1].starts_with("#5 sha256:abcd 0B / 52.43MB 0.0s"),
+            "{text}"
+        );
+        assert!(
+            lines[2].starts_with("#5 sha256:abcd 52.43MB / 52.43MB ")
+                && lines[2].ends_with("s done"),
+            "{text}"
+        );
+        assert!(lines[3].starts_with("#5 DONE "), "{text}");
     }
 }
