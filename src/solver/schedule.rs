@@ -84,60 +84,91 @@ fn stages_read_from(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<usi
     read
 }
 
-/// Runs every needed stage, each as soon as what it needs is done, independent stages in
-/// parallel on scoped threads.
+/// Runs every needed stage as soon as the stages it needs are done, at most `--jobs` at once
+/// on scoped threads (a pool, not waves: a stage never waits for an unrelated one). After the
+/// first failure no new stage starts; the running ones finish and the first error is returned.
 pub(crate) fn run_waves(
     plan: &Plan,
     dispatched: &BTreeMap<usize, StageDispatch>,
     shared: &Shared<'_>,
 ) -> Result<(), SolveError> {
     let keep = stages_read_from(dispatched);
+    let jobs = shared
+        .request
+        .jobs
+        .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
+        .unwrap_or(1)
+        .max(1);
     let mut pending: Vec<usize> = plan.order.clone();
-    while !pending.is_empty() {
-        let done: BTreeSet<usize> = shared
-            .outputs
-            .lock()
-            .expect("outputs lock")
-            .keys()
-            .copied()
-            .collect();
-        let (ready, rest): (Vec<usize>, Vec<usize>) = pending
-            .iter()
-            .partition(|&&i| plan.stages[i].deps.iter().all(|d| done.contains(d)));
-        if ready.is_empty() {
-            unreachable!("stage dependencies always point to earlier stages");
-        }
-        pending = rest;
-        let jobs = shared
-            .request
-            .jobs
-            .or_else(|| std::thread::available_parallelism().ok().map(|n| n.get()))
-            .unwrap_or(1)
-            .max(1);
-        let mut results: Vec<Result<(usize, StageOutput), SolveError>> = Vec::new();
-        for batch in ready.chunks(jobs) {
-            results.extend(std::thread::scope(|scope| {
-                let handles: Vec<_> = batch
-                    .iter()
-                    .map(|&i| {
-                        let keep_root = keep.contains(&i);
-                        scope.spawn(move || {
-                            build_stage(shared, &dispatched[&i], keep_root).map(|o| (i, o))
-                        })
-                    })
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::channel::<(usize, Result<StageOutput, SolveError>)>();
+        let mut running = 0usize;
+        let mut failure: Option<SolveError> = None;
+        loop {
+            if failure.is_none() {
+                let done: BTreeSet<usize> = shared
+                    .outputs
+                    .lock()
+                    .expect("outputs lock")
+                    .keys()
+                    .copied()
                     .collect();
-                handles
-                    .into_iter()
-                    .map(|h| h.join().expect("stage thread panicked"))
-                    .collect::<Vec<_>>()
-            }));
+                while running < jobs {
+                    let Some(pos) = pending
+                        .iter()
+                        .position(|&i| plan.stages[i].deps.iter().all(|d| done.contains(d)))
+                    else {
+                        break;
+                    };
+                    let i = pending.remove(pos);
+                    let keep_root = keep.contains(&i);
+                    let tx = tx.clone();
+                    scope.spawn(move || {
+                        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            build_stage(shared, &dispatched[&i], keep_root)
+                        }));
+                        // The receiver outlives every stage thread of this scope; a panic is
+                        // reported first so the loop never waits for a dead thread, then
+                        // re-raised (the scope propagates it).
+                        match result {
+                            Ok(r) => {
+                                let _ = tx.send((i, r));
+                            }
+                            Err(panic) => {
+                                let _ = tx.send((
+                                    i,
+                                    Err(SolveError::Run {
+                                        line: 0,
+                                        message: "internal error: a stage thread panicked".into(),
+                                    }),
+                                ));
+                                std::panic::resume_unwind(panic);
+                            }
+                        }
+                    });
+                    running += 1;
+                }
+            }
+            if running == 0 {
+                assert!(
+                    failure.is_some() || pending.is_empty(),
+                    "stage dependencies always point to earlier stages"
+                );
+                break;
+            }
+            let (i, result) = rx.recv().expect("a running stage thread reports back");
+            running -= 1;
+            match result {
+                Ok(out) => {
+                    shared.outputs.lock().expect("outputs lock").insert(i, out);
+                }
+                Err(e) => {
+                    failure.get_or_insert(e);
+                }
+            }
         }
-        for r in results {
-            let (i, out) = r?;
-            shared.outputs.lock().expect("outputs lock").insert(i, out);
-        }
-    }
-    Ok(())
+        failure.map_or(Ok(()), Err)
+    })
 }
 
 fn build_stage(
