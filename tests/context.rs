@@ -1136,8 +1136,8 @@ fn serve_file(body: Vec<u8>, requests: usize) -> String {
 }
 
 /// `--build-context NAME=http://…/ctx.tar.gz` downloads and unpacks the archive, which then
-/// acts as a local directory context (modes, symlinks and hard links kept); Git URLs stay
-/// refused.
+/// acts as a local directory context (modes, symlinks and hard links kept); any other file is
+/// a context of that one file; Git URLs stay refused.
 #[test]
 fn remote_tarball_contexts_are_unpacked() {
     let src = Context::new()
@@ -1171,6 +1171,18 @@ fn remote_tarball_contexts_are_unpacked() {
             "755 p/run.sh #!/bin/sh",
             "777 p/link ",
         ]
+    );
+
+    // Not an archive: a context holding that one file, named after the URL (mode 0600).
+    let plain = serve_file(b"just a file\n".to_vec(), 2);
+    let one = Context::new().dockerfile("FROM scratch\nCOPY --from=one notes.txt /n\n");
+    assert_eq!(
+        build_tree(
+            &root,
+            &one,
+            &["--build-context", &format!("one={plain}/dir/notes.txt")]
+        ),
+        ["600 n just a file"]
     );
 
     for url in ["https://example.invalid/r.git", "git://example.invalid/r"] {

@@ -1,6 +1,7 @@
 //! `--build-context NAME=https://…/x.tar[.gz]`: a tar archive (plain, gzip, bzip2, xz or
 //! zstd) downloaded with ADD's fetcher and unpacked into a local directory, which the build then
-//! uses like `--build-context NAME=DIR`. Unpacking goes through ADD's archive reader, and no
+//! uses like `--build-context NAME=DIR`; any other download becomes a directory holding that
+//! one file. Unpacking goes through ADD's archive reader, and no
 //! entry is ever written below a symlink or outside the directory.
 
 use std::collections::HashMap;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::ContextError;
 use super::archive::{detect_archive, extract_archive};
-use super::entry::{EntryKind, EntrySet, LayerEntry};
+use super::entry::{EntryKind, EntrySet, LayerEntry, Mtime};
 use super::fetch::fetch_url;
 use super::owner::Chown;
 
@@ -26,8 +27,8 @@ pub fn is_git_url(value: &str) -> bool {
         || path.trim_end_matches('/').ends_with(".git")
 }
 
-/// Downloads the archive at `url` and unpacks it into `work/context`, returning that
-/// directory. `work` must be an empty directory that outlives the build (the download is
+/// Downloads `url` and unpacks it (an archive) or places it (any other file) into
+/// `work/context`, returning that directory. `work` must be an empty directory that outlives the build (the download is
 /// staged in it too, so unpacked files are moved into place rather than copied).
 pub fn fetch_remote_context(url: &str, work: &Path) -> Result<PathBuf, ContextError> {
     let stage = work.join("download");
@@ -36,16 +37,20 @@ pub fn fetch_remote_context(url: &str, work: &Path) -> Result<PathBuf, ContextEr
         std::fs::create_dir(d).map_err(|e| ContextError::io(d, e))?;
     }
     let fetched = fetch_url(url, None, &stage)?;
-    let not_archive = || ContextError::Archive {
-        path: url.to_string(),
-        reason: "not a tar archive (plain, gzip, bzip2, xz or zstd); a build context URL must \
-                 point at one"
-            .into(),
-    };
-    let format = detect_archive(&fetched.path)?.ok_or_else(not_archive)?;
-    let mut set = EntrySet::new(None, Chown { uid: 0, gid: 0 });
-    extract_archive(&fetched.path, format, "", &stage, &mut set, url)?;
-    materialize(&set.entries, &dir, url)?;
+    match detect_archive(&fetched.path)? {
+        Some(format) => {
+            let mut set = EntrySet::new(None, Chown { uid: 0, gid: 0 });
+            extract_archive(&fetched.path, format, "", &stage, &mut set, url)?;
+            materialize(&set.entries, &dir, url)?;
+        }
+        None => {
+            // Anything else is the single file BuildKit's HTTP source makes of a URL: named
+            // after the URL's last path segment, mode 0600, the server's Last-Modified time.
+            let file = dir.join(&fetched.file_name);
+            std::fs::rename(&fetched.path, &file).map_err(|e| ContextError::io(&file, e))?;
+            set_meta(&file, 0o600, fetched.mtime)?;
+        }
+    }
     let _ = std::fs::remove_dir_all(&stage);
     Ok(dir)
 }
@@ -89,7 +94,7 @@ fn materialize(entries: &[LayerEntry], dir: &Path, url: &str) -> Result<(), Cont
             },
             EntryKind::File { source, .. } => {
                 std::fs::rename(source, &target).map_err(|err| ContextError::io(&target, err))?;
-                set_meta(&target, e)?;
+                set_meta(&target, e.mode, e.mtime)?;
             }
             _ => {}
         }
@@ -118,20 +123,20 @@ fn materialize(entries: &[LayerEntry], dir: &Path, url: &str) -> Result<(), Cont
         }
     }
     for e in entries.iter().rev().filter(|e| e.is_dir()) {
-        set_meta(&dir.join(&e.path), e)?;
+        set_meta(&dir.join(&e.path), e.mode, e.mtime)?;
     }
     Ok(())
 }
 
 /// Applies an entry's permission bits and mtime (owners stay the current user's: COPY from a
 /// local context ignores them anyway).
-fn set_meta(path: &Path, e: &LayerEntry) -> Result<(), ContextError> {
+fn set_meta(path: &Path, mode: u32, mtime: Option<Mtime>) -> Result<(), ContextError> {
     use std::os::unix::fs::PermissionsExt;
-    if let Some(m) = e.mtime {
+    if let Some(m) = mtime {
         let t = filetime::FileTime::from_unix_time(m.secs, m.nanos);
         filetime::set_file_times(path, t, t).map_err(|err| ContextError::io(path, err))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(e.mode & 0o7777))
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode & 0o7777))
         .map_err(|err| ContextError::io(path, err))
 }
 
