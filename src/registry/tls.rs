@@ -36,6 +36,7 @@ pub(crate) fn build_http(
     api: &str,
     insecure: bool,
 ) -> Result<reqwest::Client, RegistryError> {
+    install_crypto_provider();
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("rbuild/", env!("CARGO_PKG_VERSION")))
         .connect_timeout(std::time::Duration::from_secs(30))
@@ -64,6 +65,18 @@ pub(crate) fn build_http(
         action: "setting up the HTTP client".into(),
         reason: chain_text(&e),
     })
+}
+
+/// Makes `ring` rustls' process-wide crypto provider, which reqwest then uses. reqwest's own
+/// default, aws-lc, seeds its random generator from CPU jitter on first use: about 0.2 s of
+/// CPU in every rbuild process that opens a TLS connection, which would be most of a push
+/// whose blobs are all present already. (The cost: no post-quantum hybrid key exchange.)
+fn install_crypto_provider() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        // Fails only if something installed a provider first; that one is then used.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
 }
 
 /// The CA files trusted for `api` in addition to the system roots.
