@@ -364,6 +364,42 @@ impl Snapshotter {
         })
     }
 
+    /// [`diff`](Self::diff) streamed into `sink` through a pipe while the helper writes it,
+    /// so a big layer is written to disk once (into the store) instead of into a temp file
+    /// that is then copied.
+    pub fn diff_to(
+        &self,
+        active: &Active,
+        compression: Compression,
+        source_date_epoch: Option<i64>,
+        sink: &mut dyn std::io::Write,
+    ) -> Result<DiffSummary, Error> {
+        let (r, w) =
+            rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC).map_err(|e| Error::Diff {
+                upper: active.upper(),
+                message: format!("creating a pipe for the layer: {e}"),
+            })?;
+        std::thread::scope(|scope| {
+            let helper =
+                scope.spawn(move || self.diff(active, compression, source_date_epoch, w.into()));
+            let mut reader = std::io::BufReader::with_capacity(1 << 20, File::from(r));
+            // On a failed write the reader is dropped, so the helper fails on EPIPE and ends.
+            let copied = std::io::copy(&mut reader, sink);
+            drop(reader);
+            let summary = helper.join().unwrap_or_else(|_| {
+                Err(Error::Diff {
+                    upper: active.upper(),
+                    message: "the layer writer thread panicked".into(),
+                })
+            })?;
+            copied.map_err(|e| Error::Diff {
+                upper: active.upper(),
+                message: format!("storing the layer: {e}"),
+            })?;
+            Ok(summary)
+        })
+    }
+
     /// Turns the upper dir of `active` into the unpacked snapshot of layer `diff_id` (the
     /// upper dir is already in overlay format), so the next step stacks on it without
     /// unpacking. Returns the layer dir.

@@ -183,10 +183,13 @@ fn write_layer(
     let summary = writer
         .finish()
         .map_err(|e| format!("finishing the layer: {e}"))?;
-    summary
-        .sink
-        .sync_all()
-        .map_err(|e| format!("syncing the layer file: {e}"))?;
+    // A pipe (the parent streams the layer into the store) has nothing to sync.
+    if summary.sink.metadata().is_ok_and(|m| m.is_file()) {
+        summary
+            .sink
+            .sync_all()
+            .map_err(|e| format!("syncing the layer file: {e}"))?;
+    }
     serde_json::to_value(DiffReport {
         diff_id: summary.diff_id.to_string(),
         uncompressed_size: summary.uncompressed_size,

@@ -2,7 +2,6 @@
 //! snapshotter), the rootless executor with the step's mounts, and the upper dir's changes as
 //! the next layer.
 
-use std::io::{Seek, SeekFrom};
 use std::path::{Component, Path, PathBuf};
 
 use crate::dockerfile::instructions::{CacheSharing, MountKind, NetworkMode, RunMount};
@@ -163,27 +162,10 @@ fn run_in(
             ),
         });
     }
-    let tmp = tempfile::tempfile_in(shared.scratch.path()).map_err(|source| SolveError::Io {
-        path: shared.scratch.path().to_path_buf(),
-        source,
-    })?;
-    let mut file = tmp.try_clone().map_err(|source| SolveError::Io {
-        path: shared.scratch.path().to_path_buf(),
-        source,
-    })?;
-    let summary = snap
-        .diff(active, shared.compression, shared.epoch, tmp)
-        .map_err(snap_err(line))?;
-    file.seek(SeekFrom::Start(0))
-        .map_err(|source| SolveError::Io {
-            path: shared.scratch.path().to_path_buf(),
-            source,
-        })?;
     let mut w = shared.store.blob_writer()?;
-    std::io::copy(&mut file, &mut w).map_err(|source| SolveError::Io {
-        path: shared.store.dir().to_path_buf(),
-        source,
-    })?;
+    let summary = snap
+        .diff_to(active, shared.compression, shared.epoch, &mut w)
+        .map_err(snap_err(line))?;
     let (digest, size) = w.commit(None)?;
     Ok(RunLayer {
         layer: Descriptor::new(shared.compression.oci_media_type(), digest, size),
