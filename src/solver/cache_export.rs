@@ -3,6 +3,7 @@
 //! mounts, as one OCI manifest pushed to a registry (only the blobs it lacks; nothing at all
 //! when the same manifest is already tagged) or written into an OCI image layout directory.
 
+use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
 
@@ -38,13 +39,45 @@ fn store_err(digest: &crate::image::Digest) -> impl Fn(crate::store::Error) -> C
     }
 }
 
+/// The cache-mount ids (`id=`, else the target) of the RUN steps of every stage this build
+/// ran: `cache-mounts=true` exports those, not every cache of a root that other projects may
+/// share.
+fn used_mount_ids(
+    shared: &super::Shared<'_>,
+    dispatched: &std::collections::BTreeMap<usize, crate::plan::StageDispatch>,
+) -> BTreeSet<String> {
+    use crate::dockerfile::instructions::MountKind;
+    let built: Vec<usize> = shared
+        .outputs
+        .lock()
+        .expect("outputs lock")
+        .keys()
+        .copied()
+        .collect();
+    let mut ids = BTreeSet::new();
+    for stage in built.iter().filter_map(|i| dispatched.get(i)) {
+        for step in &stage.steps {
+            if let crate::plan::Op::Run(r) = &step.op {
+                for m in r.mounts.iter().filter(|m| m.kind == MountKind::Cache) {
+                    if let Some(id) = m.id.clone().or_else(|| m.target.clone()) {
+                        ids.insert(id);
+                    }
+                }
+            }
+        }
+    }
+    ids
+}
+
 /// Exports this build's cache as `spec` says. `root` is the rbuild root (for cache mounts);
-/// `image_layers` the exported image's layers (for `mode=min`).
+/// `image_layers` the exported image's layers (for `mode=min`); `mount_ids` the cache mounts
+/// the build used (for `cache-mounts=true`).
 pub(crate) fn export(
     store: &Store,
     root: &Path,
     cache: &BuildCache,
     image_layers: &[Descriptor],
+    mount_ids: &BTreeSet<String>,
     spec: &CacheExport,
     insecure_registries: &[String],
 ) -> Result<CacheExportReport, CacheShareError> {
@@ -66,7 +99,7 @@ pub(crate) fn export(
         });
     }
     let mounts = if spec.cache_mounts {
-        super::cache_mounts::export(root, store)?
+        super::cache_mounts::export(root, store, mount_ids)?
     } else {
         Vec::new()
     };
@@ -231,12 +264,14 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheShareError> {
 /// Runs every `--cache-to` of the build, each as its own progress vertex after the solver's.
 pub(crate) fn export_all(
     shared: &super::Shared<'_>,
+    dispatched: &std::collections::BTreeMap<usize, crate::plan::StageDispatch>,
     image_layers: &[Descriptor],
     first_vertex: u64,
 ) -> Result<Vec<CacheExportReport>, super::SolveError> {
     use crate::progress::Event;
     let store = shared.store;
     let root = store.dir().parent().unwrap_or(store.dir());
+    let mount_ids = used_mount_ids(shared, dispatched);
     let mut reports = Vec::new();
     for (n, spec) in shared.request.cache_to.iter().enumerate() {
         let id = first_vertex + n as u64;
@@ -251,6 +286,7 @@ pub(crate) fn export_all(
             root,
             &shared.cache,
             image_layers,
+            &mount_ids,
             spec,
             &shared.request.insecure_registries,
         ) {
@@ -326,10 +362,28 @@ mod tests {
             cache_mounts: false,
             ignore_error: false,
         };
-        let first = export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        let first = export(
+            &store_a,
+            a.path(),
+            &cache_a,
+            &[],
+            &BTreeSet::new(),
+            &spec,
+            &[],
+        )
+        .unwrap();
         assert_eq!((first.entries, first.layers), (1, 1));
         assert_eq!(first.sent, 3, "config, layer and manifest");
-        let again = export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        let again = export(
+            &store_a,
+            a.path(),
+            &cache_a,
+            &[],
+            &BTreeSet::new(),
+            &spec,
+            &[],
+        )
+        .unwrap();
         assert_eq!((again.manifest, again.sent), (first.manifest.clone(), 0));
         // mode=min keeps only layers of the image, which has none here.
         let min = CacheExport {
@@ -337,16 +391,33 @@ mod tests {
             ..spec.clone()
         };
         assert_eq!(
-            export(&store_a, a.path(), &cache_a, &[], &min, &[])
-                .unwrap()
-                .entries,
+            export(
+                &store_a,
+                a.path(),
+                &cache_a,
+                &[],
+                &BTreeSet::new(),
+                &min,
+                &[]
+            )
+            .unwrap()
+            .entries,
             0
         );
 
         let b = tempfile::tempdir().unwrap();
         let store_b = Store::open(&b.path().join("store")).unwrap();
         // Re-export max so `latest` names the full cache again.
-        export(&store_a, a.path(), &cache_a, &[], &spec, &[]).unwrap();
+        export(
+            &store_a,
+            a.path(),
+            &cache_a,
+            &[],
+            &BTreeSet::new(),
+            &spec,
+            &[],
+        )
+        .unwrap();
         let imported = CacheSource::open(&location, &[]).unwrap().import().unwrap();
         let cache_b = BuildCache::open(&store_b).with_imports(vec![imported]);
         assert!(!store_b.has_blob(&blob), "import reads metadata only");

@@ -6,6 +6,7 @@
 //! as cargo trust mtimes in their caches) and a gzip header without a time, so unchanged
 //! contents give the same blob and a repeated export sends nothing.
 
+use std::collections::BTreeSet;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -34,9 +35,20 @@ fn data_dir(root: &Path, id: &str) -> PathBuf {
         .join("data")
 }
 
-/// Writes every cache mount of `root` as a layer blob into `store`; returns their
-/// descriptors (annotated with the mount id), sorted by id.
-pub(crate) fn export(root: &Path, store: &Store) -> Result<Vec<Descriptor>, CacheShareError> {
+/// Whether the cache directory recorded as `key` belongs to mount id `id`: the id itself, or
+/// the id of a `from=` cache, which the executor keys as `<id>\0from=...`.
+fn belongs_to(key: &str, ids: &BTreeSet<String>) -> bool {
+    let id = key.split('\0').next().unwrap_or(key);
+    ids.contains(id)
+}
+
+/// Writes the cache mounts of `root` whose id is in `ids` as layer blobs into `store`;
+/// returns their descriptors (annotated with the mount id), sorted by id.
+pub(crate) fn export(
+    root: &Path,
+    store: &Store,
+    ids: &BTreeSet<String>,
+) -> Result<Vec<Descriptor>, CacheShareError> {
     let dir = mounts_dir(root);
     let Ok(read) = fs::read_dir(&dir) else {
         return Ok(Vec::new());
@@ -47,6 +59,7 @@ pub(crate) fn export(root: &Path, store: &Store) -> Result<Vec<Descriptor>, Cach
         let data = e.path().join("data");
         if let Ok(id) = fs::read_to_string(&id_file)
             && data.is_dir()
+            && belongs_to(&id, ids)
         {
             found.push((id, data));
         }
@@ -193,8 +206,14 @@ mod tests {
         fs::write(data.join("sub/f"), b"hello").unwrap();
         std::os::unix::fs::symlink("sub/f", data.join("link")).unwrap();
         fs::write(data.parent().unwrap().join("id"), "/root/.cache").unwrap();
-        let first = export(a.path(), &store).unwrap();
-        let second = export(a.path(), &store).unwrap();
+        let ids: BTreeSet<String> = ["/root/.cache".to_string()].into();
+        let first = export(a.path(), &store, &ids).unwrap();
+        let second = export(a.path(), &store, &ids).unwrap();
+        assert!(
+            export(a.path(), &store, &BTreeSet::new())
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(first, second);
         assert_eq!(first.len(), 1);
         assert_eq!(first[0].annotations[MOUNT_ID_ANNOTATION], "/root/.cache");

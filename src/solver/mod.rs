@@ -437,7 +437,12 @@ pub fn build(
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
     result.vertices = shared.vertices.count();
-    result.cache_exports = cache_export::export_all(&shared, &result.layers, result.vertices + 1)?;
+    result.cache_exports = cache_export::export_all(
+        &shared,
+        &dispatched,
+        &result.layers,
+        result.vertices + 1,
+    )?;
     result.vertices += request.cache_to.len() as u64;
     let unused = plan.unused_build_args();
     if !unused.is_empty() {
