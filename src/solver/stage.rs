@@ -24,6 +24,9 @@ pub(crate) struct StageBuilder<'a> {
     /// Per step: whether it added a layer.
     pub produced: Vec<bool>,
     rootfs: Option<PathBuf>,
+    /// How many of `layers` are applied to `rootfs`; the rest are applied when it is next
+    /// needed, so a stage whose last COPY is followed only by RUNs never unpacks that layer.
+    applied: usize,
     /// Cache key of the stage so far.
     key: Digest,
     /// Whether cache lookups are allowed for this stage (`--no-cache`, `--no-cache-filter`).
@@ -47,6 +50,7 @@ impl<'a> StageBuilder<'a> {
             diff_ids: dispatch.config.rootfs.diff_ids.clone(),
             produced: Vec::new(),
             rootfs: None,
+            applied: 0,
             key: base_key,
             use_cache,
             vertex: 0,
@@ -249,24 +253,25 @@ impl<'a> StageBuilder<'a> {
     /// except `passwd`/`group`), unpacked from its layers the first time it is needed: enough
     /// to resolve COPY destinations, `--chown` names and WORKDIR, and cheap to write and delete.
     fn rootfs(&mut self) -> Result<PathBuf, SolveError> {
-        if let Some(r) = &self.rootfs {
-            return Ok(r.clone());
-        }
-        let dir = self
-            .shared
-            .scratch_dir(&format!("stage-{}", self.dispatch.index))?;
-        for layer in &self.layers {
+        let dir = match &self.rootfs {
+            Some(r) => r.clone(),
+            None => {
+                let dir = self
+                    .shared
+                    .scratch_dir(&format!("stage-{}", self.dispatch.index))?;
+                self.rootfs = Some(dir.clone());
+                dir
+            }
+        };
+        for layer in &self.layers[self.applied..] {
             apply_skeleton_layer(self.shared, &layer.digest, &dir)?;
         }
-        self.rootfs = Some(dir.clone());
+        self.applied = self.layers.len();
         Ok(dir)
     }
 
-    /// Appends a finished layer, keeping the unpacked root (if any) in step.
+    /// Appends a finished layer (the skeleton root catches up when it is next needed).
     fn add_layer(&mut self, layer: Descriptor, diff_id: Digest) -> Result<(), SolveError> {
-        if let Some(root) = &self.rootfs {
-            apply_skeleton_layer(self.shared, &layer.digest, root)?;
-        }
         self.layers.push(layer);
         self.diff_ids.push(diff_id);
         Ok(())
