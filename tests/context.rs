@@ -1354,3 +1354,46 @@ fn copy_mixes_heredocs_and_files() {
         "{err}"
     );
 }
+
+/// ADD of a tar whose entries carry PAX `SCHILY.xattr.` records keeps them in the layer, as
+/// docker's untar applies them.
+#[test]
+fn add_archives_keep_pax_xattrs() {
+    let mut raw = Vec::new();
+    {
+        let mut b = tar::Builder::new(&mut raw);
+        b.append_pax_extensions([("SCHILY.xattr.user.origin", b"archive".as_slice())])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(2);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, "f", &b"f\n"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nADD x.tar /d/\n")
+        .file("x.tar", raw);
+    let probe = ctx.join("probe");
+    std::fs::write(&probe, "p").unwrap();
+    if xattr::set(&probe, "user.probe", b"1").is_err() {
+        eprintln!("no user xattrs under {}: skipping", ctx.path().display());
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let layout = out.path().join("oci");
+    common::run_ok(
+        common::rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!("type=oci,tar=false,dest={}", layout.display()))
+            .arg(ctx.path()),
+    );
+    assert_eq!(
+        layer_xattrs(&layout, 0),
+        [(
+            "d/f".to_string(),
+            "user.origin".to_string(),
+            b"archive".to_vec()
+        )]
+    );
+}

@@ -1,6 +1,6 @@
 //! ADD's local archives: tar streams detected by content (gzip, bzip2, xz, zstd or plain) as
 //! docker does, and extracted into the destination as layer entries with the archive's own
-//! modes, owners and times; content is staged in a temporary directory.
+//! modes, owners, times and PAX xattrs; content is staged in a temporary directory.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -162,10 +162,19 @@ pub(crate) fn extract_archive(
         let kind = match header.entry_type() {
             tar::EntryType::Directory => EntryKind::Dir,
             tar::EntryType::Regular | tar::EntryType::Continuous => {
+                let xattrs = pax_xattrs(&mut entry).map_err(|e| bad(format!("{name}: {e}")))?;
                 let staged = staged_path(stage);
                 let mut out = File::create(&staged).map_err(|e| ContextError::io(&staged, e))?;
                 let size =
                     std::io::copy(&mut entry, &mut out).map_err(|e| bad(format!("{name}: {e}")))?;
+                // The layer writer reads xattrs from the staged file, as from a context file.
+                for (key, value) in xattrs {
+                    if let Err(e) = xattr::set(&staged, &key, &value) {
+                        // Docker's untar also skips what the file system or the user cannot
+                        // set (e.g. `security.*` without CAP_SETFCAP).
+                        tracing::warn!(entry = %name, xattr = %key, "ADD {origin}: not kept: {e}");
+                    }
+                }
                 EntryKind::File {
                     source: staged,
                     size,
@@ -216,6 +225,22 @@ pub(crate) fn extract_archive(
         })?;
     }
     Ok(())
+}
+
+/// The `SCHILY.xattr.*` records of a tar entry's PAX header, as `(name, value)`.
+fn pax_xattrs<R: Read>(entry: &mut tar::Entry<'_, R>) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+    let mut out = Vec::new();
+    if let Some(exts) = entry.pax_extensions()? {
+        for ext in exts {
+            let ext = ext?;
+            if let Ok(key) = ext.key()
+                && let Some(name) = key.strip_prefix("SCHILY.xattr.")
+            {
+                out.push((name.to_string(), ext.value_bytes().to_vec()));
+            }
+        }
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
