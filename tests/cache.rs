@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{Context, Registry, TestRoot, run_ok};
+use common::{Context, Registry, TestRoot, TokenPolicy, run_ok};
 
 /// What one build reported: step names with whether each was cached, and the image digest.
 struct Built {
@@ -41,8 +41,16 @@ impl Built {
 
 /// Builds `ctx` on `root` with `--progress=rawjson` and `extra` flags.
 fn build(root: &TestRoot, ctx: &Context, extra: &[&str]) -> Built {
+    build_for(root, ctx, extra, None)
+}
+
+/// [`build`] with the credentials of `registry` (an authenticated one).
+fn build_for(root: &TestRoot, ctx: &Context, extra: &[&str], registry: Option<&Registry>) -> Built {
     let meta = root.path().join("metadata.json");
     let mut cmd = root.rbuild();
+    if let Some(r) = registry {
+        r.configure_client(&mut cmd, &root.path().join("docker-config"));
+    }
     cmd.args(["build", "--progress=rawjson", "--metadata-file"])
         .arg(&meta)
         .args(extra)
@@ -419,4 +427,43 @@ fn config_only_steps_on_a_stage_of_the_build_keep_the_digest() {
     assert_eq!(second.digest, first.digest);
     let inspect = run_ok(root.rbuild().args(["inspect", &second.config]));
     assert!(!inspect.contains("\"created\": null"), "{inspect}");
+}
+
+#[test]
+fn registry_cache_behind_token_auth() {
+    let registry = Registry::start_with_token(TokenPolicy::new("ci", "ci-pass"));
+    let cache = registry.repo("team/app:buildcache");
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY a /a\nCOPY b /b\n")
+        .file("a", "alpha\n")
+        .file("b", "beta\n");
+    let to = format!("type=registry,ref={cache},mode=max");
+    let first = build_for(
+        &TestRoot::new(),
+        &ctx,
+        &["--cache-to", &to],
+        Some(&registry),
+    );
+    let from = format!("type=registry,ref={cache}");
+    let second = build_for(
+        &TestRoot::new(),
+        &ctx,
+        &["--cache-from", &from],
+        Some(&registry),
+    );
+    assert!(
+        second.rebuilt().is_empty(),
+        "{:?}\n{}",
+        second.steps,
+        second.stderr
+    );
+    assert_eq!(second.digest, first.digest);
+    // Without credentials the cache cannot be read: a warning, and the steps run.
+    let anonymous = build(&TestRoot::new(), &ctx, &["--cache-from", &from]);
+    assert!(anonymous.cached().is_empty(), "{:?}", anonymous.steps);
+    assert!(
+        anonymous.stderr.contains("failed to import cache from"),
+        "{}",
+        anonymous.stderr
+    );
 }
