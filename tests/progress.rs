@@ -169,6 +169,43 @@ fn rawjson_lines_parse_and_cover_every_step() {
     assert!(out.stdout.is_empty());
 }
 
+/// A `tracing::warn!` inside the build (COPY skipping a FIFO in the context) arrives as a
+/// `warning` event: every stderr line stays JSON. The same warning in plain mode is one
+/// `WARNING:` line, not a log-formatter line.
+#[test]
+fn logged_warnings_go_through_the_progress_stream() {
+    let root = TestRoot::new();
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY . /app/\n")
+        .file("a", "a\n");
+    let fifo = ctx.join("pipe");
+    run_ok(Command::new("mkfifo").arg(&fifo));
+    let out = build(&root, &ctx, &["--progress=rawjson"]);
+    let mut warnings = Vec::new();
+    for line in stderr(&out).lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        if v["kind"] == "warning" {
+            warnings.push(v["message"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(
+        warnings,
+        [format!(
+            "skipping special file in COPY source path={}",
+            fifo.display()
+        )]
+    );
+    let out = build(&root, &ctx, &["--progress=plain", "--no-cache"]);
+    let text = stderr(&out);
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("WARNING: skipping special file in COPY source path=")),
+        "{text}"
+    );
+    assert!(!text.contains(" WARN "), "{text}");
+}
+
 #[test]
 fn quiet_prints_only_the_image_id() {
     let root = TestRoot::new();

@@ -46,7 +46,14 @@ pub fn main() -> ExitCode {
     let globals = Globals {
         root: cli.root.clone().unwrap_or_else(default_root),
     };
+    if matches!(cli.command, Command::Build(_)) {
+        // Warnings logged before the build's progress view exists wait for it.
+        progress::hold_warnings();
+    }
     let result = run(cli.command, &globals);
+    for message in progress::release_held_warnings() {
+        eprintln!("WARNING: {message}");
+    }
     if let Some(signal) = crate::exec::interrupted() {
         // A build stopped by SIGINT/SIGTERM (sandboxes killed, snapshots cleaned up) ends
         // like a shell job killed by that signal.
@@ -141,13 +148,27 @@ fn quiet_on_closed_stdout() {
     }));
 }
 
+/// Diagnostics to stderr at `level` (or `RUST_LOG`), except that warnings logged while a
+/// build's progress view is up go through that view (so they do not garble the tty view and
+/// rawjson stays pure JSON lines).
 fn init_logging(level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer, filter};
+
+    let env = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // Decided per event (not cached per call site): routing is on only while a build runs.
+    let not_routed = filter::dynamic_filter_fn(|meta, _| {
+        *meta.level() != tracing::Level::WARN || !progress::warnings_routed()
+    });
+    let stderr = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .without_time()
+        .with_filter(not_routed);
+    let _ = tracing_subscriber::registry()
+        .with(env)
+        .with(stderr)
+        .with(progress::ProgressWarnings)
         .try_init();
 }
 

@@ -1,19 +1,24 @@
 //! Shows a build's [`Event`] stream as `--progress` asks: `plain` (BuildKit's numbered lines),
 //! `tty` (live indicatif lines), `rawjson` (one JSON object per event, see docs/progress.md)
-//! or `quiet` (nothing but warnings). Also the end-of-build summary, in the same style.
+//! or `quiet` (nothing but warnings). Also the end-of-build summary, in the same style, and
+//! the route that brings `tracing` warnings into the running build's view (`warnings`).
 
 mod plain;
 mod transfer;
 mod tty;
+mod warnings;
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::args::ProgressMode;
 use crate::progress::{Event, Reporter};
 use plain::Plain;
 use tty::Tty;
+pub(super) use warnings::{
+    ProgressWarnings, hold_warnings, release_held_warnings, warnings_routed,
+};
 
 /// What the user sees at the end of a successful build.
 #[derive(Debug, Clone, serde::Serialize)]
@@ -82,7 +87,7 @@ trait Render: Send + Sync {
 
 /// The reporter the CLI hands to the solver: counts what it sees and forwards to a renderer.
 pub(super) struct Console {
-    render: Box<dyn Render>,
+    render: Arc<dyn Render>,
     start: Instant,
     counts: Mutex<Counts>,
 }
@@ -99,21 +104,25 @@ impl Console {
     /// The renderer for `mode` (`auto` resolved against stderr; `-q` wins over `--progress`).
     pub(super) fn new(mode: ProgressMode, quiet: bool) -> Self {
         let terminal = std::io::stderr().is_terminal();
-        let render: Box<dyn Render> = match mode {
-            _ if quiet => Box::new(Quiet),
-            ProgressMode::Quiet => Box::new(Quiet),
-            ProgressMode::Rawjson => Box::new(RawJson {
+        let render: Arc<dyn Render> = match mode {
+            _ if quiet => Arc::new(Quiet),
+            ProgressMode::Quiet => Arc::new(Quiet),
+            ProgressMode::Rawjson => Arc::new(RawJson {
                 out: Mutex::new(Box::new(std::io::stderr())),
             }),
             // indicatif draws nothing on a non-terminal; plain keeps the log useful there.
-            ProgressMode::Tty | ProgressMode::Auto if terminal => Box::new(Tty::new()),
-            _ => Box::new(Plain::new(Box::new(std::io::stderr()))),
+            ProgressMode::Tty | ProgressMode::Auto if terminal => Arc::new(Tty::new()),
+            _ => Arc::new(Plain::new(Box::new(std::io::stderr()))),
         };
-        Console {
+        let console = Console {
             render,
             start: Instant::now(),
             counts: Mutex::new(Counts::default()),
+        };
+        for message in warnings::attach(&console.render, console.start) {
+            console.event(Event::Warning { message });
         }
+        console
     }
 
     /// Steps run and cached so far.
@@ -130,6 +139,12 @@ impl Console {
     /// Shows the end-of-build summary.
     pub(super) fn summary(&self, summary: &Summary) {
         self.render.summary(summary);
+    }
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        warnings::detach(&self.render);
     }
 }
 
