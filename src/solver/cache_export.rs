@@ -245,7 +245,45 @@ fn write_layout(
     index.manifests.push(entry);
     let bytes = serde_json::to_vec(&index).expect("index serializes");
     write_atomic(&index_path, &bytes)?;
+    remove_unreferenced(dir, &index);
     Ok(sent)
+}
+
+/// Deletes the blobs of the layout `dir` that no manifest of `index` names any more (layers
+/// of earlier exports under the same tag), so a directory that CI saves and restores does
+/// not grow without bound. Best effort: a blob that cannot be read or removed stays.
+fn remove_unreferenced(dir: &Path, index: &ImageIndex) {
+    let mut keep = BTreeSet::new();
+    for m in &index.manifests {
+        keep.insert(m.digest.hex().to_string());
+        let Ok(bytes) = std::fs::read(blob_path(dir, &m.digest)) else {
+            // A manifest we cannot read may need any blob: keep everything.
+            return;
+        };
+        let Ok(manifest) = serde_json::from_slice::<crate::image::ImageManifest>(&bytes) else {
+            return;
+        };
+        keep.insert(manifest.config.digest.hex().to_string());
+        for l in &manifest.layers {
+            keep.insert(l.digest.hex().to_string());
+        }
+    }
+    let Ok(entries) = std::fs::read_dir(dir.join("blobs").join("sha256")) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        // Temp files of a concurrent export start with `.tmp`; leave them alone.
+        if name.len() == 64
+            && !keep.contains(&name)
+            && let Err(err) = std::fs::remove_file(e.path())
+        {
+            tracing::warn!(
+                "cannot remove stale cache blob {}: {err}",
+                e.path().display()
+            );
+        }
+    }
 }
 
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), CacheShareError> {
@@ -407,6 +445,8 @@ mod tests {
 
         let b = tempfile::tempdir().unwrap();
         let store_b = Store::open(&b.path().join("store")).unwrap();
+        // The min export replaced `latest`: the layer blob no manifest names is gone.
+        assert!(!blob_path(out.path(), &blob).exists());
         // Re-export max so `latest` names the full cache again.
         export(
             &store_a,
