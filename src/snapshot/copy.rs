@@ -358,6 +358,34 @@ mod tests {
     }
 
     #[test]
+    fn materialize_sub_starts_at_the_layer_that_replaced_the_path() {
+        let t = tempfile::tempdir().unwrap();
+        let (l1, l2, l3) = (
+            t.path().join("l1"),
+            t.path().join("l2"),
+            t.path().join("l3"),
+        );
+        for d in [l1.join("d/old"), l2.join("x"), l3.join("d")] {
+            fs::create_dir_all(d).unwrap();
+        }
+        fs::write(l1.join("d/old/f"), "1").unwrap();
+        fs::write(l1.join("d/keep"), "1").unwrap();
+        // l2 deletes d, l3 creates it again: only l3's files belong to the seed.
+        whiteout(&l2.join("d"));
+        fs::write(l3.join("d/new"), "3").unwrap();
+        let layers = [l1.clone(), l2.clone(), l3.clone()];
+        let dest = t.path().join("dest");
+        fs::create_dir(&dest).unwrap();
+        materialize_sub(&layers, "/d", &dest).unwrap();
+        assert_eq!(names(&dest), ["new"]);
+        let dest2 = t.path().join("dest2");
+        fs::create_dir(&dest2).unwrap();
+        materialize_sub(&layers[..1], "d", &dest2).unwrap();
+        assert_eq!(names(&dest2), ["keep", "old"]);
+        assert!(materialize_sub(&layers, "../etc", &dest2).is_err());
+    }
+
+    #[test]
     fn diff_reports_changes_deletions_and_parents() {
         use crate::layer::{Compression, LayerWriter};
         let t = tempfile::tempdir().unwrap();
