@@ -183,7 +183,7 @@ pub struct BuildArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Maximum number of operations run at once (default: number of CPUs).
+    /// Maximum number of stages built at once (default: no limit, as BuildKit).
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 }

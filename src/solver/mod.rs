@@ -66,7 +66,7 @@ pub struct BuildRequest {
     pub secrets: BTreeMap<String, Vec<u8>>,
     /// `--ssh` agent sockets by id.
     pub ssh: BTreeMap<String, PathBuf>,
-    /// `--jobs`: at most this many stages build at once (default: CPU count).
+    /// `--jobs`: at most this many stages build at once (default: no limit).
     pub jobs: Option<usize>,
     /// `--network` for RUN steps without their own `--network`.
     pub network: Option<crate::dockerfile::instructions::NetworkMode>,
