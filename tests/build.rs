@@ -540,7 +540,7 @@ fn second_build_reuses_cached_steps_until_inputs_change() {
     let third = build(&[]);
     assert!(cached(&third, 1), "{third}");
     assert!(
-        third.contains("#3 [4/4] COPY b.txt /b\n#3 DONE "),
+        third.contains("#3 [4/4] COPY b.txt /b\n#3 cache miss: file b.txt changed\n#3 DONE "),
         "{third}"
     );
     assert!(!cached(&third, 3), "{third}");
