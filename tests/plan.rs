@@ -114,9 +114,12 @@ fn instruction_errors_name_line_instruction_and_flag() {
     let ctx = Context::new().dockerfile("FROM scratch\nCOPY --fromm=base a /a\n");
     let out = build(&ctx, &[]);
     assert_eq!(out.status.code(), Some(1));
+    let text = stderr(&out);
+    // The Dockerfile excerpt comes first; the cause is the last line.
+    assert!(text.contains(">>> COPY --fromm=base a /a\n"), "{text}");
     assert_eq!(
-        stderr(&out).trim_end(),
-        "rbuild: line 2: COPY: unknown flag: --fromm (did you mean --from?)"
+        text.lines().last(),
+        Some("rbuild: line 2: COPY: unknown flag: --fromm (did you mean --from?)")
     );
 }
 

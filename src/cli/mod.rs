@@ -8,6 +8,7 @@ pub mod args;
 mod build;
 mod completion;
 mod debug;
+mod diagnostic;
 mod du;
 mod images;
 mod progress;
@@ -50,6 +51,10 @@ pub fn main() -> ExitCode {
         // Warnings logged before the build's progress view exists wait for it.
         progress::hold_warnings();
     }
+    let dockerfile = match &cli.command {
+        Command::Build(args) => diagnostic::dockerfile_of(args).map(|d| (d, args.context.clone())),
+        _ => None,
+    };
     let result = run(cli.command, &globals);
     for message in progress::release_held_warnings() {
         eprintln!("WARNING: {message}");
@@ -63,6 +68,9 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
+            if let Some(((name, path), context)) = &dockerfile {
+                print_build_context(&err, name, path, context);
+            }
             eprintln!("rbuild: {}", render_error(&err));
             ExitCode::from(exit_code(&err))
         }
@@ -84,6 +92,24 @@ fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
         Command::Du(args) => du::du(args, globals),
         Command::Debug(cmd) => debug::run(cmd, globals),
         Command::Completion(args) => completion::run(&args),
+    }
+}
+
+/// For a build that failed on one Dockerfile line: the excerpt around it and a hint, before
+/// the final `rbuild: <cause>` line (which stays last, as BuildKit's `ERROR:` line does).
+fn print_build_context(err: &anyhow::Error, name: &str, path: &std::path::Path, context: &str) {
+    let Some(line) = diagnostic::failing_line(err) else {
+        return;
+    };
+    // Read again: the build read it before, and it is small. A file that is gone or changed
+    // since only loses the excerpt.
+    if let Ok(source) = std::fs::read_to_string(path)
+        && let Some(excerpt) = diagnostic::excerpt(name, &source, line)
+    {
+        eprint!("{excerpt}");
+    }
+    if let Some(hint) = diagnostic::hint(err, Some(context)) {
+        eprintln!("hint: {hint}");
     }
 }
 

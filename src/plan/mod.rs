@@ -277,6 +277,19 @@ pub enum PlanError {
 }
 
 impl PlanError {
+    /// The Dockerfile line the error is about, when it is about one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            PlanError::Instruction(e) => Some(e.line),
+            PlanError::BeforeFrom { line, .. }
+            | PlanError::DuplicateStage { line, .. }
+            | PlanError::ForwardReference { line, .. }
+            | PlanError::Invalid { line, .. }
+            | PlanError::Base { line, .. } => Some(*line),
+            PlanError::NoStages | PlanError::UnknownTarget { .. } => None,
+        }
+    }
+
     pub(crate) fn invalid(node: &Node, message: impl Into<String>) -> PlanError {
         PlanError::Invalid {
             line: node.start_line,
