@@ -1,7 +1,8 @@
 //! Content hashes for COPY/ADD cache keys: a digest per selected file over (relative path,
 //! kind, mode, uid, gid, symlink target, content), never mtime, and a memo on disk under
 //! `<root>/context-hash-v1/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
-//! is not read again on the next build.
+//! is not read again on the next build. The memo files are a compact binary list, because a
+//! no-change rebuild of a large context spent a fifth of its time parsing them as JSON.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -9,17 +10,17 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
-
 use super::ContextError;
 use super::copy::CopyRequest;
 use super::select::{Selected, select_sources};
 use crate::image::{Digest, Hasher};
 
 /// The on-disk format version; bump the directory name instead of migrating.
-const MEMO_DIR: &str = "context-hash-v1";
+const MEMO_DIR: &str = "context-hash-v2";
+/// First bytes of a memo file.
+const MEMO_MAGIC: &[u8] = b"rbuild-context-hash-v2\n";
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     size: u64,
     mtime_ns: i128,
@@ -39,6 +40,63 @@ impl Record {
 
 fn ns(secs: i64, nsec: i64) -> i128 {
     secs as i128 * 1_000_000_000 + nsec as i128
+}
+
+/// Memo file bytes: the magic, then per record the path (u32 length + UTF-8), size (u64),
+/// mtime (i128 ns), inode (u64), ctime (i128 ns) and digest (u8 length + text), little endian.
+fn encode_records(records: &HashMap<String, Record>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(MEMO_MAGIC.len() + records.len() * 160);
+    out.extend_from_slice(MEMO_MAGIC);
+    for (path, r) in records {
+        out.extend_from_slice(&(path.len() as u32).to_le_bytes());
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(&r.size.to_le_bytes());
+        out.extend_from_slice(&r.mtime_ns.to_le_bytes());
+        out.extend_from_slice(&r.ino.to_le_bytes());
+        out.extend_from_slice(&r.ctime_ns.to_le_bytes());
+        let digest = r.digest.to_string();
+        out.push(digest.len() as u8);
+        out.extend_from_slice(digest.as_bytes());
+    }
+    out
+}
+
+/// The records of a memo file, or `None` when it is not one (or is cut short).
+fn decode_records(bytes: &[u8]) -> Option<HashMap<String, Record>> {
+    struct Cursor<'a>(&'a [u8]);
+    impl<'a> Cursor<'a> {
+        fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+            let (head, rest) = self.0.split_at_checked(n)?;
+            self.0 = rest;
+            Some(head)
+        }
+        fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+            self.take(N)?.try_into().ok()
+        }
+    }
+    let mut c = Cursor(bytes.strip_prefix(MEMO_MAGIC)?);
+    let mut records = HashMap::new();
+    while !c.0.is_empty() {
+        let len = u32::from_le_bytes(c.array()?) as usize;
+        let path = std::str::from_utf8(c.take(len)?).ok()?.to_string();
+        let size = u64::from_le_bytes(c.array()?);
+        let mtime_ns = i128::from_le_bytes(c.array()?);
+        let ino = u64::from_le_bytes(c.array()?);
+        let ctime_ns = i128::from_le_bytes(c.array()?);
+        let dlen = c.take(1)?[0] as usize;
+        let digest = std::str::from_utf8(c.take(dlen)?).ok()?.parse().ok()?;
+        records.insert(
+            path,
+            Record {
+                size,
+                mtime_ns,
+                ino,
+                ctime_ns,
+                digest,
+            },
+        );
+    }
+    Some(records)
 }
 
 /// Counters showing how much work the memo saved.
@@ -100,10 +158,10 @@ impl HashMemo {
             if let Some(file) = self.memo_file(root) {
                 // A missing or unreadable memo only costs a re-read of the files.
                 if let Ok(bytes) = std::fs::read(&file) {
-                    match serde_json::from_slice(&bytes) {
-                        Ok(records) => memo.records = records,
-                        Err(e) => {
-                            tracing::warn!(file = %file.display(), "ignoring corrupt hash memo: {e}")
+                    match decode_records(&bytes) {
+                        Some(records) => memo.records = records,
+                        None => {
+                            tracing::warn!(file = %file.display(), "ignoring corrupt hash memo")
                         }
                     }
                 }
@@ -182,7 +240,7 @@ impl HashMemo {
             // Forget files that are gone so the memo tracks the context, not its history.
             memo.records
                 .retain(|rel, _| std::fs::symlink_metadata(root.join(rel)).is_ok());
-            let bytes = serde_json::to_vec(&memo.records).expect("records serialize");
+            let bytes = encode_records(&memo.records);
             let mut tmp =
                 tempfile::NamedTempFile::new_in(&dir).map_err(|e| ContextError::io(&dir, e))?;
             tmp.write_all(&bytes)
@@ -257,6 +315,27 @@ pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn memo_file_round_trips_and_rejects_garbage() {
+        let mut records = HashMap::new();
+        for (i, name) in ["a", "dir/ünï code", ""].iter().enumerate() {
+            records.insert(
+                name.to_string(),
+                Record {
+                    size: i as u64 * 1000,
+                    mtime_ns: -5 + i as i128 * 1_700_000_000_123_456_789,
+                    ino: 42 + i as u64,
+                    ctime_ns: 1_700_000_000_000_000_001,
+                    digest: Digest::of(name.as_bytes()),
+                },
+            );
+        }
+        let bytes = encode_records(&records);
+        assert_eq!(decode_records(&bytes), Some(records));
+        assert_eq!(decode_records(&bytes[..bytes.len() - 1]), None);
+        assert_eq!(decode_records(b"{}"), None);
+    }
 
     #[test]
     fn memo_skips_unchanged_files_and_notices_changes() {
