@@ -355,5 +355,8 @@ fn du_accounts_for_images_cache_and_snapshots_and_prune_reclaims_them() {
     let text = du(&root, &[]);
     assert!(du_row(&text, "image").is_none(), "{text}");
     assert!(du_row(&text, "snapshot").is_none(), "{text}");
-    assert!(text.contains("Total:\t\t0B"), "{text}");
+    assert!(text.contains("Reclaimable:\t0B"), "{text}");
+    for gone in ["cache/explain-v1", "cache/locks"] {
+        assert!(!root.path().join(gone).exists(), "{gone} survived prune --all");
+    }
 }

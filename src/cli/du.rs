@@ -22,13 +22,14 @@ struct Record {
 }
 
 /// The kinds in the order the summary lists them.
-const KINDS: [&str; 6] = [
+const KINDS: [&str; 7] = [
     "image",
     "unnamed image",
     "build cache",
     "unreferenced",
     "snapshot",
     "cache mount",
+    "cache metadata",
 ];
 
 /// Bytes of every regular file under `path` (files the user cannot stat are not counted).
@@ -149,6 +150,17 @@ fn records(store: &Store, root: &Path) -> anyhow::Result<Vec<Record>> {
             size: tree_size(&path),
             reclaimable: true,
             modified: modified(&path),
+        });
+    }
+    // Cache index, cache-miss explanations and step locks: small, but they grow with use.
+    let metadata = root.join("cache");
+    if metadata.is_dir() {
+        out.push(Record {
+            id: metadata.display().to_string(),
+            kind: "cache metadata",
+            size: tree_size(&metadata),
+            reclaimable: false,
+            modified: modified(&metadata),
         });
     }
     for (id, path) in cache_mounts(root) {

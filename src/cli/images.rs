@@ -313,13 +313,14 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     };
     let mut snapshots = 0;
     let report = store.prune_with_also(&options, |store| {
+        let everything = args.all && options.until.is_none();
         prune_snapshots(
             store,
             &globals.root,
             args.all,
             options.until,
             &mut snapshots,
-        )
+        ) + prune_cache_metadata(&globals.root, everything)
     })?;
     if images > 0 {
         println!("Removed {images} image(s)");
@@ -389,6 +390,26 @@ fn prune_snapshots(
                 *removed += 1;
             }
             Err(e) => tracing::warn!("cannot remove snapshot {}: {e}", path.display()),
+        }
+    }
+    freed
+}
+
+/// Removes the build's in-flight step locks (no build runs while prune holds the exclusive gc
+/// lock, so none is held) and, when `everything` goes, the cache-miss explanation index;
+/// returns the bytes freed.
+fn prune_cache_metadata(root: &std::path::Path, everything: bool) -> u64 {
+    let cache = root.join("cache");
+    let mut dirs = vec![cache.join("locks")];
+    if everything {
+        dirs.push(cache.join("explain-v1"));
+    }
+    let mut freed = 0;
+    for dir in dirs.into_iter().filter(|d| d.exists()) {
+        let size = super::du::tree_size(&dir);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => freed += size,
+            Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
         }
     }
     freed
