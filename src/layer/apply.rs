@@ -96,9 +96,13 @@ pub(super) enum Content {
     /// Every file.
     All,
     /// Only user and group databases (`passwd`, `group`, wherever they are, so a symlinked
-    /// `/etc/passwd` still resolves); other files are created empty with full metadata.
+    /// `/etc/passwd` still resolves); every other regular file is a hard link to one empty
+    /// file ([`SKELETON_FILE`] in the root), so it has neither data nor metadata of its own.
     Skeleton,
 }
+
+/// The empty file that a skeleton's data-less regular files link to, in the root.
+pub const SKELETON_FILE: &str = ".rbuild-skeleton-file";
 
 impl Content {
     fn wants(self, base: &[u8]) -> bool {
@@ -126,6 +130,7 @@ pub(super) fn run<R: Read + Send>(
         options,
         whiteouts,
         content,
+        skeleton_root: None,
         stats: ApplyStats::default(),
         created: HashSet::new(),
         deferred_dirs: Vec::new(),
@@ -146,6 +151,8 @@ pub(super) struct State<'o> {
     options: &'o ApplyOptions,
     pub(super) whiteouts: WhiteoutMode,
     content: Content,
+    /// The root, opened once, holding [`SKELETON_FILE`].
+    skeleton_root: Option<OwnedFd>,
     pub(super) stats: ApplyStats,
     /// Paths written by this layer; an opaque marker keeps them and hides the rest.
     pub(super) created: HashSet<Vec<u8>>,
@@ -203,6 +210,13 @@ impl State<'_> {
         let rel = comps.join(&b'/');
 
         match kind {
+            EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
+                if !self.content.wants(base) =>
+            {
+                self.link_placeholder(&parent, name)
+                    .map_err(fail("link the skeleton's empty file"))?;
+                self.stats.files += 1;
+            }
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => {
                 let fd = rustix::fs::openat(
                     &parent,
@@ -216,11 +230,7 @@ impl State<'_> {
                 )
                 .map_err(|e| fail("create")(e.into()))?;
                 let mut file = File::from(fd);
-                let n = if self.content.wants(base) {
-                    io::copy(&mut entry, &mut file).map_err(fail("write content"))?
-                } else {
-                    0
-                };
+                let n = io::copy(&mut entry, &mut file).map_err(fail("write content"))?;
                 self.stats.files += 1;
                 self.stats.bytes += n;
                 let fd = OwnedFd::from(file);
@@ -379,6 +389,35 @@ impl State<'_> {
             .map_err(fail("set times"))?;
         self.stats.nodes += 1;
         Ok(true)
+    }
+
+    /// Links `parent/name` to the root's [`SKELETON_FILE`], creating it (again, when it has as
+    /// many links as the filesystem allows). A link allocates no inode: creating thousands of
+    /// empty files cost seconds on a disk whose inode bitmaps many deletions had fragmented.
+    fn link_placeholder(&mut self, parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+        let root = match &self.skeleton_root {
+            Some(fd) => fd,
+            None => self.skeleton_root.insert(self.root.open_dir(b"")?),
+        };
+        for attempt in 0..2 {
+            match rustix::fs::linkat(root, SKELETON_FILE, parent, name, AtFlags::empty()) {
+                Ok(()) => return Ok(()),
+                Err(rustix::io::Errno::NOENT) if attempt == 0 => {}
+                Err(rustix::io::Errno::MLINK) if attempt == 0 => {
+                    rustix::fs::unlinkat(root, SKELETON_FILE, AtFlags::empty())?;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            rustix::fs::openat(
+                root,
+                SKELETON_FILE,
+                OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+                Mode::from(0o644),
+            )?;
+        }
+        Err(io::Error::other(
+            "the skeleton's empty file keeps disappearing",
+        ))
     }
 
     fn set_owner_and_xattrs(&mut self, fd: &OwnedFd, attrs: &Attrs, shown: &str) -> Result<()> {

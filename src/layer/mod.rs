@@ -43,7 +43,7 @@ use std::path::PathBuf;
 pub use apply::{ApplyOptions, ApplyStats, apply, apply_as_overlay_lower};
 pub use compression::{ArchiveFormat, Compression, detect_format, open_decompressed};
 pub use meta::{DeviceKind, EntryMeta, EntryOptions, IdMapping};
-pub use skeleton::{apply_skeleton, fill_content};
+pub use skeleton::{SKELETON_FILE, apply_skeleton};
 pub use tree::{sort_layer_paths, write_dir_tree};
 pub use whiteout::OverlayXattrs;
 pub use writer::{LayerSummary, LayerWriter};
