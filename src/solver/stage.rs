@@ -192,7 +192,12 @@ impl<'a> StageBuilder<'a> {
         key: Option<&Digest>,
         parts: &[(&'static str, Vec<u8>)],
     ) -> (super::explain::Slot, super::explain::StepInputs) {
-        let name = self.shared.plan_names.get(&self.dispatch.index).cloned().flatten();
+        let name = self
+            .shared
+            .plan_names
+            .get(&self.dispatch.index)
+            .cloned()
+            .flatten();
         let slot = self.shared.explain.slot(
             self.dispatch.index,
             name.as_deref(),
