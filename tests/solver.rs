@@ -357,6 +357,9 @@ fn du_accounts_for_images_cache_and_snapshots_and_prune_reclaims_them() {
     assert!(du_row(&text, "snapshot").is_none(), "{text}");
     assert!(text.contains("Reclaimable:\t0B"), "{text}");
     for gone in ["cache/explain-v1", "cache/locks"] {
-        assert!(!root.path().join(gone).exists(), "{gone} survived prune --all");
+        assert!(
+            !root.path().join(gone).exists(),
+            "{gone} survived prune --all"
+        );
     }
 }
