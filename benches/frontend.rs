@@ -66,8 +66,14 @@ fn stage_block(out: &mut String, stage: usize) {
         let _ = writeln!(out, "    apt-get install -y --no-install-recommends \\");
         let _ = writeln!(out, "        pkg{k}a pkg{k}b \"pkg-${{VERSION}}\" && \\");
         let _ = writeln!(out, "    rm -rf /var/lib/apt/lists/*");
-        let _ = writeln!(out, "COPY --chown=1000:1000 --chmod=0644 src/part{k}/ ./part{k}/");
-        let _ = writeln!(out, "ENV STEP{k}=\"${{VERSION:-dev}}-{k}\" MODE_{k}=${{COMMIT:+release}}");
+        let _ = writeln!(
+            out,
+            "COPY --chown=1000:1000 --chmod=0644 src/part{k}/ ./part{k}/"
+        );
+        let _ = writeln!(
+            out,
+            "ENV STEP{k}=\"${{VERSION:-dev}}-{k}\" MODE_{k}=${{COMMIT:+release}}"
+        );
     }
     let _ = writeln!(out, "COPY <<EOF /etc/app{stage}.conf");
     let _ = writeln!(out, "name = part{stage}");
@@ -80,11 +86,18 @@ fn stage_block(out: &mut String, stage: usize) {
     let _ = writeln!(out, "SCRIPT");
     let _ = writeln!(out, "RUN [\"/bin/sh\", \"-c\", \"echo exec form {stage}\"]");
     if stage > 1 {
-        let _ = writeln!(out, "COPY --from=part{} /opt/app/bin/ /usr/local/bin/", stage - 1);
+        let _ = writeln!(
+            out,
+            "COPY --from=part{} /opt/app/bin/ /usr/local/bin/",
+            stage - 1
+        );
     }
     let _ = writeln!(out, "USER 1000:1000");
     let _ = writeln!(out, "EXPOSE 80{:02}/tcp", stage % 100);
-    let _ = writeln!(out, "HEALTHCHECK --interval=30s CMD curl -f http://localhost/ || exit 1");
+    let _ = writeln!(
+        out,
+        "HEALTHCHECK --interval=30s CMD curl -f http://localhost/ || exit 1"
+    );
     let _ = writeln!(out, "CMD [\"app{stage}\", \"--serve\"]");
     let _ = writeln!(out);
 }
@@ -171,7 +184,9 @@ fn main() {
         let t1 = Instant::now();
         let plan = Plan::new(&df, options.clone()).expect("plans");
         let ta = Instant::now();
-        let dispatched = plan.dispatch(&EmptyImages, &parse_trigger).expect("dispatches");
+        let dispatched = plan
+            .dispatch(&EmptyImages, &parse_trigger)
+            .expect("dispatches");
         let tb = Instant::now();
         let rendered = plan.render(Some(&dispatched));
         let t2 = Instant::now();
