@@ -135,7 +135,9 @@ fn observe(root: &Path) -> (BTreeMap<String, Seen>, Vec<Vec<String>>) {
             },
         );
     }
-    let links = inodes.into_values().filter(|v| v.len() > 1).collect();
+    // Sorted by name: inode numbers (the map's order) depend on where the filesystem put them.
+    let mut links: Vec<Vec<String>> = inodes.into_values().filter(|v| v.len() > 1).collect();
+    links.sort();
     (out, links)
 }
 
