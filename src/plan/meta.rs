@@ -202,10 +202,20 @@ pub(crate) fn dispatch_one(
             let escape = st.plan.escape;
             let mut mounts = Vec::new();
             let mut mount_sources = Vec::new();
-            for spec in &r.mount_specs {
-                let mut exp = |w: &str| super::expand::expand(w, st, escape);
-                let m = RunMount::parse(spec, Some(&mut exp))
-                    .map_err(|e| PlanError::invalid(node, e))?;
+            for (i, spec) in r.mount_specs.iter().enumerate() {
+                // A spec with no `$`, quote or escape character expands to itself, so the
+                // mount parsed with the instruction is already the answer.
+                let plain = !spec
+                    .chars()
+                    .any(|c| c == '$' || c == '\'' || c == '"' || c == escape);
+                let m = match r.mounts.get(i) {
+                    Some(m) if plain => m.clone(),
+                    _ => {
+                        let mut exp = |w: &str| super::expand::expand(w, st, escape);
+                        RunMount::parse(spec, Some(&mut exp))
+                            .map_err(|e| PlanError::invalid(node, e))?
+                    }
+                };
                 mount_sources.push(match &m.from {
                     Some(f) => st.resolve_from(node, f)?,
                     None => Source::MainContext,
