@@ -16,6 +16,7 @@ use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use tar::EntryType;
 
 use super::rootfd::{self, Root};
+use super::skeleton::{Content, link_placeholder};
 use super::tar_meta::{Attrs, clean_components, gid, read_attrs, timespec, timestamps, uid};
 use super::whiteout::{OverlayXattrs, WHITEOUT_PREFIX, WhiteoutMode};
 use super::{LayerError, Result, open_decompressed};
@@ -88,29 +89,6 @@ pub fn apply_as_overlay_lower<R: Read + Send>(
         WhiteoutMode::Overlay(xattrs),
         Content::All,
     )
-}
-
-/// Which regular files get their content written.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Content {
-    /// Every file.
-    All,
-    /// Only user and group databases (`passwd`, `group`, wherever they are, so a symlinked
-    /// `/etc/passwd` still resolves); every other regular file is a hard link to one empty
-    /// file ([`SKELETON_FILE`] in the root), so it has neither data nor metadata of its own.
-    Skeleton,
-}
-
-/// The empty file that a skeleton's data-less regular files link to, in the root.
-pub const SKELETON_FILE: &str = ".rbuild-skeleton-file";
-
-impl Content {
-    fn wants(self, base: &[u8]) -> bool {
-        match self {
-            Content::All => true,
-            Content::Skeleton => base == b"passwd" || base == b"group",
-        }
-    }
 }
 
 pub(super) fn run<R: Read + Send>(
@@ -213,7 +191,13 @@ impl State<'_> {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
                 if !self.content.wants(base) =>
             {
-                self.link_placeholder(&parent, name)
+                let root = match &self.skeleton_root {
+                    Some(fd) => fd,
+                    None => self
+                        .skeleton_root
+                        .insert(self.root.open_dir(b"").map_err(fail("open root"))?),
+                };
+                link_placeholder(root, &parent, name)
                     .map_err(fail("link the skeleton's empty file"))?;
                 self.stats.files += 1;
             }
@@ -389,35 +373,6 @@ impl State<'_> {
             .map_err(fail("set times"))?;
         self.stats.nodes += 1;
         Ok(true)
-    }
-
-    /// Links `parent/name` to the root's [`SKELETON_FILE`], creating it (again, when it has as
-    /// many links as the filesystem allows). A link allocates no inode: creating thousands of
-    /// empty files cost seconds on a disk whose inode bitmaps many deletions had fragmented.
-    fn link_placeholder(&mut self, parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
-        let root = match &self.skeleton_root {
-            Some(fd) => fd,
-            None => self.skeleton_root.insert(self.root.open_dir(b"")?),
-        };
-        for attempt in 0..2 {
-            match rustix::fs::linkat(root, SKELETON_FILE, parent, name, AtFlags::empty()) {
-                Ok(()) => return Ok(()),
-                Err(rustix::io::Errno::NOENT) if attempt == 0 => {}
-                Err(rustix::io::Errno::MLINK) if attempt == 0 => {
-                    rustix::fs::unlinkat(root, SKELETON_FILE, AtFlags::empty())?;
-                }
-                Err(e) => return Err(e.into()),
-            }
-            rustix::fs::openat(
-                root,
-                SKELETON_FILE,
-                OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                Mode::from(0o644),
-            )?;
-        }
-        Err(io::Error::other(
-            "the skeleton's empty file keeps disappearing",
-        ))
     }
 
     fn set_owner_and_xattrs(&mut self, fd: &OwnedFd, attrs: &Attrs, shown: &str) -> Result<()> {

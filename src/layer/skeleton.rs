@@ -6,14 +6,39 @@
 //! throwaway roots the slowest part of a build on this project's disks: each new inode and
 //! each freed data block cost about a millisecond once many files had come and gone.
 
-use std::io::Read;
+use std::ffi::OsStr;
+use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 use std::path::Path;
 
+use rustix::fs::{AtFlags, Mode, OFlags};
+
 use super::Result;
-use super::apply::{ApplyOptions, ApplyStats, Content, run};
+use super::apply::{ApplyOptions, ApplyStats, run};
 use super::whiteout::WhiteoutMode;
 
-pub use super::apply::SKELETON_FILE;
+/// Which regular files get their content written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Content {
+    /// Every file.
+    All,
+    /// Only user and group databases (`passwd`, `group`, wherever they are, so a symlinked
+    /// `/etc/passwd` still resolves); every other regular file is a hard link to one empty
+    /// file ([`SKELETON_FILE`] in the root), so it has neither data nor metadata of its own.
+    Skeleton,
+}
+
+/// The empty file that a skeleton's data-less regular files link to, in the root.
+pub const SKELETON_FILE: &str = ".rbuild-skeleton-file";
+
+impl Content {
+    pub(super) fn wants(self, base: &[u8]) -> bool {
+        match self {
+            Content::All => true,
+            Content::Skeleton => base == b"passwd" || base == b"group",
+        }
+    }
+}
 
 /// Applies `layer` onto `dest` like [`super::apply`], except that regular files other than
 /// `passwd` and `group` files become hard links to `dest/`[`SKELETON_FILE`]: they exist, with
@@ -30,6 +55,31 @@ pub fn apply_skeleton<R: Read + Send>(
         WhiteoutMode::Delete,
         Content::Skeleton,
     )
+}
+
+/// Links `parent/name` to the root's [`SKELETON_FILE`], creating it (again, when it has as
+/// many links as the filesystem allows). A link allocates no inode: creating thousands of
+/// empty files cost seconds on a disk whose inode bitmaps many deletions had fragmented.
+pub(super) fn link_placeholder(root: &OwnedFd, parent: &OwnedFd, name: &OsStr) -> io::Result<()> {
+    for attempt in 0..2 {
+        match rustix::fs::linkat(root, SKELETON_FILE, parent, name, AtFlags::empty()) {
+            Ok(()) => return Ok(()),
+            Err(rustix::io::Errno::NOENT) if attempt == 0 => {}
+            Err(rustix::io::Errno::MLINK) if attempt == 0 => {
+                rustix::fs::unlinkat(root, SKELETON_FILE, AtFlags::empty())?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+        rustix::fs::openat(
+            root,
+            SKELETON_FILE,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from(0o644),
+        )?;
+    }
+    Err(io::Error::other(
+        "the skeleton's empty file keeps disappearing",
+    ))
 }
 
 #[cfg(test)]
