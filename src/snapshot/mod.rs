@@ -457,6 +457,19 @@ impl Snapshotter {
     }
 }
 
+/// A fresh temp dir in `/dev/shm` when that is a writable tmpfs, else `None`. For scratch
+/// trees of empty files (COPY's skeleton roots): creating thousands of inodes costs 150-300 µs
+/// each on a busy disk and a few µs on tmpfs, and without file data they take little memory.
+pub(crate) fn tmpfs_dir(prefix: &str) -> Option<tempfile::TempDir> {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let shm = Path::new("/dev/shm");
+    let fs = rustix::fs::statfs(shm).ok()?;
+    if fs.f_type as i64 != TMPFS_MAGIC {
+        return None;
+    }
+    tempfile::Builder::new().prefix(prefix).tempdir_in(shm).ok()
+}
+
 fn call(job: NsJob, data: Option<std::os::fd::OwnedFd>) -> Result<serde_json::Value, Error> {
     // The helper prints nothing itself; anything on its stderr is a crash worth showing.
     let mut stderr = Vec::new();
