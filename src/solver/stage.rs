@@ -27,6 +27,8 @@ pub(crate) struct StageBuilder<'a> {
     /// How many of `layers` are applied to `rootfs`; the rest are applied when it is next
     /// needed, so a stage whose last COPY is followed only by RUNs never unpacks that layer.
     applied: usize,
+    /// Owns `rootfs` when it lives on tmpfs (see `crate::snapshot::tmpfs_dir`).
+    skeleton_dir: Option<tempfile::TempDir>,
     /// Cache key of the stage so far.
     key: Digest,
     /// Whether cache lookups are allowed for this stage (`--no-cache`, `--no-cache-filter`).
@@ -51,6 +53,7 @@ impl<'a> StageBuilder<'a> {
             produced: Vec::new(),
             rootfs: None,
             applied: 0,
+            skeleton_dir: None,
             key: base_key,
             use_cache,
             vertex: 0,
@@ -261,9 +264,14 @@ impl<'a> StageBuilder<'a> {
         let dir = match &self.rootfs {
             Some(r) => r.clone(),
             None => {
-                let dir = self
-                    .shared
-                    .scratch_dir(&format!("stage-{}", self.dispatch.index))?;
+                // An image's thousands of empty files are far cheaper to create (and delete)
+                // on tmpfs than on disk; the skeleton holds no file data.
+                let dir = match crate::snapshot::tmpfs_dir("rbuild-skeleton-") {
+                    Some(t) => self.skeleton_dir.insert(t).path().to_path_buf(),
+                    None => self
+                        .shared
+                        .scratch_dir(&format!("stage-{}", self.dispatch.index))?,
+                };
                 self.rootfs = Some(dir.clone());
                 dir
             }
