@@ -1,6 +1,6 @@
 //! Content hashes for COPY/ADD cache keys: a digest per selected file over (relative path,
 //! kind, mode, uid, gid, symlink target, content), never mtime, and a memo on disk under
-//! `<root>/context-hash-v1/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
+//! `<root>/context-hash-v2/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
 //! is not read again on the next build. The memo files are a compact binary list, because a
 //! no-change rebuild of a large context spent a fifth of its time parsing them as JSON.
 
@@ -116,7 +116,7 @@ struct RootMemo {
     dirty: bool,
 }
 
-/// Remembered file digests, one JSON file per source root under `<root>/context-hash-v1/`.
+/// Remembered file digests, one memo file per source root under `<root>/context-hash-v2/`.
 #[derive(Debug, Default)]
 pub struct HashMemo {
     dir: Option<PathBuf>,
@@ -125,7 +125,7 @@ pub struct HashMemo {
 }
 
 impl HashMemo {
-    /// A memo persisted under `store_root/context-hash-v1/` (created on first save).
+    /// A memo persisted under `store_root/context-hash-v2/` (created on first save).
     pub fn open(store_root: &Path) -> HashMemo {
         HashMemo {
             dir: Some(store_root.join(MEMO_DIR)),
