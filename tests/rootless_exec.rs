@@ -840,6 +840,11 @@ fn interrupted_build_cleans_up(signal: i32) {
         );
     }
     assert_eq!(leftovers(tmp.path()), Vec::<String>::new(), "TMPDIR");
+    let blobs = leftovers(&root.path().join("store/blobs/sha256"));
+    assert!(
+        blobs.iter().all(|b| !b.starts_with('.')),
+        "half-written blobs: {blobs:?}"
+    );
 
     fs::write(
         ctx.path().join("Dockerfile"),
