@@ -363,3 +363,38 @@ fn du_accounts_for_images_cache_and_snapshots_and_prune_reclaims_them() {
         );
     }
 }
+
+#[test]
+fn a_failing_stage_stops_the_others_from_starting_new_steps() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS slow\nRUN sleep 2\nRUN echo second > /s\n\
+         FROM {base} AS bad\nRUN echo failing; exit 3\n\
+         FROM scratch\nCOPY --from=slow /s /s\nCOPY --from=bad /etc/passwd /p\n"
+    ));
+    let out = build_cmd(&root, &ctx, &[]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("line 5: RUN:") && last.contains("exit code: 3"),
+        "the failing stage's error is the build's: {stderr}"
+    );
+    let events: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    assert!(
+        events.iter().any(|e| e["kind"] == "started"
+            && e["name"].as_str().unwrap().ends_with("RUN sleep 2")),
+        "{stderr}"
+    );
+    assert!(
+        !events
+            .iter()
+            .any(|e| e["kind"] == "started" && e["name"].as_str().unwrap().contains("echo second")),
+        "no step starts after another stage failed: {stderr}"
+    );
+}

@@ -179,6 +179,8 @@ pub(crate) struct Shared<'a> {
     pub memo: Mutex<crate::context::HashMemo>,
     /// Why steps miss the cache (the inputs of each step's last build).
     pub explain: explain::Explainer,
+    /// Set when a stage fails: the other stages start no further step.
+    pub failed: std::sync::atomic::AtomicBool,
 }
 
 /// A finished stage.
@@ -427,6 +429,7 @@ pub fn build(
             request.dockerfile_path.as_deref(),
             request.context.as_deref(),
         ),
+        failed: Default::default(),
     };
     let built = run_waves(&plan, &dispatched, &shared);
     if let Err(e) = shared.memo.lock().expect("memo lock").save() {

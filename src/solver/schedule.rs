@@ -128,6 +128,11 @@ pub(crate) fn run_waves(
                         // The receiver outlives every stage thread of this scope; a panic is
                         // reported first so the loop never waits for a dead thread, then
                         // re-raised (the scope propagates it).
+                        if !matches!(result, Ok(Ok(_))) {
+                            shared
+                                .failed
+                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
                         match result {
                             Ok(r) => {
                                 let _ = tx.send((i, r));

@@ -75,6 +75,13 @@ impl<'a> StageBuilder<'a> {
                     message: format!("not started: the build was interrupted (signal {signal})"),
                 });
             }
+            if self.shared.failed.load(std::sync::atomic::Ordering::Relaxed) {
+                // Another stage failed: the build fails with its error; start nothing new.
+                return Err(SolveError::Run {
+                    line: step.line,
+                    message: "not started: another stage failed".into(),
+                });
+            }
             let vertex = self.shared.vertices.step(self.dispatch.index, k).cloned();
             if let Some(v) = &vertex {
                 self.shared.emit(v.started());
