@@ -159,7 +159,8 @@ pub struct BuildArgs {
     #[arg(long = "ssh", value_name = "SPEC")]
     pub ssh: Vec<String>,
 
-    /// Additional named build context: `NAME=DIR`, `NAME=docker-image://REF`, ...
+    /// Additional named build context: `NAME=DIR`, `NAME=docker-image://REF`,
+    /// `NAME=oci-layout://PATH[:TAG]`, `NAME=https://HOST/x.tar`
     #[arg(long = "build-context", value_name = "NAME=VALUE")]
     pub build_contexts: Vec<String>,
 

@@ -19,9 +19,6 @@ use crate::registry::{Client, ClientOptions, Progress, PushOptions, Reference};
 use crate::solver::{BuildRequest, BuildResult};
 use crate::store::Store;
 
-#[path = "cache_spec.rs"]
-mod cache_spec;
-
 fn usage(msg: impl Into<String>) -> anyhow::Error {
     CliError::Usage(msg.into()).into()
 }
@@ -345,10 +342,10 @@ pub(super) fn run(args: BuildArgs, globals: &Globals) -> anyhow::Result<()> {
         jobs: args.jobs,
         no_cache_filter: args.no_cache_filter.iter().cloned().collect(),
         cache_from: (args.cache_from.iter())
-            .map(|s| cache_spec::parse_cache_from(s))
+            .map(|s| super::cache_spec::parse_cache_from(s))
             .collect::<Result<_, _>>()?,
         cache_to: (args.cache_to.iter())
-            .map(|s| cache_spec::parse_cache_to(s))
+            .map(|s| super::cache_spec::parse_cache_to(s))
             .collect::<Result<_, _>>()?,
         network: match args.network.as_deref() {
             Some("none") => Some(crate::dockerfile::instructions::NetworkMode::None),

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use super::super::CliError;
+use super::CliError;
 use crate::layer::Compression;
 use crate::registry::Reference;
 use crate::solver::{CacheExport, CacheImport, CacheLocation, CacheMode};

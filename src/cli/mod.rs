@@ -6,6 +6,7 @@
 
 pub mod args;
 mod build;
+mod cache_spec;
 mod completion;
 mod debug;
 mod diagnostic;
