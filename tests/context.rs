@@ -1130,6 +1130,36 @@ fn oci_layout_contexts_act_as_images() {
     assert!(err.contains("no image tagged \"nope\""), "{err}");
 }
 
+/// A layout is reachable only through `--build-context`: written in the Dockerfile itself,
+/// `FROM oci-layout://...` is an image reference docker refuses, and so does rbuild.
+#[test]
+fn oci_layout_in_a_dockerfile_is_not_a_reference() {
+    let root = common::TestRoot::new();
+    let layout = tempfile::tempdir().unwrap();
+    common::run_ok(
+        root.rbuild()
+            .args(["build", "-q", "-o"])
+            .arg(format!(
+                "type=oci,tar=false,dest={}",
+                layout.path().display()
+            ))
+            .arg(Context::new().dockerfile("FROM scratch\nENV A=1\n").path()),
+    );
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM oci-layout://{}\nENV B=2\n",
+        layout.path().display()
+    ));
+    let out = root
+        .rbuild()
+        .args(["build", "-q"])
+        .arg(ctx.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("invalid reference"), "{err}");
+}
+
 /// Serves one file body at any path on 127.0.0.1 for `requests` requests.
 fn serve_file(body: Vec<u8>, requests: usize) -> String {
     serve_with(vec![body; requests], false)

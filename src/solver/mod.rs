@@ -350,9 +350,18 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
         layers: Mutex::new(Vec::new()),
         pulled: Mutex::new(BTreeSet::new()),
         pull_progress: Mutex::default(),
+        layouts: oci_layouts(&request.options),
     });
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     Ok(plan.render(Some(&dispatched)))
+}
+
+/// The `--build-context` values that name OCI layouts.
+fn oci_layouts(options: &BuildOptions) -> BTreeSet<String> {
+    (options.context_images.values())
+        .filter(|v| v.starts_with(crate::context::OCI_LAYOUT_SCHEME))
+        .cloned()
+        .collect()
 }
 
 /// Builds the request's target into `store` (not yet named: see [`crate::export`]),
@@ -377,6 +386,7 @@ pub fn build(
         layers: Mutex::new(Vec::new()),
         pulled: Mutex::new(BTreeSet::new()),
         pull_progress: Mutex::default(),
+        layouts: oci_layouts(&request.options),
     };
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     let ignore = match &request.context {
@@ -440,12 +450,8 @@ pub fn build(
     let outputs = shared.outputs.lock().expect("outputs lock").clone();
     let mut result = image::assemble(&shared, &dispatched[&plan.target], &outputs[&plan.target])?;
     result.vertices = shared.vertices.count();
-    result.cache_exports = cache_export::export_all(
-        &shared,
-        &dispatched,
-        &result.layers,
-        result.vertices + 1,
-    )?;
+    result.cache_exports =
+        cache_export::export_all(&shared, &dispatched, &result.layers, result.vertices + 1)?;
     result.vertices += request.cache_to.len() as u64;
     let unused = plan.unused_build_args();
     if !unused.is_empty() {

@@ -24,6 +24,9 @@ pub(crate) struct StoreResolver<'a> {
     /// happen while planning, before vertices are numbered, so the FROM vertex replays them
     /// ([`StoreResolver::take_pull_progress`]).
     pub pull_progress: Mutex<Vec<(String, Vec<Event>)>>,
+    /// The `oci-layout://` values of `--build-context`: the only layout references a build may
+    /// resolve (a Dockerfile's own `FROM oci-layout://...` is not a reference docker accepts).
+    pub layouts: BTreeSet<String>,
 }
 
 /// When to contact a registry for a base image.
@@ -129,7 +132,7 @@ impl StoreResolver<'_> {
 
 impl ImageResolver for StoreResolver<'_> {
     fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
-        if reference.starts_with(crate::context::OCI_LAYOUT_SCHEME) {
+        if self.layouts.contains(reference) {
             return self.resolve_oci_layout(reference, platform);
         }
         let parsed = Reference::parse(reference).map_err(|e| format!("invalid reference: {e}"))?;
