@@ -52,6 +52,7 @@ pub(crate) fn heredocs_from_line(line: &str) -> Result<Vec<Opener>, String> {
         raw_quotes: true,
         raw_escapes: true,
         skip_unset_env: true,
+        untracked: false,
     };
     // BuildKit ignores a lexing error of the whole line here (the line may be, say, a shell
     // script with an unbalanced quote that only the heredoc body closes).
@@ -93,6 +94,7 @@ fn parse_heredoc(word: &str) -> Result<Option<Opener>, String> {
         raw_quotes: false,
         raw_escapes: false,
         skip_unset_env: true,
+        untracked: false,
     };
     let words = lex
         .process_mode(rest, &empty, plain)

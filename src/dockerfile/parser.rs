@@ -66,13 +66,14 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             indent,
             depth: 0,
         };
-        let mut node = node_from_line(&line, dirs.escape, at, &mut deferred)?;
-        if can_contain_heredoc(&node) && line.contains("<<") {
-            let openers = heredocs_from_line(&line).map_err(|message| ParseError::Instruction {
-                line: start_line,
-                end_line: current,
-                message,
-            })?;
+        let mut node = node_from_line(line, dirs.escape, at, &mut deferred)?;
+        if can_contain_heredoc(&node) && node.original.contains("<<") {
+            let openers =
+                heredocs_from_line(&node.original).map_err(|message| ParseError::Instruction {
+                    line: start_line,
+                    end_line: current,
+                    message,
+                })?;
             for opener in openers {
                 let mut content = String::new();
                 let mut terminated = false;
@@ -299,13 +300,14 @@ const MAX_ONBUILD_DEPTH: usize = 16;
 /// Builds the node for one joined instruction line (BuildKit's `newNodeFromLine`). Errors
 /// BuildKit raises only after parsing go to `deferred` (first one kept) and the node is
 /// still built, with no arguments for an unknown instruction (BuildKit's `parseIgnore`).
+/// The line becomes the node's `original`.
 fn node_from_line(
-    line: &str,
+    line: String,
     escape: char,
     at: Span,
     deferred: &mut Option<ParseError>,
 ) -> Result<Node, ParseError> {
-    let (cmd, flags, rest) = lp::split_command(line);
+    let (cmd, flags, rest) = lp::split_command(&line);
     let upper = cmd.to_ascii_uppercase();
     let fail = |message: String| ParseError::Instruction {
         line: at.start,
@@ -330,7 +332,7 @@ fn node_from_line(
                     depth: at.depth + 1,
                     ..at
                 };
-                let inner = node_from_line(&rest, escape, inner_at, deferred)?;
+                let inner = node_from_line(rest.clone(), escape, inner_at, deferred)?;
                 let trigger_error = match inner.instruction.as_str() {
                     "ONBUILD" => {
                         Some("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
@@ -347,11 +349,7 @@ fn node_from_line(
                 onbuild = Some(Box::new(inner));
             }
             Parsed {
-                args: if rest.is_empty() {
-                    vec![]
-                } else {
-                    vec![rest.clone()]
-                },
+                args: if rest.is_empty() { vec![] } else { vec![rest] },
                 json: false,
             }
         }
@@ -375,7 +373,7 @@ fn node_from_line(
         end_line: at.end,
         heredocs: Vec::new(),
         onbuild,
-        original: line.to_string(),
+        original: line,
     })
 }
 

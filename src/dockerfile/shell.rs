@@ -84,6 +84,9 @@ pub(crate) struct LexMode {
     pub(crate) raw_escapes: bool,
     /// Leave references to unset variables as written.
     pub(crate) skip_unset_env: bool,
+    /// Do not record which variables were referenced (callers that want only the value;
+    /// recording costs an allocation per lookup).
+    pub(crate) untracked: bool,
 }
 
 /// Shell-like word processor; `escape` is the Dockerfile's escape character (`\` or `` ` ``).
@@ -129,20 +132,49 @@ impl Lexer {
         self.process_mode(word, env, LexMode::default())
     }
 
+    /// [`Lexer::process_word`] for callers that want only the value: a word the lexer would
+    /// not change is copied without building its word list.
+    pub(crate) fn process_value(
+        &self,
+        word: &str,
+        env: &dyn VarLookup,
+    ) -> Result<String, ShellError> {
+        if self.is_plain(word) {
+            return Ok(word.to_string());
+        }
+        let mode = LexMode {
+            untracked: true,
+            ..LexMode::default()
+        };
+        Ok(self.process_mode(word, env, mode)?.value)
+    }
+
+    /// Whether expanding `word` is the identity: no `$`, no quotes, no escape character and
+    /// no leading byte-order mark. Most words (paths, package names, flags) are like that,
+    /// and skipping the char-by-char walk is what keeps planning a large Dockerfile fast.
+    fn is_plain(&self, word: &str) -> bool {
+        if word.starts_with('\u{FEFF}') {
+            return false;
+        }
+        match u8::try_from(self.escape) {
+            // The characters looked for are ASCII, and no byte of a multi-byte UTF-8
+            // character is, so a byte scan finds exactly what a char scan would.
+            Ok(esc) if esc.is_ascii() => !word
+                .bytes()
+                .any(|b| b == b'$' || b == b'\'' || b == b'"' || b == esc),
+            _ => !word
+                .chars()
+                .any(|c| c == '$' || c == '\'' || c == '"' || c == self.escape),
+        }
+    }
+
     pub(crate) fn process_mode(
         &self,
         word: &str,
         env: &dyn VarLookup,
         mode: LexMode,
     ) -> Result<Expansion, ShellError> {
-        // Most words (paths, package names, flags) hold nothing the lexer would change: no
-        // `$`, no quotes, no escape character. Expanding them is the identity, and skipping the
-        // char-by-char walk is what keeps planning a large Dockerfile fast.
-        if !word.starts_with('\u{FEFF}')
-            && !word
-                .chars()
-                .any(|c| c == '$' || c == '\'' || c == '"' || c == self.escape)
-        {
+        if self.is_plain(word) {
             return Ok(Expansion {
                 value: word.to_string(),
                 words: word
@@ -388,6 +420,9 @@ impl ShellWord<'_> {
 
     fn lookup(&mut self, name: &str) -> Option<String> {
         let v = self.env.get(name);
+        if self.mode.untracked {
+            return v;
+        }
         if v.is_some() {
             self.matched.insert(name.to_string());
         } else {

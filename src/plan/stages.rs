@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::args;
 use super::expand;
 use super::{BuildOptions, Plan, PlanError, Source, Stage};
-use crate::dockerfile::instructions::{FromInstr, Instruction, RunMount, suggest};
+use crate::dockerfile::instructions::{FromInstr, Instruction, suggest};
 use crate::dockerfile::{Dockerfile, Node};
 
 /// A FROM node, its parsed form and the instructions after it, before resolution.
@@ -127,11 +127,8 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
 pub(crate) fn from_refs(instr: &Instruction) -> Vec<String> {
     match instr {
         Instruction::Copy(c) => c.from.iter().cloned().collect(),
-        Instruction::Run(r) => r
-            .mount_specs
-            .iter()
-            .filter_map(|m| RunMount::parse(m, None).ok()?.from)
-            .collect(),
+        // The mounts parsed with the instruction are the specs read without expansion.
+        Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone()).collect(),
         _ => Vec::new(),
     }
 }

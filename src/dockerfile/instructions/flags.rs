@@ -2,8 +2,6 @@
 //! declared flags, booleans take no value or `true`/`false`, strings need `=`, only list flags
 //! may repeat, and `--` ends the flags.
 
-use std::collections::HashMap;
-
 use super::suggest;
 
 /// How a flag takes its value.
@@ -20,8 +18,10 @@ pub(crate) enum FlagKind {
 /// The flags one instruction used, by name.
 #[derive(Debug, Default)]
 pub(crate) struct Flags {
-    strings: HashMap<&'static str, Vec<String>>,
-    bools: HashMap<&'static str, bool>,
+    // Small vectors rather than maps: an instruction has a handful of flags at most, and
+    // this runs for every instruction of a Dockerfile.
+    strings: Vec<(&'static str, Vec<String>)>,
+    bools: Vec<(&'static str, bool)>,
 }
 
 impl Flags {
@@ -70,13 +70,19 @@ impl Flags {
                             ));
                         }
                     };
-                    flags.bools.insert(name, v);
+                    match flags.bools.iter_mut().find(|(n, _)| *n == name) {
+                        Some(b) => b.1 = v,
+                        None => flags.bools.push((name, v)),
+                    }
                 }
                 FlagKind::String | FlagKind::Strings => {
                     let Some(v) = value else {
                         return Err(format!("missing a value on flag: --{name}"));
                     };
-                    flags.strings.entry(name).or_default().push(v.to_string());
+                    match flags.strings.iter_mut().find(|(n, _)| *n == name) {
+                        Some(list) => list.1.push(v.to_string()),
+                        None => flags.strings.push((name, vec![v.to_string()])),
+                    }
                 }
             }
         }
@@ -85,17 +91,24 @@ impl Flags {
 
     /// The value of a string flag, if given.
     pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.strings.get(name).and_then(|v| v.last().cloned())
+        self.list(name).and_then(|v| v.last().cloned())
     }
 
     /// Every value of a repeatable flag, in order.
     pub(crate) fn strings(&self, name: &str) -> Vec<String> {
-        self.strings.get(name).cloned().unwrap_or_default()
+        self.list(name).map(<[String]>::to_vec).unwrap_or_default()
     }
 
     /// A boolean flag: `None` when not given.
     pub(crate) fn bool(&self, name: &str) -> Option<bool> {
-        self.bools.get(name).copied()
+        self.bools.iter().find(|(n, _)| *n == name).map(|b| b.1)
+    }
+
+    fn list(&self, name: &str) -> Option<&[String]> {
+        self.strings
+            .iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.as_slice())
     }
 }
 

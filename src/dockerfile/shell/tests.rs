@@ -161,6 +161,7 @@ fn skip_unset_and_raw_modes() {
         raw_quotes: true,
         raw_escapes: true,
         skip_unset_env: true,
+        untracked: false,
     };
     let x = Lexer::new('\\')
         .process_mode(
