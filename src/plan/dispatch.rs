@@ -69,10 +69,21 @@ pub(crate) struct State<'a> {
 /// planning quadratic in the number of ARG/ENV lines).
 impl VarLookup for State<'_> {
     fn get(&self, name: &str) -> Option<String> {
-        let env = self.config.config.env.iter().rev().find_map(|e| {
-            let (k, v) = e.split_once('=').unwrap_or((e, ""));
-            (k == name).then(|| v.to_string())
-        });
+        // `KEY=value` entries whose key is `name`, compared in place: splitting every entry
+        // at its `=` was a search per entry per lookup. A name holding `=` never matches a
+        // key (keys end at the first `=`).
+        let env = if name.contains('=') {
+            None
+        } else {
+            self.config.config.env.iter().rev().find_map(|e| {
+                let rest = e.strip_prefix(name)?;
+                if rest.is_empty() {
+                    Some(String::new())
+                } else {
+                    rest.strip_prefix('=').map(str::to_string)
+                }
+            })
+        };
         // The last declaration of an ARG decides; one without a value leaves it unset.
         env.or_else(|| {
             self.args
@@ -132,7 +143,8 @@ impl State<'_> {
         let mut env = Vec::with_capacity(image_env.len() + self.args.len() + 1);
         env.extend(image_env.iter().cloned());
         // Borrowed keys: this runs for every RUN, and owned keys were most of its cost.
-        let mut seen: HashSet<&str> = image_env.iter().map(|e| env_key(e)).collect();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(image_env.len() + self.args.len() + 1);
+        seen.extend(image_env.iter().map(|e| env_key(e)));
         if seen.insert("PATH") {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }

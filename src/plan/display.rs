@@ -54,13 +54,19 @@ impl Plan {
             match dispatched.and_then(|d| d.get(&i)) {
                 Some(d) => {
                     for step in &d.steps {
-                        let kind = match &step.op {
-                            Op::Metadata => "meta".to_string(),
-                            Op::Mkdir { .. } => "mkdir".to_string(),
-                            Op::Copy(c) => format!("copy from {}", source_text(self, &c.from)),
-                            Op::Run(_) => "exec".to_string(),
-                        };
-                        let _ = writeln!(out, "  line {} {}: {}", step.line, kind, step.created_by);
+                        let _ = write!(out, "  line {} ", step.line);
+                        match &step.op {
+                            Op::Metadata => out.push_str("meta"),
+                            Op::Mkdir { .. } => out.push_str("mkdir"),
+                            Op::Copy(c) => {
+                                out.push_str("copy from ");
+                                out.push_str(&source_text(self, &c.from));
+                            }
+                            Op::Run(_) => out.push_str("exec"),
+                        }
+                        out.push_str(": ");
+                        out.push_str(&step.created_by);
+                        out.push('\n');
                     }
                 }
                 None => {

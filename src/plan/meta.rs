@@ -266,11 +266,10 @@ pub(crate) fn dispatch_one(
         }
     };
     let layered = !matches!(op, Op::Metadata);
-    let created_by = if matches!(op, Op::Copy(_) | Op::Run(_)) {
-        format!("{created_by} # buildkit")
-    } else {
-        created_by
-    };
+    let mut created_by = created_by;
+    if matches!(op, Op::Copy(_) | Op::Run(_)) {
+        created_by.push_str(" # buildkit");
+    }
     Ok(Step {
         line: node.start_line,
         instruction: instr.name().to_string(),
