@@ -156,6 +156,7 @@ fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
 }
 
 /// BuildKit's `parseWords`: splits on whitespace, keeping quotes and escapes in the words.
+/// Walks the characters once with an iterator (the escape looks one character ahead).
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
     #[derive(PartialEq)]
     enum Phase {
@@ -163,31 +164,27 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
         Word,
         Quote,
     }
-    let chars: Vec<char> = rest.chars().collect();
+    let mut chars = rest.chars();
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
     let mut word = String::new();
     let mut quote = '\0';
     let mut blank_ok = false;
-    let mut pos = 0;
-    while pos <= chars.len() {
-        let mut ch = chars.get(pos).copied().unwrap_or('\0');
+    loop {
+        let cur = chars.next();
         if phase == Phase::Spaces {
-            if pos == chars.len() {
-                break;
-            }
-            if ch.is_whitespace() {
-                pos += 1;
+            let Some(c) = cur else { break };
+            if c.is_whitespace() {
                 continue;
             }
             phase = Phase::Word;
         }
-        if pos == chars.len() {
+        let Some(mut ch) = cur else {
             if blank_ok || !word.is_empty() {
                 words.push(std::mem::take(&mut word));
             }
             break;
-        }
+        };
         if phase == Phase::Word {
             if ch.is_whitespace() {
                 phase = Phase::Spaces;
@@ -195,7 +192,6 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                     words.push(std::mem::take(&mut word));
                 }
                 blank_ok = false;
-                pos += 1;
                 continue;
             }
             if ch == '\'' || ch == '"' {
@@ -204,16 +200,12 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
                 phase = Phase::Quote;
             }
             if ch == escape {
-                if pos + 1 == chars.len() {
-                    pos += 1;
-                    continue;
-                }
+                // An escape as the last character is dropped.
+                let Some(next) = chars.next() else { continue };
                 word.push(ch);
-                pos += 1;
-                ch = chars[pos];
+                ch = next;
             }
             word.push(ch);
-            pos += 1;
             continue;
         }
         // Phase::Quote
@@ -221,17 +213,14 @@ pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
             phase = Phase::Word;
         }
         if ch == escape && quote != '\'' {
-            if pos + 1 == chars.len() {
+            let Some(next) = chars.next() else {
                 phase = Phase::Word;
-                pos += 1;
                 continue;
-            }
-            pos += 1;
+            };
             word.push(ch);
-            ch = chars[pos];
+            ch = next;
         }
         word.push(ch);
-        pos += 1;
     }
     words
 }
