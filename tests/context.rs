@@ -486,7 +486,7 @@ fn hash_memo_skips_unchanged_files() {
     let d1 = selection_digest(&r, &mut memo).unwrap();
     assert!(memo.stats().bytes_read > 0);
     memo.save().unwrap();
-    assert!(store.path().join("context-hash-v2").is_dir());
+    assert!(store.path().join("context-hash-v3").is_dir());
 
     let mut memo = HashMemo::open(store.path());
     let d2 = selection_digest(&r, &mut memo).unwrap();

@@ -1,6 +1,6 @@
 //! Content hashes for COPY/ADD cache keys: a digest per selected file over (relative path,
 //! kind, mode, uid, gid, symlink target, content), never mtime, and a memo on disk under
-//! `<root>/context-hash-v2/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
+//! `<root>/context-hash-v3/` keyed by (path, size, mtime, inode, ctime) so an unchanged context
 //! is not read again on the next build. The memo files are a compact binary list, because a
 //! no-change rebuild of a large context spent a fifth of its time parsing them as JSON.
 
@@ -16,9 +16,9 @@ use super::select::{Selected, select_sources};
 use crate::image::{Digest, Hasher};
 
 /// The on-disk format version; bump the directory name instead of migrating.
-const MEMO_DIR: &str = "context-hash-v2";
+const MEMO_DIR: &str = "context-hash-v3";
 /// First bytes of a memo file.
-const MEMO_MAGIC: &[u8] = b"rbuild-context-hash-v2\n";
+const MEMO_MAGIC: &[u8] = b"rbuild-context-hash-v3\n";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
@@ -116,16 +116,29 @@ struct RootMemo {
     dirty: bool,
 }
 
-/// Remembered file digests, one memo file per source root under `<root>/context-hash-v2/`.
+/// Remembered file digests, one memo file per source root under `<root>/context-hash-v3/`.
 #[derive(Debug, Default)]
 pub struct HashMemo {
     dir: Option<PathBuf>,
     roots: HashMap<PathBuf, RootMemo>,
     stats: MemoStats,
+    /// Digests computed in this process by (device, inode, size, mtime, ctime), so the names
+    /// of one hard-linked file are read once, not once per link (busybox's 300 applets).
+    by_inode: HashMap<(u64, u64, u64, i128, i128), Digest>,
+}
+
+fn inode_key(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
+    (
+        meta.dev(),
+        meta.ino(),
+        meta.len(),
+        ns(meta.mtime(), meta.mtime_nsec()),
+        ns(meta.ctime(), meta.ctime_nsec()),
+    )
 }
 
 impl HashMemo {
-    /// A memo persisted under `store_root/context-hash-v2/` (created on first save).
+    /// A memo persisted under `store_root/context-hash-v3/` (created on first save).
     pub fn open(store_root: &Path) -> HashMemo {
         HashMemo {
             dir: Some(store_root.join(MEMO_DIR)),
@@ -171,8 +184,10 @@ impl HashMemo {
         self.roots.get_mut(root).expect("inserted above")
     }
 
-    /// The content digest of the regular file `root/rel`, from the memo when its size, mtime,
-    /// inode and ctime are unchanged.
+    /// The digest of the regular file `root/rel`: of its content, and also of its xattrs
+    /// when it has any (BuildKit's content hash covers them, and COPY keeps them). Comes from
+    /// the memo when size, mtime, inode and ctime are unchanged (setting an xattr changes the
+    /// ctime), or from another link of the same inode hashed earlier in this process.
     pub fn file_digest(
         &mut self,
         root: &Path,
@@ -184,6 +199,20 @@ impl HashMemo {
         {
             let digest = rec.digest.clone();
             self.stats.hits += 1;
+            return Ok(digest);
+        }
+        let record = |digest: &Digest, after: &std::fs::Metadata| Record {
+            size: after.len(),
+            mtime_ns: ns(after.mtime(), after.mtime_nsec()),
+            ino: after.ino(),
+            ctime_ns: ns(after.ctime(), after.ctime_nsec()),
+            digest: digest.clone(),
+        };
+        if let Some(digest) = self.by_inode.get(&inode_key(meta)).cloned() {
+            self.stats.hits += 1;
+            let memo = self.root_memo(root);
+            memo.records.insert(rel.to_string(), record(&digest, meta));
+            memo.dirty = true;
             return Ok(digest);
         }
         let path = root.join(rel);
@@ -199,19 +228,28 @@ impl HashMemo {
             h.update(&buf[..n]);
             read += n as u64;
         }
-        let digest = h.finish();
+        let mut digest = h.finish();
+        let xattrs = super::source_xattrs(&path)?;
+        if !xattrs.is_empty() {
+            // Files without xattrs keep the plain content digest (and their cache keys).
+            let mut h = Hasher::new();
+            h.update(b"content+xattrs\0");
+            h.update(digest.to_string().as_bytes());
+            for (name, value) in &xattrs {
+                h.update(&(name.len() as u64).to_le_bytes());
+                h.update(name.as_bytes());
+                h.update(&(value.len() as u64).to_le_bytes());
+                h.update(value);
+            }
+            digest = h.finish();
+        }
         // Re-stat: a file changing while read must not be remembered with the new stamp.
         let after = std::fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
         self.stats.misses += 1;
         self.stats.bytes_read += read;
-        let record = Record {
-            size: after.len(),
-            mtime_ns: ns(after.mtime(), after.mtime_nsec()),
-            ino: after.ino(),
-            ctime_ns: ns(after.ctime(), after.ctime_nsec()),
-            digest: digest.clone(),
-        };
+        let record = record(&digest, &after);
         if record.matches(meta) {
+            self.by_inode.insert(inode_key(meta), digest.clone());
             let memo = self.root_memo(root);
             memo.records.insert(rel.to_string(), record);
             memo.dirty = true;
@@ -358,5 +396,50 @@ mod tests {
             Digest::of(b"two!")
         );
         assert_eq!(memo.stats().misses, 1);
+    }
+
+    #[test]
+    fn hard_links_are_read_once() {
+        let ctx = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("a"), "linked").unwrap();
+        for n in ["b", "c"] {
+            std::fs::hard_link(ctx.path().join("a"), ctx.path().join(n)).unwrap();
+        }
+        let mut memo = HashMemo::in_memory();
+        for n in ["a", "b", "c"] {
+            let meta = std::fs::symlink_metadata(ctx.path().join(n)).unwrap();
+            assert_eq!(
+                memo.file_digest(ctx.path(), n, &meta).unwrap(),
+                Digest::of(b"linked")
+            );
+        }
+        assert_eq!(memo.stats().misses, 1);
+        assert_eq!(memo.stats().hits, 2);
+        assert_eq!(memo.stats().bytes_read, 6);
+    }
+
+    #[test]
+    fn xattrs_change_the_digest_and_invalidate_the_memo() {
+        let ctx = tempfile::tempdir().unwrap();
+        let store = tempfile::tempdir().unwrap();
+        let file = ctx.path().join("a");
+        std::fs::write(&file, "same").unwrap();
+        let mut memo = HashMemo::open(store.path());
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        let plain = memo.file_digest(ctx.path(), "a", &meta).unwrap();
+        assert_eq!(plain, Digest::of(b"same"));
+        memo.save().unwrap();
+        if let Err(e) = xattr::set(&file, "user.rbuild-test", b"1") {
+            eprintln!("SKIP: user xattrs not supported here: {e}");
+            return;
+        }
+        let mut memo = HashMemo::open(store.path());
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        let with = memo.file_digest(ctx.path(), "a", &meta).unwrap();
+        assert_ne!(with, plain);
+        xattr::set(&file, "user.rbuild-test", b"2").unwrap();
+        let meta = std::fs::symlink_metadata(&file).unwrap();
+        assert_ne!(memo.file_digest(ctx.path(), "a", &meta).unwrap(), with);
+        assert_eq!(memo.stats().misses, 2);
     }
 }
