@@ -188,26 +188,6 @@ fn entry_has_tag(entry: &Descriptor, tag: &str) -> bool {
             .is_some_and(|n| tag_of(n).as_deref() == Some(tag))
 }
 
-/// The child of `index` for `want`: exact variant first, then any variant of the same
-/// os/architecture; attestation entries (`unknown/unknown`) never match.
-fn pick_platform<'a>(index: &'a ImageIndex, want: &Platform) -> Option<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| mediatype::is_manifest(&d.media_type) || mediatype::is_index(&d.media_type))
-        .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-        })
-        .collect();
-    candidates
-        .iter()
-        .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == want.variant.as_ref())
-        .or_else(|| candidates.first())
-        .copied()
-}
-
 /// Imports the image `layout` names, for `platform`, into `store`; returns the digest of the
 /// single-platform manifest now in the store. Blobs already in the store are not copied again;
 /// every copied blob is verified against its digest. A gc root keeps the import until the
@@ -234,7 +214,8 @@ pub fn import_oci_layout(
             .map_err(|e| layout.error(format!("{}: {e}", desc.digest)))?;
         match parsed {
             AnyManifest::Index(child_index) => {
-                desc = pick_platform(&child_index, platform)
+                desc = child_index
+                    .select_platform(platform, true)
                     .ok_or_else(|| {
                         layout.error(format!(
                             "index {} has no image for platform {platform}",

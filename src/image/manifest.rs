@@ -87,6 +87,40 @@ pub struct ImageIndex {
 }
 
 impl ImageIndex {
+    /// The entry for `want`, as containerd picks it: same OS and architecture, the same
+    /// variant when `want` has one (arm64's `v8` equals no variant), else, when `want` has no
+    /// variant, the first entry of that OS/architecture. Attestation entries
+    /// (`unknown/unknown`) never match. Entries that are indexes themselves count only when
+    /// `nested` is set (the caller then follows them).
+    pub fn select_platform(&self, want: &super::Platform, nested: bool) -> Option<&Descriptor> {
+        let norm = |p: &super::Platform| -> (String, String, Option<String>) {
+            let variant = match (p.architecture.as_str(), p.variant.as_deref()) {
+                ("arm64", Some("v8")) => None,
+                (_, v) => v.map(str::to_string),
+            };
+            (p.os.clone(), p.architecture.clone(), variant)
+        };
+        let (os, arch, variant) = norm(want);
+        let candidates = self.manifests.iter().filter(|d| {
+            (mediatype::is_manifest(&d.media_type) || nested && mediatype::is_index(&d.media_type))
+                && d.platform.as_ref().is_some_and(|p| {
+                    let (pos, parch, _) = norm(p);
+                    pos == os && parch == arch
+                })
+        });
+        let mut fallback = None;
+        for d in candidates {
+            let (_, _, pvar) = norm(d.platform.as_ref().expect("filtered on platform"));
+            if pvar == variant {
+                return Some(d);
+            }
+            if variant.is_none() && fallback.is_none() {
+                fallback = Some(d);
+            }
+        }
+        fallback
+    }
+
     /// An OCI index over `manifests`.
     pub fn new_oci(manifests: Vec<Descriptor>) -> ImageIndex {
         ImageIndex {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 
-use crate::image::{AnyManifest, Descriptor, Digest, ImageIndex, Platform, mediatype};
+use crate::image::{AnyManifest, Descriptor, Digest, ImageIndex, Platform};
 use crate::store::Store;
 
 use super::auth::Scope;
@@ -102,7 +102,7 @@ async fn pull_inner(
         AnyManifest::Image(m) => (top_bytes, top_digest.clone(), m),
         AnyManifest::Index(index) => {
             let want = options.platform.clone().unwrap_or_else(Platform::host);
-            let child = select_platform(&index, &want).ok_or_else(|| {
+            let child = index.select_platform(&want, false).ok_or_else(|| {
                 RegistryError::NoMatchingPlatform {
                     reference: reference.to_string(),
                     wanted: want.to_string(),
@@ -270,40 +270,6 @@ pub(crate) async fn fetch_manifest(
     }
 }
 
-/// Picks the index entry for `want`: same OS and architecture, the same variant when `want`
-/// has one (arm64's `v8` equals no variant), never attestation entries (`unknown/unknown`).
-pub(crate) fn select_platform<'a>(
-    index: &'a ImageIndex,
-    want: &Platform,
-) -> Option<&'a Descriptor> {
-    let norm = |p: &Platform| -> (String, String, Option<String>) {
-        let variant = match (p.architecture.as_str(), p.variant.as_deref()) {
-            ("arm64", Some("v8")) => None,
-            (_, v) => v.map(str::to_string),
-        };
-        (p.os.clone(), p.architecture.clone(), variant)
-    };
-    let (os, arch, variant) = norm(want);
-    let candidates = index.manifests.iter().filter(|d| {
-        d.platform.as_ref().is_some_and(|p| {
-            let (pos, parch, _) = norm(p);
-            pos == os && parch == arch
-        }) && !mediatype::is_index(&d.media_type)
-    });
-    let mut fallback = None;
-    for d in candidates {
-        let (_, _, pvar) = norm(d.platform.as_ref().expect("filtered on platform"));
-        if pvar == variant {
-            return Some(d);
-        }
-        // No variant asked for: take the first entry of that OS/arch, like containerd.
-        if variant.is_none() && fallback.is_none() {
-            fallback = Some(d);
-        }
-    }
-    fallback
-}
-
 fn available_platforms(index: &ImageIndex) -> String {
     let list: Vec<String> = index
         .manifests
@@ -322,6 +288,7 @@ fn available_platforms(index: &ImageIndex) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::image::mediatype;
 
     fn entry(platform: &str, byte: &[u8]) -> Descriptor {
         let mut d = Descriptor::new(mediatype::OCI_MANIFEST, Digest::of(byte), 1);
@@ -338,7 +305,11 @@ mod tests {
             entry("linux/amd64", b"amd64"),
             entry("linux/arm64", b"arm64"),
         ]);
-        let pick = |p: &str| select_platform(&index, &p.parse().unwrap()).map(|d| d.digest.clone());
+        let pick = |p: &str| {
+            index
+                .select_platform(&p.parse().unwrap(), false)
+                .map(|d| d.digest.clone())
+        };
         assert_eq!(pick("linux/amd64"), Some(Digest::of(b"amd64")));
         assert_eq!(pick("linux/arm/v7"), Some(Digest::of(b"armv7")));
         assert_eq!(pick("linux/arm64/v8"), Some(Digest::of(b"arm64")));

@@ -53,11 +53,12 @@ impl Store {
             }
             AnyManifest::Index(index) => {
                 let want = platform.cloned().unwrap_or_else(Platform::host);
-                let child =
-                    pick_platform(&index, &want).ok_or_else(|| Error::NoMatchingPlatform {
+                let child = index.select_platform(&want, false).ok_or_else(|| {
+                    Error::NoMatchingPlatform {
                         digest: digest.clone(),
                         platform: want.to_string(),
-                    })?;
+                    }
+                })?;
                 match self.read_manifest(&child.digest)? {
                     AnyManifest::Image(m) => (child.clone(), m),
                     AnyManifest::Index(_) => {
@@ -118,26 +119,6 @@ impl Store {
             bytes.len() as u64,
         ))
     }
-}
-
-/// The index entry for `want`: exact variant match first, then any variant of the same
-/// os/architecture.
-fn pick_platform<'a>(index: &'a ImageIndex, want: &Platform) -> Option<&'a Descriptor> {
-    let candidates: Vec<&Descriptor> = index
-        .manifests
-        .iter()
-        .filter(|d| mediatype::is_manifest(&d.media_type))
-        .filter(|d| {
-            d.platform
-                .as_ref()
-                .is_some_and(|p| p.os == want.os && p.architecture == want.architecture)
-        })
-        .collect();
-    candidates
-        .iter()
-        .find(|d| d.platform.as_ref().and_then(|p| p.variant.as_ref()) == want.variant.as_ref())
-        .or_else(|| candidates.first())
-        .copied()
 }
 
 #[cfg(test)]
