@@ -75,7 +75,11 @@ impl<'a> StageBuilder<'a> {
                     message: format!("not started: the build was interrupted (signal {signal})"),
                 });
             }
-            if self.shared.failed.load(std::sync::atomic::Ordering::Relaxed) {
+            if self
+                .shared
+                .failed
+                .load(std::sync::atomic::Ordering::Relaxed)
+            {
                 // Another stage failed: the build fails with its error; start nothing new.
                 return Err(SolveError::Run {
                     line: step.line,
