@@ -204,8 +204,12 @@ fn local_manifest(dir: &Path, tag: &str) -> Result<Descriptor, CacheShareError> 
         })
 }
 
-/// GETs the cache manifest of `reference`.
-async fn get_manifest(client: &Client, reference: &Reference) -> Result<Vec<u8>, CacheShareError> {
+/// Sends `method` for the cache manifest of `reference` (its tag), asking for an OCI manifest.
+async fn manifest_request(
+    client: &Client,
+    reference: &Reference,
+    method: Method,
+) -> Result<(String, reqwest::Response), CacheShareError> {
     let host = client
         .host(reference.registry())
         .await
@@ -217,12 +221,18 @@ async fn get_manifest(client: &Client, reference: &Reference) -> Result<Vec<u8>,
             &host,
             repo,
             &[Scope::pull(repo)],
-            Method::GET,
+            method,
             &path,
             Some(mediatype::OCI_MANIFEST),
         )
         .await
         .map_err(|e| registry_err(reference, e))?;
+    Ok((path, resp))
+}
+
+/// GETs the cache manifest of `reference`.
+async fn get_manifest(client: &Client, reference: &Reference) -> Result<Vec<u8>, CacheShareError> {
+    let (path, resp) = manifest_request(client, reference, Method::GET).await?;
     match resp.status() {
         StatusCode::OK => {}
         StatusCode::NOT_FOUND => return Err(registry_err(reference, "no cache manifest (404)")),
@@ -277,23 +287,7 @@ pub(crate) async fn head_manifest(
     client: &Client,
     reference: &Reference,
 ) -> Result<Option<Digest>, CacheShareError> {
-    let host = client
-        .host(reference.registry())
-        .await
-        .map_err(|e| registry_err(reference, e))?;
-    let repo = reference.repository();
-    let path = format!("/v2/{repo}/manifests/{}", reference.manifest_ref());
-    let resp = client
-        .simple(
-            &host,
-            repo,
-            &[Scope::pull(repo)],
-            Method::HEAD,
-            &path,
-            Some(mediatype::OCI_MANIFEST),
-        )
-        .await
-        .map_err(|e| registry_err(reference, e))?;
+    let (_, resp) = manifest_request(client, reference, Method::HEAD).await?;
     if resp.status() != StatusCode::OK {
         return Ok(None);
     }
