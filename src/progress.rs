@@ -47,6 +47,10 @@ pub enum ByteAction {
     Extract,
 }
 
+/// The [`Event::Status`] text that ends a vertex stopped before it finished because another
+/// step failed (BuildKit prints `#N CANCELED`); no `finished` or `errored` event follows it.
+pub const CANCELED: &str = "CANCELED";
+
 /// One thing that happened during a build.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]

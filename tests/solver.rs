@@ -398,3 +398,123 @@ fn a_failing_stage_stops_the_others_from_starting_new_steps() {
         "no step starts after another stage failed: {stderr}"
     );
 }
+
+/// Processes (any user's that /proc shows) whose command line contains `arg`.
+fn processes_with_arg(arg: &str) -> usize {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(arg))
+        .count()
+}
+
+/// Names in `dir` (none when it does not exist).
+fn leftovers(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn first_failure_kills_running_steps_of_other_stages() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    // Warm the base's snapshots so the timing is about stopping the build.
+    build(
+        &root,
+        &Context::new().dockerfile(&format!("FROM {base}\nRUN true\n")),
+        &[],
+    );
+    // 40 s and a fraction no other process uses, so /proc can tell whether the sleeps
+    // survived, and a build that waits for them fails the timing check instead of hanging.
+    let marker = format!("40.{}", 600_000 + std::process::id() % 100_000);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS slow\n\
+         RUN echo slow-started; sleep {marker} & sleep {marker}\n\
+         RUN echo never > /never\n\
+         FROM {base} AS bad\n\
+         RUN sleep 1; echo failing; exit 3\n\
+         FROM scratch\nCOPY --from=slow /etc/passwd /a\nCOPY --from=bad /etc/passwd /b\n"
+    ));
+    for progress in ["rawjson", "plain"] {
+        let start = Instant::now();
+        let out = root
+            .rbuild()
+            .args(["build", &format!("--progress={progress}")])
+            .arg(ctx.path())
+            .output()
+            .unwrap();
+        let took = start.elapsed();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{stderr}");
+        assert!(
+            took < Duration::from_secs(20),
+            "the failed build waited for the other stage's sleep ({took:?}): {stderr}"
+        );
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.contains("line 5: RUN:") && last.contains("exit code: 3"),
+            "the failing step's error is the build's, not the cancellation: {stderr}"
+        );
+        let step = format!("RUN echo slow-started; sleep {marker} & sleep {marker}");
+        if progress == "rawjson" {
+            let events: Vec<serde_json::Value> = stderr
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let id = vertex(&events, &step);
+            let of_slow: Vec<&serde_json::Value> =
+                events.iter().filter(|e| e["id"] == id).collect();
+            assert!(
+                of_slow
+                    .iter()
+                    .any(|e| e["kind"] == "status" && e["text"] == "CANCELED"),
+                "the slow step shows as canceled: {of_slow:#?}"
+            );
+            assert!(
+                !of_slow
+                    .iter()
+                    .any(|e| e["kind"] == "errored" || e["kind"] == "finished"),
+                "{of_slow:#?}"
+            );
+            assert!(
+                !events.iter().any(|e| e["kind"] == "started"
+                    && e["name"].as_str().unwrap().contains("echo never")),
+                "no step starts after the failure: {stderr}"
+            );
+        } else {
+            let id = stderr
+                .lines()
+                .find(|l| l.ends_with(&step))
+                .and_then(|l| l.split_whitespace().next())
+                .unwrap_or_else(|| panic!("no {step} vertex: {stderr}"));
+            assert!(
+                stderr.lines().any(|l| l == format!("{id} CANCELED")),
+                "plain shows `{id} CANCELED`: {stderr}"
+            );
+        }
+        let waited = Instant::now();
+        while processes_with_arg(&marker) > 0 && waited.elapsed() < Duration::from_secs(3) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(processes_with_arg(&marker), 0, "sleep processes survived");
+        for sub in ["snapshots/active", "snapshots/tmp", "store/tmp"] {
+            assert_eq!(
+                leftovers(&root.path().join(sub)),
+                Vec::<String>::new(),
+                "{sub} after the canceled build"
+            );
+        }
+    }
+    // The canceled step left nothing behind in the cache: it runs (and fails) again, and the
+    // root builds the next thing fine.
+    let fixed = Context::new().dockerfile(&format!(
+        "FROM {base} AS slow\nRUN echo slow > /s\nFROM {base} AS ok\nRUN echo ok > /o\n\
+         FROM scratch\nCOPY --from=slow /s /s\nCOPY --from=ok /o /o\n"
+    ));
+    build(&root, &fixed, &[]);
+}

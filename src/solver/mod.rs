@@ -141,6 +141,15 @@ pub enum SolveError {
         /// What happened.
         message: String,
     },
+    /// The step was stopped before it finished: another step of the build failed first (its
+    /// error is the build's), or the build was interrupted. BuildKit shows it as `CANCELED`.
+    #[error("line {line}: canceled: {reason}")]
+    Canceled {
+        /// Dockerfile line of the stopped step.
+        line: usize,
+        /// Why it was stopped.
+        reason: String,
+    },
     /// Exporting the build cache (`--cache-to`) failed.
     #[error("exporting cache to {location}: {source}")]
     CacheExport {
@@ -181,6 +190,8 @@ pub(crate) struct Shared<'a> {
     pub explain: explain::Explainer,
     /// Set when a stage fails: the other stages start no further step.
     pub failed: std::sync::atomic::AtomicBool,
+    /// This build's running RUN sandboxes, killed when a stage fails (see [`Shared::fail`]).
+    pub sandboxes: schedule::Sandboxes,
 }
 
 /// A finished stage.
@@ -440,6 +451,7 @@ pub fn build(
             request.context.as_deref(),
         ),
         failed: Default::default(),
+        sandboxes: Default::default(),
     };
     let built = run_waves(&plan, &dispatched, &shared);
     if let Err(e) = shared.memo.lock().expect("memo lock").save() {

@@ -145,10 +145,24 @@ fn run_in(
             log(which, l.trim_end_matches(['\n', '\r']).to_string());
         }
     };
-    let status = crate::exec::run(&spec, &mut on_output).map_err(|e| SolveError::Run {
-        line,
-        message: e.to_string(),
-    })?;
+    // Tracked for this build, so a failure in another stage kills this step's processes.
+    let sandbox = shared.sandboxes.track();
+    let status = crate::exec::run_cancellable(&spec, sandbox.handle(), &mut on_output).map_err(
+        |e| match e {
+            crate::exec::Error::Cancelled => SolveError::Canceled {
+                line,
+                reason: match crate::exec::interrupted() {
+                    Some(signal) => format!("the build was interrupted (signal {signal})"),
+                    None => "another step failed".into(),
+                },
+            },
+            e => SolveError::Run {
+                line,
+                message: e.to_string(),
+            },
+        },
+    )?;
+    drop(sandbox);
     for (which, rest) in partial.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
         log(which, rest.clone());
     }

@@ -6,15 +6,99 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::{File, OpenOptions};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use fs4::fs_std::FileExt;
 
 use super::cache;
 use super::stage::StageBuilder;
 use super::{Shared, SolveError, StageOutput};
+use crate::exec::CancelHandle;
 use crate::image::Digest;
 use crate::plan::{Op, Plan, Source, StageDispatch};
 use crate::store::Store;
+
+/// The sandboxes of this build's running RUN steps, so the first failure can stop them. Kept
+/// per build, not only in the process-wide list Ctrl-C uses: a library caller may run two
+/// builds in one process, and one failing must not kill the other's steps.
+#[derive(Default)]
+pub(crate) struct Sandboxes {
+    /// Set once [`Sandboxes::stop_all`] ran: sandboxes started later are stopped at once.
+    stopped: AtomicBool,
+    next: AtomicU64,
+    running: Mutex<Vec<(u64, CancelHandle)>>,
+}
+
+/// One tracked sandbox; leaves the build's list when dropped (after its run returned).
+pub(crate) struct TrackedSandbox<'a> {
+    owner: &'a Sandboxes,
+    id: u64,
+    handle: CancelHandle,
+}
+
+impl Sandboxes {
+    /// A handle for a sandbox about to start, already cancelled when the build was stopped.
+    pub(crate) fn track(&self) -> TrackedSandbox<'_> {
+        let handle = CancelHandle::new();
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        // Checked under the lock `stop_all` takes, so no sandbox slips between its flag and
+        // its walk of the list.
+        if self.stopped.load(Ordering::SeqCst) {
+            handle.cancel();
+        }
+        running.push((id, handle.clone()));
+        TrackedSandbox {
+            owner: self,
+            id,
+            handle,
+        }
+    }
+
+    /// Kills every running sandbox of this build (SIGKILL to its helper, which holds the
+    /// step's PID namespace: every process in it dies, and its mounts go with its mount
+    /// namespace) and every one started from now on. Each run then returns
+    /// [`crate::exec::Error::Cancelled`] once its helper is reaped; the owners clean up.
+    pub(crate) fn stop_all(&self) {
+        let running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        self.stopped.store(true, Ordering::SeqCst);
+        for (_, h) in running.iter() {
+            h.cancel();
+        }
+    }
+}
+
+impl TrackedSandbox<'_> {
+    /// The handle to give [`crate::exec::run_cancellable`].
+    pub(crate) fn handle(&self) -> &CancelHandle {
+        &self.handle
+    }
+}
+
+impl Drop for TrackedSandbox<'_> {
+    fn drop(&mut self) {
+        self.owner
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(id, _)| *id != self.id);
+    }
+}
+
+impl Shared<'_> {
+    /// Marks the build failed: other stages start no further step, and RUN steps running in
+    /// them are killed (they end as [`SolveError::Canceled`]).
+    pub(crate) fn fail(&self) {
+        self.failed.store(true, Ordering::SeqCst);
+        self.sandboxes.stop_all();
+    }
+
+    /// Whether a stage of this build failed.
+    pub(crate) fn has_failed(&self) -> bool {
+        self.failed.load(Ordering::SeqCst)
+    }
+}
 
 /// A held in-flight lock on one cache key; released when dropped.
 pub(crate) struct StepLock {
@@ -85,8 +169,10 @@ fn stages_read_from(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<usi
 }
 
 /// Runs every needed stage as soon as the stages it needs are done, at most `--jobs` at once
-/// on scoped threads (a pool, not waves: a stage never waits for an unrelated one). After the
-/// first failure no new stage starts; the running ones finish and the first error is returned.
+/// on scoped threads (a pool, not waves: a stage never waits for an unrelated one). The first
+/// failure stops the build as BuildKit does: no new stage or step starts, RUN steps running in
+/// other stages are killed ([`Shared::fail`]), and the first real error is returned (not the
+/// cancellations it caused, whichever stage thread reports first).
 pub(crate) fn run_waves(
     plan: &Plan,
     dispatched: &BTreeMap<usize, StageDispatch>,
@@ -129,9 +215,7 @@ pub(crate) fn run_waves(
                         // reported first so the loop never waits for a dead thread, then
                         // re-raised (the scope propagates it).
                         if !matches!(result, Ok(Ok(_))) {
-                            shared
-                                .failed
-                                .store(true, std::sync::atomic::Ordering::Relaxed);
+                            shared.fail();
                         }
                         match result {
                             Ok(r) => {
@@ -166,7 +250,13 @@ pub(crate) fn run_waves(
                     shared.outputs.lock().expect("outputs lock").insert(i, out);
                 }
                 Err(e) => {
-                    failure.get_or_insert(e);
+                    let canceled = |e: &SolveError| matches!(e, SolveError::Canceled { .. });
+                    if failure
+                        .as_ref()
+                        .is_none_or(|f| canceled(f) && !canceled(&e))
+                    {
+                        failure = Some(e);
+                    }
                 }
             }
         }
@@ -238,37 +328,8 @@ fn build_stage(
         });
     let use_cache = !shared.request.no_cache && !filtered;
     if let (Some(v), Source::Image(r)) = (shared.vertices.from(d.index), &d.base) {
-        // The base was resolved (and pulled if missing) while planning and its layers are
-        // applied lazily, so all the FROM vertex can tell is where the image came from.
-        use crate::progress::Event;
-        shared.emit(v.started());
-        if shared.resolver.was_pulled(r) {
-            for e in shared.resolver.take_pull_progress(r) {
-                if let Event::Bytes {
-                    action,
-                    name,
-                    current,
-                    total,
-                    ..
-                } = e
-                {
-                    shared.emit(Event::Bytes {
-                        id: v.id,
-                        action,
-                        name,
-                        current,
-                        total,
-                    });
-                }
-            }
-            shared.emit(Event::Status {
-                id: v.id,
-                text: format!("pulled {r} done"),
-            });
-            shared.emit(Event::Finished { id: v.id });
-        } else {
-            shared.emit(Event::Cached { id: v.id });
-        }
+        // The FROM step downloads the layers planning left on the registry.
+        shared.resolver.run_from_step(shared, v, r, d.from_line)?;
     }
     let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
     b.diff_ids = base_diff_ids;

@@ -75,15 +75,11 @@ impl<'a> StageBuilder<'a> {
                     message: format!("not started: the build was interrupted (signal {signal})"),
                 });
             }
-            if self
-                .shared
-                .failed
-                .load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if self.shared.has_failed() {
                 // Another stage failed: the build fails with its error; start nothing new.
-                return Err(SolveError::Run {
+                return Err(SolveError::Canceled {
                     line: step.line,
-                    message: "not started: another stage failed".into(),
+                    reason: "not started: another step failed".into(),
                 });
             }
             let vertex = self.shared.vertices.step(self.dispatch.index, k).cloned();
@@ -96,6 +92,11 @@ impl<'a> StageBuilder<'a> {
                 self.shared.emit(match &outcome {
                     Ok(true) => Event::Cached { id: v.id },
                     Ok(false) => Event::Finished { id: v.id },
+                    // Stopped because another step failed: BuildKit's `#N CANCELED`.
+                    Err(SolveError::Canceled { .. }) => Event::Status {
+                        id: v.id,
+                        text: crate::progress::CANCELED.into(),
+                    },
                     Err(e) => Event::Errored {
                         id: v.id,
                         message: e.to_string(),
