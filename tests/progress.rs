@@ -378,24 +378,50 @@ fn from_an_image_is_pulled_once_then_cached() {
         .file("a", "a\n");
     let root = TestRoot::new();
     let first = stderr(&build(&root, &ctx, &["--progress=plain"]));
-    let from_line = first.lines().next().unwrap();
+    // Planning loads only the manifest and config, as BuildKit's first vertex...
     assert!(
-        from_line.starts_with("#1 [1/2] FROM ") && from_line.contains("busybox"),
+        first.starts_with(&format!("#1 [internal] load metadata for {base}\n#1 DONE ")),
         "{first}"
     );
+    // ...and the FROM step, pinned to the digest, downloads the layer with byte lines.
+    let from_line = first
+        .lines()
+        .find(|l| l.starts_with("#2 "))
+        .unwrap()
+        .to_string();
     assert!(
-        first.contains(&format!("#1 pulled {base} done\n#1 DONE ")),
+        from_line.starts_with(&format!("#2 [1/2] FROM {base}@sha256:")),
         "{first}"
     );
-    assert!(first.contains("#2 [2/2] COPY a /a\n#2 DONE "), "{first}");
+    let layer_done = regex::Regex::new(
+        r"(?m)^#2 sha256:[0-9a-f]{12,64} [0-9.]+[kM]?B / [0-9.]+[kM]?B [0-9.]+s done$",
+    )
+    .unwrap();
+    assert!(layer_done.is_match(&first), "{first}");
+    assert!(first.contains("\n#2 DONE "), "{first}");
+    assert!(first.contains("#3 [2/2] COPY a /a\n#3 DONE "), "{first}");
 
+    // The image is in the store now: no registry, FROM is CACHED, same name.
     let second = stderr(&build(&root, &ctx, &["--progress=plain"]));
+    assert!(!second.contains("load metadata"), "{second}");
+    let from_again = from_line.replacen("#2 ", "#1 ", 1);
     assert!(
-        second.contains(&format!("{from_line}\n#1 CACHED")),
+        second.contains(&format!("{from_again}\n#1 CACHED")),
         "{second}"
     );
-    assert!(!second.contains("pulled"), "{second}");
     assert!(second.contains("#2 CACHED"), "{second}");
+
+    // --pull resolves the tag again; the layers are there, so nothing is downloaded.
+    let pulled = stderr(&build(&root, &ctx, &["--progress=plain", "--pull"]));
+    assert!(
+        pulled.contains("#1 [internal] load metadata for"),
+        "{pulled}"
+    );
+    assert!(
+        pulled.contains(&format!("{from_line}\n#2 CACHED")),
+        "{pulled}"
+    );
+    assert!(!layer_done.is_match(&pulled), "{pulled}");
 }
 
 #[test]

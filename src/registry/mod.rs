@@ -34,7 +34,10 @@ pub use client::{Client, ClientOptions};
 pub use credentials::Credential;
 pub use error::RegistryError;
 pub use meter::Progress;
-pub use pull::{PullOptions, PulledImage, pull, pull_with_progress};
+pub use pull::{
+    PullOptions, PulledImage, RemoteImage, fetch_remote_with_progress, pull, pull_with_progress,
+    resolve_remote,
+};
 pub use push::{PushOptions, PushedImage, push, push_with_progress};
 pub use reference::{DEFAULT_TAG, DOCKER_HUB, DOCKER_HUB_API, Reference, ReferenceError};
 pub use retry::RetryPolicy;

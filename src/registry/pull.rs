@@ -1,12 +1,13 @@
-//! Pull: resolve a reference to a manifest (picking a platform from an index), fetch the
-//! missing config and layer blobs concurrently into the store, store the manifest bytes as
-//! received, and name the image in the store under its normalised reference.
+//! Pull: resolve a reference to a manifest (picking a platform from an index) and fetch its
+//! config ([`resolve_remote`]), then fetch the missing layer blobs concurrently into the store,
+//! store the manifest bytes as received, and name the image in the store under its normalised
+//! reference ([`fetch_remote_with_progress`]). [`pull`] does both.
 
 use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 
-use crate::image::{AnyManifest, Descriptor, Digest, ImageIndex, Platform};
+use crate::image::{AnyManifest, Descriptor, Digest, ImageIndex, ImageManifest, Platform};
 use crate::store::Store;
 
 use super::auth::Scope;
@@ -79,6 +80,63 @@ async fn pull_inner(
     options: &PullOptions,
     ticks: Ticks,
 ) -> Result<PulledImage, RegistryError> {
+    // Hold off `prune` from the config blob until the image is named.
+    let _gc = store
+        .gc_guard()
+        .map_err(|e| RegistryError::Store(e.to_string()))?;
+    // A plain pull reports the config's bytes too (a build's metadata step does not).
+    let remote = resolve_inner(client, store, reference, options, ticks.clone()).await?;
+    fetch_remote_inner(client, store, &remote, ticks).await
+}
+
+/// An image resolved on its registry by [`resolve_remote`]: its manifest chosen (for the
+/// wanted platform) and its config in the store, its layers not fetched yet. BuildKit's split:
+/// planning needs only the config (`load metadata for ...`), the FROM step fetches the layers
+/// ([`fetch_remote_with_progress`]).
+#[derive(Debug, Clone)]
+pub struct RemoteImage {
+    /// The reference as resolved.
+    pub reference: Reference,
+    /// Digest the reference resolved to on the registry (an index for multi-platform images).
+    pub digest: Digest,
+    /// The single-platform manifest.
+    pub manifest: ImageManifest,
+    /// Digest of [`RemoteImage::manifest`]'s bytes.
+    pub manifest_digest: Digest,
+    manifest_bytes: Vec<u8>,
+    config_downloaded: bool,
+}
+
+impl RemoteImage {
+    /// The layers not yet in `store` (what [`fetch_remote_with_progress`] will download).
+    pub fn missing_layers(&self, store: &Store) -> Vec<Descriptor> {
+        (self.manifest.layers.iter())
+            .filter(|d| !store.has_blob(&d.digest))
+            .cloned()
+            .collect()
+    }
+}
+
+/// Resolves `reference` on its registry to one platform's manifest and downloads the image
+/// config (small) into `store`; the layers stay on the registry. The caller holds
+/// [`Store::gc_guard`] until [`fetch_remote_with_progress`] has named the image, or `prune`
+/// may remove the config in between.
+pub async fn resolve_remote(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+) -> Result<RemoteImage, RegistryError> {
+    resolve_inner(client, store, reference, options, None).await
+}
+
+async fn resolve_inner(
+    client: &Client,
+    store: &Store,
+    reference: &Reference,
+    options: &PullOptions,
+    ticks: Ticks,
+) -> Result<RemoteImage, RegistryError> {
     let host = client.host(reference.registry()).await?;
     let repo = reference.repository();
     let (top_bytes, top_digest) =
@@ -129,39 +187,90 @@ async fn pull_inner(
             }
         }
     };
+    let config_downloaded = !store.has_blob(&manifest.config.digest);
+    if config_downloaded {
+        let _gc = store
+            .gc_guard()
+            .map_err(|e| RegistryError::Store(e.to_string()))?;
+        fetch_all(
+            client,
+            &host,
+            repo,
+            store,
+            vec![manifest.config.clone()],
+            ticks,
+        )
+        .await?;
+    }
+    Ok(RemoteImage {
+        reference: reference.clone(),
+        digest: top_digest,
+        manifest,
+        manifest_digest,
+        manifest_bytes,
+        config_downloaded,
+    })
+}
+
+/// Downloads the layers of `image` that `store` lacks, concurrently, reporting each one's
+/// bytes to `progress` ([`ByteAction::Pull`]), then stores the manifest and names the image
+/// `image.reference.to_string()` in the store.
+pub async fn fetch_remote_with_progress(
+    client: &Client,
+    store: &Store,
+    image: &RemoteImage,
+    progress: Progress<'_>,
+) -> Result<PulledImage, RegistryError> {
+    forwarding(progress, ByteAction::Pull, |ticks| {
+        fetch_remote_inner(client, store, image, ticks)
+    })
+    .await
+}
+
+async fn fetch_remote_inner(
+    client: &Client,
+    store: &Store,
+    image: &RemoteImage,
+    ticks: Ticks,
+) -> Result<PulledImage, RegistryError> {
+    let reference = &image.reference;
+    let repo = reference.repository();
+    let manifest = &image.manifest;
     // Hold off `prune` from the first blob until the image is named.
     let _gc = store
         .gc_guard()
         .map_err(|e| RegistryError::Store(e.to_string()))?;
-    let mut wanted = vec![manifest.config.clone()];
-    wanted.extend(manifest.layers.iter().cloned());
-    let missing: Vec<Descriptor> = wanted
-        .iter()
-        .filter(|d| !store.has_blob(&d.digest))
-        .cloned()
-        .collect();
-    let downloaded = !missing.is_empty();
-    let blobs = wanted
-        .iter()
-        .map(|d| {
-            let status = if missing.iter().any(|m| m.digest == d.digest) {
-                BlobStatus::Downloaded
-            } else {
-                BlobStatus::Existed
-            };
-            (d.digest.clone(), status)
-        })
-        .collect();
-    fetch_all(client, &host, repo, store, missing, ticks).await?;
+    let missing = image.missing_layers(store);
+    let downloaded = image.config_downloaded || !missing.is_empty();
+    let mut blobs = vec![(
+        manifest.config.digest.clone(),
+        if image.config_downloaded {
+            BlobStatus::Downloaded
+        } else {
+            BlobStatus::Existed
+        },
+    )];
+    blobs.extend(manifest.layers.iter().map(|d| {
+        let status = if missing.iter().any(|m| m.digest == d.digest) {
+            BlobStatus::Downloaded
+        } else {
+            BlobStatus::Existed
+        };
+        (d.digest.clone(), status)
+    }));
+    if !missing.is_empty() {
+        let host = client.host(reference.registry()).await?;
+        fetch_all(client, &host, repo, store, missing, ticks).await?;
+    }
     let stored = store
-        .write_blob(&manifest_bytes)
+        .write_blob(&image.manifest_bytes)
         .map_err(|e| RegistryError::Store(e.to_string()))?;
-    debug_assert_eq!(stored, manifest_digest);
+    debug_assert_eq!(stored, image.manifest_digest);
     let name = reference.to_string();
     store
-        .put_image(&name, &manifest_digest)
+        .put_image(&name, &image.manifest_digest)
         .map_err(|e| RegistryError::Store(e.to_string()))?;
-    let digests: Vec<Digest> = wanted.iter().map(|d| d.digest.clone()).collect();
+    let digests: Vec<Digest> = blobs.iter().map(|(d, _)| d.clone()).collect();
     if let Some(root) = store.dir().parent()
         && let Err(e) = BlobSources::new(root).record(reference.registry(), repo, &digests)
     {
@@ -169,11 +278,11 @@ async fn pull_inner(
     }
     Ok(PulledImage {
         name,
-        digest: top_digest,
+        digest: image.digest.clone(),
         manifest: Descriptor::new(
             manifest.effective_media_type(),
-            manifest_digest,
-            manifest_bytes.len() as u64,
+            image.manifest_digest.clone(),
+            image.manifest_bytes.len() as u64,
         ),
         config: manifest.config.digest.clone(),
         downloaded,

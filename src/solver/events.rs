@@ -33,6 +33,8 @@ pub(crate) struct Vertices {
     steps: BTreeMap<(usize, usize), Vertex>,
     /// The FROM vertex of stages based on an image.
     from: BTreeMap<usize, Vertex>,
+    /// Ids used before these (the `[internal] load metadata` vertices of planning).
+    before: u64,
 }
 
 /// The text BuildKit shows for an instruction: its source, first line only (heredoc bodies
@@ -58,9 +60,22 @@ fn instruction_text(plan: &Plan, stage: usize, line: usize, created_by: &str) ->
 
 impl Vertices {
     /// Numbers the vertices of the stages in `dispatched` (the ones the target needs).
+    #[cfg(test)]
     pub(crate) fn number(plan: &Plan, dispatched: &BTreeMap<usize, StageDispatch>) -> Self {
-        let mut v = Vertices::default();
-        let mut next = 1u64;
+        Self::number_after(plan, dispatched, 0)
+    }
+
+    /// [`Vertices::number`], starting after the `before` ids already used.
+    pub(crate) fn number_after(
+        plan: &Plan,
+        dispatched: &BTreeMap<usize, StageDispatch>,
+        before: u64,
+    ) -> Self {
+        let mut v = Vertices {
+            before,
+            ..Vertices::default()
+        };
+        let mut next = before + 1;
         let multi = plan.stages.len() > 1;
         for (&index, d) in dispatched {
             let stage_name = plan.stages[index]
@@ -123,7 +138,7 @@ impl Vertices {
 
     /// How many vertices there are (the next free id is this plus one).
     pub(crate) fn count(&self) -> u64 {
-        (self.steps.len() + self.from.len()) as u64
+        self.before + (self.steps.len() + self.from.len()) as u64
     }
 }
 

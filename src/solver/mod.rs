@@ -354,15 +354,13 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
         }
     }
     let plan = Plan::new(&request.dockerfile, request.options.clone())?;
-    let resolver = Lenient(StoreResolver {
+    let resolver = Lenient(StoreResolver::new(
         store,
-        pull: PullPolicy::Never,
-        insecure_registries: Vec::new(),
-        layers: Mutex::new(Vec::new()),
-        pulled: Mutex::new(BTreeSet::new()),
-        pull_progress: Mutex::default(),
-        layouts: oci_layouts(&request.options),
-    });
+        PullPolicy::Never,
+        Vec::new(),
+        oci_layouts(&request.options),
+        &crate::progress::Discard,
+    ));
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     Ok(plan.render(Some(&dispatched)))
 }
@@ -386,19 +384,17 @@ pub fn build(
     // wait for the build instead of deleting them under it.
     let _gc_guard = store.gc_guard()?;
     let plan = Plan::new(&request.dockerfile, request.options.clone())?;
-    let resolver = StoreResolver {
+    let resolver = StoreResolver::new(
         store,
-        pull: if request.pull {
+        if request.pull {
             PullPolicy::Always
         } else {
             PullPolicy::Missing
         },
-        insecure_registries: request.insecure_registries.clone(),
-        layers: Mutex::new(Vec::new()),
-        pulled: Mutex::new(BTreeSet::new()),
-        pull_progress: Mutex::default(),
-        layouts: oci_layouts(&request.options),
-    };
+        request.insecure_registries.clone(),
+        oci_layouts(&request.options),
+        reporter,
+    );
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     let ignore = match &request.context {
         Some(c) => Some(
@@ -409,6 +405,10 @@ pub fn build(
     };
     let tmp_root = store.dir().join("tmp");
     std::fs::create_dir_all(&tmp_root).map_err(|source| SolveError::Io {
+    // Layers of registry images are fetched by their FROM steps, except for images no FROM
+    // step fetches first.
+    resolver.fetch_unstaged(&dispatched)?;
+    let metadata_vertices = resolver.vertices_used();
         path: tmp_root.clone(),
         source,
     })?;
@@ -435,7 +435,7 @@ pub fn build(
         outputs: Mutex::new(BTreeMap::new()),
         image_roots: Mutex::new(BTreeMap::new()),
         reporter,
-        vertices: events::Vertices::number(&plan, &dispatched),
+        vertices: events::Vertices::number_after(&plan, &dispatched, metadata_vertices),
         cache: cache::BuildCache::open(store)
             .with_imports(cache_remote::import_all(request, store, reporter)),
         plan_names: plan

@@ -1,32 +1,47 @@
-//! Base images for the planner: looked up in the local store by normalised name (or ID), pulled
-//! from their registry when missing (or always with `--pull`).
+//! Base images for the planner: looked up in the local store by normalised name (or ID), or
+//! resolved on their registry when missing (or always with `--pull`).
+//!
+//! As in BuildKit, planning only loads an image's metadata from its registry (the manifest and
+//! the config: an `[internal] load metadata for REF` vertex), and the layers are downloaded by
+//! the stage's FROM step ([`StoreResolver::run_from_step`]), which reports each blob's bytes
+//! live. Images read by COPY/RUN mounts but not built upon are fetched before the stages
+//! start ([`StoreResolver::fetch_unstaged`]).
 
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use super::events::Vertex;
+use super::{Shared, SolveError};
 use crate::image::{Descriptor, Platform};
-use crate::plan::{ImageResolver, ResolvedImage};
-use crate::progress::{Collect, Event};
-use crate::registry::{Client, ClientOptions, Progress, PullOptions, Reference};
+use crate::plan::{ImageResolver, Op, PlanError, ResolvedImage, Source, StageDispatch};
+use crate::progress::{Event, Reporter};
+use crate::registry::{Client, ClientOptions, Progress, PullOptions, Reference, RemoteImage};
 use crate::store::Store;
 
-/// Resolves image references against a store, pulling when allowed.
+/// A registry image whose layers are not fetched yet; `None` once they are (or were tried).
+type PendingFetch = Arc<Mutex<Option<RemoteImage>>>;
+
+/// Resolves image references against a store, contacting registries when allowed.
 pub(crate) struct StoreResolver<'a> {
-    pub store: &'a Store,
-    pub pull: PullPolicy,
-    pub insecure_registries: Vec<String>,
-    /// Layers of every image resolved so far, by normalised name.
-    pub layers: Mutex<Vec<(String, Vec<Descriptor>)>>,
-    /// References pulled from their registry during this build (the others came from the
-    /// store: their FROM is reported as cached).
-    pub pulled: Mutex<BTreeSet<String>>,
-    /// The last byte-progress event of each blob of each pull, by reference as written. Pulls
-    /// happen while planning, before vertices are numbered, so the FROM vertex replays them
-    /// ([`StoreResolver::take_pull_progress`]).
-    pub pull_progress: Mutex<Vec<(String, Vec<Event>)>>,
+    store: &'a Store,
+    pull: PullPolicy,
+    insecure_registries: Vec<String>,
     /// The `oci-layout://` values of `--build-context`: the only layout references a build may
     /// resolve (a Dockerfile's own `FROM oci-layout://...` is not a reference docker accepts).
-    pub layouts: BTreeSet<String>,
+    layouts: BTreeSet<String>,
+    /// Receives the metadata vertices.
+    reporter: &'a dyn Reporter,
+    /// Vertex ids handed out to metadata loads so far (they come first: `#1`, `#2`...).
+    metadata_vertices: AtomicU64,
+    /// Every image resolved so far with its layers, by reference as written and platform: the
+    /// planner and the solver ask again for cache keys, and must get the same image.
+    resolved: Mutex<BTreeMap<(String, String), (ResolvedImage, Vec<Descriptor>)>>,
+    /// Registry images whose layers are still to be fetched, by reference as written.
+    pending: Mutex<Vec<(String, PendingFetch)>>,
+    /// One runtime and client per build: token caches and connections are shared by every
+    /// metadata load and layer fetch (a reqwest client must stay on the runtime it started on).
+    network: OnceLock<Result<(tokio::runtime::Runtime, Client), String>>,
 }
 
 /// When to contact a registry for a base image.
@@ -40,19 +55,57 @@ pub(crate) enum PullPolicy {
     Never,
 }
 
-impl StoreResolver<'_> {
-    /// Whether `reference` was pulled during this build.
-    pub(crate) fn was_pulled(&self, reference: &str) -> bool {
-        self.pulled
-            .lock()
-            .expect("resolver lock")
-            .contains(reference)
+impl<'a> StoreResolver<'a> {
+    /// A resolver for one build; `reporter` gets the `[internal] load metadata` vertices.
+    pub(crate) fn new(
+        store: &'a Store,
+        pull: PullPolicy,
+        insecure_registries: Vec<String>,
+        layouts: BTreeSet<String>,
+        reporter: &'a dyn Reporter,
+    ) -> Self {
+        StoreResolver {
+            store,
+            pull,
+            insecure_registries,
+            layouts,
+            reporter,
+            metadata_vertices: AtomicU64::new(0),
+            resolved: Mutex::default(),
+            pending: Mutex::default(),
+            network: OnceLock::new(),
+        }
     }
 
-    /// The layers recorded for `name` by an earlier [`ImageResolver::resolve`].
-    pub(crate) fn layers_of(&self, name: &str) -> Option<Vec<Descriptor>> {
-        let l = self.layers.lock().expect("resolver lock");
-        l.iter().find(|(n, _)| n == name).map(|(_, d)| d.clone())
+    /// How many vertex ids the metadata loads used (the steps are numbered after them).
+    pub(crate) fn vertices_used(&self) -> u64 {
+        self.metadata_vertices.load(Ordering::SeqCst)
+    }
+
+    /// The layers recorded for `reference` by an earlier [`ImageResolver::resolve`].
+    pub(crate) fn layers_of(&self, reference: &str) -> Option<Vec<Descriptor>> {
+        let resolved = self.resolved.lock().expect("resolver lock");
+        (resolved.iter())
+            .find(|((r, _), _)| r == reference)
+            .map(|(_, (_, layers))| layers.clone())
+    }
+
+    fn network(&self) -> Result<&(tokio::runtime::Runtime, Client), String> {
+        self.network
+            .get_or_init(|| {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("starting the async runtime: {e}"))?;
+                let client = Client::new(ClientOptions {
+                    insecure_registries: self.insecure_registries.clone(),
+                    ..ClientOptions::default()
+                });
+                Ok((rt, client))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
     }
 
     /// `--build-context NAME=oci-layout://...`: imported into the store, never pulled.
@@ -60,7 +113,7 @@ impl StoreResolver<'_> {
         &self,
         reference: &str,
         platform: &Platform,
-    ) -> Result<ResolvedImage, String> {
+    ) -> Result<(ResolvedImage, Vec<Descriptor>), String> {
         use crate::context::{OciLayoutRef, import_oci_layout};
         let layout = OciLayoutRef::parse(reference).map_err(|e| e.to_string())?;
         let digest = import_oci_layout(self.store, &layout, platform).map_err(|e| e.to_string())?;
@@ -68,70 +121,73 @@ impl StoreResolver<'_> {
             .store
             .read_image(&digest, Some(platform))
             .map_err(|e| e.to_string())?;
-        self.layers
-            .lock()
-            .expect("resolver lock")
-            .push((reference.to_string(), img.manifest.layers.clone()));
-        Ok(ResolvedImage {
+        let resolved = ResolvedImage {
             name: reference.to_string(),
             manifest_digest: Some(img.manifest_descriptor.digest.clone()),
             config: img.config,
-        })
+        };
+        Ok((resolved, img.manifest.layers))
     }
 
-    /// The byte progress recorded when `reference` was pulled (once; later calls get nothing).
-    pub(crate) fn take_pull_progress(&self, reference: &str) -> Vec<Event> {
-        let mut all = self.pull_progress.lock().expect("resolver lock");
-        match all.iter().position(|(r, _)| r == reference) {
-            Some(i) => all.remove(i).1,
-            None => Vec::new(),
-        }
-    }
-
-    fn pull(
+    /// Loads manifest and config from the registry under an `[internal] load metadata for`
+    /// vertex; the layers are left for [`StoreResolver::run_from_step`].
+    fn load_metadata(
         &self,
         reference: &Reference,
         written: &str,
         platform: &Platform,
-    ) -> Result<(), String> {
-        let client = Client::new(ClientOptions {
-            insecure_registries: self.insecure_registries.clone(),
-            ..ClientOptions::default()
+    ) -> Result<(ResolvedImage, Vec<Descriptor>), String> {
+        let id = self.metadata_vertices.fetch_add(1, Ordering::SeqCst) + 1;
+        self.reporter.event(Event::Started {
+            id,
+            name: format!("[internal] load metadata for {reference}"),
+            step: None,
         });
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| format!("starting the async runtime: {e}"))?;
-        let opts = PullOptions {
-            platform: Some(platform.clone()),
-        };
-        let collect = Collect::default();
-        let progress = Progress {
-            reporter: &collect,
-            vertex: 0,
-        };
-        rt.block_on(crate::registry::pull_with_progress(
-            &client, self.store, reference, &opts, progress,
-        ))
-        .map_err(|e| format!("pulling {reference}: {e}"))?;
-        // Replayed all at once, the intermediate ticks would only flicker: keep each blob's last.
-        let mut last: Vec<Event> = Vec::new();
-        for e in collect.events() {
-            if let Event::Bytes { name, .. } = &e {
-                last.retain(|l| !matches!(l, Event::Bytes { name: n, .. } if n == name));
-                last.push(e);
+        let loaded = self.network().and_then(|(rt, client)| {
+            tracing::info!("resolving {reference}");
+            let opts = PullOptions {
+                platform: Some(platform.clone()),
+            };
+            let remote = rt
+                .block_on(crate::registry::resolve_remote(
+                    client, self.store, reference, &opts,
+                ))
+                .map_err(|e| format!("pulling {reference}: {e}"))?;
+            let config = self
+                .store
+                .read_config(&remote.manifest.config.digest)
+                .map_err(|e| format!("reading the config of {reference}: {e}"))?;
+            Ok((remote, config))
+        });
+        let (remote, config) = match loaded {
+            Ok(v) => v,
+            Err(message) => {
+                self.reporter.event(Event::Errored {
+                    id,
+                    message: message.clone(),
+                });
+                return Err(message);
             }
-        }
-        self.pull_progress
+        };
+        self.reporter.event(Event::Finished { id });
+        let resolved = ResolvedImage {
+            name: display_name(reference, &remote.manifest_digest),
+            manifest_digest: Some(remote.manifest_digest.clone()),
+            config,
+        };
+        let layers = remote.manifest.layers.clone();
+        self.pending
             .lock()
             .expect("resolver lock")
-            .push((written.to_string(), last));
-        Ok(())
+            .push((written.to_string(), Arc::new(Mutex::new(Some(remote)))));
+        Ok((resolved, layers))
     }
-}
 
-impl ImageResolver for StoreResolver<'_> {
-    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+    fn resolve_uncached(
+        &self,
+        reference: &str,
+        platform: &Platform,
+    ) -> Result<(ResolvedImage, Vec<Descriptor>), String> {
         if self.layouts.contains(reference) {
             return self.resolve_oci_layout(reference, platform);
         }
@@ -144,30 +200,165 @@ impl ImageResolver for StoreResolver<'_> {
         let record = match (local, self.pull) {
             (Ok(rec), PullPolicy::Missing | PullPolicy::Never) => rec,
             (Err(e), PullPolicy::Never) => return Err(e.to_string()),
-            _ => {
-                tracing::info!("pulling {name}");
-                self.pull(&parsed, reference, platform)?;
-                self.pulled
-                    .lock()
-                    .expect("resolver lock")
-                    .insert(reference.to_string());
-                self.store
-                    .resolve(&name)
-                    .map_err(|e| format!("{name} not in the local store after pulling: {e}"))?
-            }
+            _ => return self.load_metadata(&parsed, reference, platform),
         };
         let img = self
             .store
             .read_image(&record.target.digest, Some(platform))
             .map_err(|e| e.to_string())?;
-        self.layers
-            .lock()
-            .expect("resolver lock")
-            .push((reference.to_string(), img.manifest.layers.clone()));
-        Ok(ResolvedImage {
-            name,
+        let resolved = ResolvedImage {
+            name: display_name(&parsed, &img.manifest_descriptor.digest),
             manifest_digest: Some(img.manifest_descriptor.digest.clone()),
             config: img.config,
-        })
+        };
+        Ok((resolved, img.manifest.layers))
+    }
+
+    /// Downloads the missing layers of `reference` (if it was resolved on its registry and not
+    /// fetched yet), reporting bytes under `vertex`. Returns whether any blob was downloaded.
+    /// A second caller for the same image waits for the first one's fetch.
+    fn fetch_layers(&self, reference: &str, vertex: u64) -> Result<bool, String> {
+        let slots: Vec<PendingFetch> = (self.pending.lock().expect("resolver lock").iter())
+            .filter(|(r, _)| r == reference)
+            .map(|(_, slot)| slot.clone())
+            .collect();
+        let mut downloaded = false;
+        for slot in slots {
+            let mut slot = slot.lock().expect("fetch lock");
+            let Some(remote) = slot.take() else {
+                continue;
+            };
+            let (rt, client) = self.network()?;
+            let progress = Progress {
+                reporter: self.reporter,
+                vertex,
+            };
+            let pulled = rt
+                .block_on(crate::registry::fetch_remote_with_progress(
+                    client, self.store, &remote, progress,
+                ))
+                .map_err(|e| format!("pulling {}: {e}", remote.reference))?;
+            downloaded |= pulled.downloaded;
+        }
+        Ok(downloaded)
+    }
+
+    /// Fetches, before any stage starts, the registry images that no FROM step will fetch:
+    /// those only read by `COPY --from`/`RUN --mount from=`, and those read that way by one
+    /// stage while another builds on them (the reader must not see half an image).
+    pub(crate) fn fetch_unstaged(
+        &self,
+        dispatched: &BTreeMap<usize, StageDispatch>,
+    ) -> Result<(), SolveError> {
+        let read = images_read_by_steps(dispatched);
+        let pending: BTreeSet<String> = (self.pending.lock().expect("resolver lock").iter())
+            .map(|(r, _)| r.clone())
+            .collect();
+        for reference in pending {
+            let is_base = dispatched
+                .values()
+                .any(|d| matches!(&d.base, Source::Image(r) if *r == reference));
+            if is_base && !read.contains(&reference) {
+                continue;
+            }
+            self.fetch_layers(&reference, 0).map_err(|message| {
+                SolveError::Plan(PlanError::Base {
+                    line: 0,
+                    image: reference.clone(),
+                    message,
+                })
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The FROM step of a stage built on image `reference`: downloads the layers the store
+    /// lacks, showing their bytes under vertex `v`; CACHED when nothing had to be fetched.
+    pub(crate) fn run_from_step(
+        &self,
+        shared: &Shared<'_>,
+        v: &Vertex,
+        reference: &str,
+        line: usize,
+    ) -> Result<(), SolveError> {
+        shared.emit(v.started());
+        match self.fetch_layers(reference, v.id) {
+            Ok(true) => shared.emit(Event::Finished { id: v.id }),
+            Ok(false) => shared.emit(Event::Cached { id: v.id }),
+            Err(message) => {
+                shared.emit(Event::Errored {
+                    id: v.id,
+                    message: message.clone(),
+                });
+                return Err(SolveError::Plan(PlanError::Base {
+                    line,
+                    image: reference.to_string(),
+                    message,
+                }));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The name a FROM vertex shows, as BuildKit: the normalised reference pinned to the digest
+/// it resolved to (the platform's manifest here: the store keeps no index digest).
+fn display_name(reference: &Reference, manifest: &crate::image::Digest) -> String {
+    if reference.digest().is_some() {
+        reference.to_string()
+    } else {
+        format!("{reference}@{manifest}")
+    }
+}
+
+/// Images that steps read files from (`COPY --from=IMAGE`, `RUN --mount from=IMAGE`).
+fn images_read_by_steps(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<String> {
+    let mut read = BTreeSet::new();
+    for step in dispatched.values().flat_map(|d| &d.steps) {
+        match &step.op {
+            Op::Copy(c) => {
+                if let Source::Image(r) = &c.from {
+                    read.insert(r.clone());
+                }
+            }
+            Op::Run(r) => read.extend(r.mount_sources.iter().filter_map(|s| match s {
+                Source::Image(r) => Some(r.clone()),
+                _ => None,
+            })),
+            _ => {}
+        }
+    }
+    read
+}
+
+impl ImageResolver for StoreResolver<'_> {
+    fn resolve(&self, reference: &str, platform: &Platform) -> Result<ResolvedImage, String> {
+        let key = (reference.to_string(), platform.to_string());
+        if let Some((img, _)) = self.resolved.lock().expect("resolver lock").get(&key) {
+            return Ok(img.clone());
+        }
+        let (img, layers) = self.resolve_uncached(reference, platform)?;
+        self.resolved
+            .lock()
+            .expect("resolver lock")
+            .insert(key, (img.clone(), layers));
+        Ok(img)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_name_pins_the_digest_once() {
+        let d = crate::image::Digest::of(b"m");
+        let tagged = Reference::parse("busybox").unwrap();
+        assert_eq!(
+            display_name(&tagged, &d),
+            format!("docker.io/library/busybox:latest@{d}")
+        );
+        let pinned = Reference::parse(&format!("busybox@{d}")).unwrap();
+        assert_eq!(display_name(&pinned, &d), pinned.to_string());
     }
 }

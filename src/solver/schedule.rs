@@ -328,37 +328,8 @@ fn build_stage(
         });
     let use_cache = !shared.request.no_cache && !filtered;
     if let (Some(v), Source::Image(r)) = (shared.vertices.from(d.index), &d.base) {
-        // The base was resolved (and pulled if missing) while planning and its layers are
-        // applied lazily, so all the FROM vertex can tell is where the image came from.
-        use crate::progress::Event;
-        shared.emit(v.started());
-        if shared.resolver.was_pulled(r) {
-            for e in shared.resolver.take_pull_progress(r) {
-                if let Event::Bytes {
-                    action,
-                    name,
-                    current,
-                    total,
-                    ..
-                } = e
-                {
-                    shared.emit(Event::Bytes {
-                        id: v.id,
-                        action,
-                        name,
-                        current,
-                        total,
-                    });
-                }
-            }
-            shared.emit(Event::Status {
-                id: v.id,
-                text: format!("pulled {r} done"),
-            });
-            shared.emit(Event::Finished { id: v.id });
-        } else {
-            shared.emit(Event::Cached { id: v.id });
-        }
+        // The FROM step downloads the layers planning left on the registry.
+        shared.resolver.run_from_step(shared, v, r, d.from_line)?;
     }
     let mut b = StageBuilder::new(shared, d, base_layers, base_key, use_cache);
     b.diff_ids = base_diff_ids;
