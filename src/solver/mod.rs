@@ -16,7 +16,9 @@ mod image;
 mod resolve;
 mod run;
 mod schedule;
+mod source;
 mod stage;
+mod tar_select;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -179,7 +181,8 @@ pub(crate) struct Shared<'a> {
     pub start_time: i64,
     pub scratch: tempfile::TempDir,
     pub outputs: Mutex<BTreeMap<usize, StageOutput>>,
-    pub image_roots: Mutex<BTreeMap<String, PathBuf>>,
+    /// Stage and image roots unpacked for COPY --from and RUN mounts ([`source`]).
+    pub views: source::Views,
     pub reporter: &'a dyn crate::progress::Reporter,
     pub vertices: events::Vertices,
     pub cache: cache::BuildCache,
@@ -219,11 +222,22 @@ impl Shared<'_> {
         Ok(dir)
     }
 
-    /// The directory COPY reads from, and whether it is a build context.
+    /// The directory a RUN mount reads from, and whether it is a build context.
     pub(crate) fn source_root(
         &self,
         line: usize,
         from: &Source,
+    ) -> Result<(PathBuf, bool), SolveError> {
+        self.copy_source_root(line, from, None)
+    }
+
+    /// The directory a COPY of `sources` reads from (a stage or image root holds only what
+    /// those sources can reach; `None`: everything), and whether it is a build context.
+    pub(crate) fn copy_source_root(
+        &self,
+        line: usize,
+        from: &Source,
+        sources: Option<&[String]>,
     ) -> Result<(PathBuf, bool), SolveError> {
         match from {
             Source::MainContext => match &self.request.context {
@@ -247,14 +261,16 @@ impl Shared<'_> {
                 };
                 match output {
                     Some((Some(root), _)) => Ok((root, false)),
-                    Some((None, layers)) => self.stage_root(*i, &layers).map(|r| (r, false)),
+                    Some((None, layers)) => {
+                        self.stage_root(*i, &layers, sources).map(|r| (r, false))
+                    }
                     None => Err(SolveError::Unsupported {
                         line,
                         what: format!("copying from stage {i} before it is built"),
                     }),
                 }
             }
-            Source::Image(r) => self.image_root(line, r).map(|p| (p, false)),
+            Source::Image(r) => self.image_root(line, r, sources).map(|p| (p, false)),
             Source::Scratch => Ok((self.scratch_dir("empty")?, false)),
         }
     }
@@ -279,27 +295,25 @@ impl Shared<'_> {
             .unwrap_or_else(|| img.name.clone()))
     }
 
-    /// The root of finished stage `i`, unpacked from its `layers` the first time a step reads
-    /// it, so a build whose readers are all cached never unpacks it.
-    fn stage_root(&self, i: usize, layers: &[Descriptor]) -> Result<PathBuf, SolveError> {
-        // Kept with the image roots under a key no image reference can have.
-        let key = format!("stage {i}");
-        let mut roots = self.image_roots.lock().expect("roots lock");
-        if let Some(p) = roots.get(&key) {
-            return Ok(p.clone());
-        }
-        let dir = self.scratch_dir(&format!("stage-{i}-root"))?;
-        for l in layers {
-            stage::apply_layer(self, &l.digest, &dir)?;
-        }
-        roots.insert(key, dir.clone());
-        Ok(dir)
+    /// The root of finished stage `i` as a COPY of `sources` reads it (the whole root for
+    /// `None`), unpacked from its `layers` the first time a step reads it, so a build whose
+    /// readers are all cached never unpacks it.
+    fn stage_root(
+        &self,
+        i: usize,
+        layers: &[Descriptor],
+        sources: Option<&[String]>,
+    ) -> Result<PathBuf, SolveError> {
+        self.view_of(&format!("stage {i}"), layers, sources)
     }
 
-    fn image_root(&self, line: usize, reference: &str) -> Result<PathBuf, SolveError> {
-        if let Some(p) = self.image_roots.lock().expect("roots lock").get(reference) {
-            return Ok(p.clone());
-        }
+    /// The root of image `reference` as a COPY of `sources` reads it (see [`Self::stage_root`]).
+    fn image_root(
+        &self,
+        line: usize,
+        reference: &str,
+        sources: Option<&[String]>,
+    ) -> Result<PathBuf, SolveError> {
         let platform = self.request.options.target_platform.clone();
         use crate::plan::ImageResolver as _;
         self.resolver
@@ -312,16 +326,7 @@ impl Shared<'_> {
                 })
             })?;
         let layers = self.resolver.layers_of(reference).unwrap_or_default();
-        let n = self.image_roots.lock().expect("roots lock").len();
-        let dir = self.scratch_dir(&format!("image-{n}"))?;
-        for l in &layers {
-            stage::apply_layer(self, &l.digest, &dir)?;
-        }
-        self.image_roots
-            .lock()
-            .expect("roots lock")
-            .insert(reference.to_string(), dir.clone());
-        Ok(dir)
+        self.view_of(&format!("image {reference}"), &layers, sources)
     }
 }
 
@@ -433,7 +438,7 @@ pub fn build(
         start_time: now,
         scratch,
         outputs: Mutex::new(BTreeMap::new()),
-        image_roots: Mutex::new(BTreeMap::new()),
+        views: source::Views::default(),
         reporter,
         vertices: events::Vertices::number_after(&plan, &dispatched, metadata_vertices),
         cache: cache::BuildCache::open(store)

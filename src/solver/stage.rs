@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::context::{ChownSpec, CopyRequest, EntryKind, LayerEntry, plan_copy};
 use crate::image::{Descriptor, Digest};
-use crate::layer::{ApplyOptions, EntryMeta, LayerWriter, apply, open_decompressed};
+use crate::layer::{ApplyOptions, EntryMeta, LayerWriter};
 use crate::plan::{CopyOp, Op, Source, StageDispatch};
 use crate::progress::Event;
 
@@ -520,7 +520,7 @@ impl<'a> StageBuilder<'a> {
             }
             (heredoc_dir, false, sources)
         } else {
-            let (root, is_ctx) = self.shared.source_root(line, &c.from)?;
+            let (root, is_ctx) = (self.shared).copy_source_root(line, &c.from, Some(&c.sources))?;
             (root, is_ctx, c.sources.clone())
         };
         Ok(CopyRequest {
@@ -614,22 +614,6 @@ fn split_heredocs(c: &CopyOp) -> (Option<std::borrow::Cow<'_, CopyOp>>, Option<C
         ..c.clone()
     });
     (Some(Cow::Owned(files)), docs)
-}
-
-/// Unpacks one stored layer onto `dir`.
-pub(crate) fn apply_layer(
-    shared: &Shared<'_>,
-    digest: &Digest,
-    dir: &Path,
-) -> Result<(), SolveError> {
-    let blob = shared
-        .store
-        .open_blob(digest)
-        .map_err(|source| SolveError::Store { source })?;
-    let reader = open_decompressed(blob).map_err(|source| SolveError::Layer { line: 0, source })?;
-    apply(reader, dir, &ApplyOptions::default())
-        .map_err(|source| SolveError::Layer { line: 0, source })?;
-    Ok(())
 }
 
 /// Unpacks one stored layer onto the skeleton root `dir` (see [`crate::layer::apply_skeleton`]).
