@@ -1308,6 +1308,46 @@ fn copy_keeps_context_file_xattrs() {
     assert!(layer_xattrs(&layout, 1).is_empty());
 }
 
+/// Directories below a COPY source keep their xattrs in the layer too (the source's top
+/// directory is not copied, only its contents), and a changed directory xattr is a cache miss:
+/// the rebuilt layer carries the new value instead of the cached old one.
+#[test]
+fn copy_keeps_context_directory_xattrs() {
+    let ctx = Context::new()
+        .dockerfile("FROM scratch\nCOPY src /app/\n")
+        .file("src/sub/f", "f\n")
+        .file("src/plain/g", "g\n");
+    let setfattr = |path: &str, value: &str| {
+        std::process::Command::new("setfattr")
+            .args(["-n", "user.dirtest", "-v", value])
+            .arg(ctx.join(path))
+            .status()
+            .unwrap()
+            .success()
+    };
+    if !setfattr("src/sub", "y") {
+        eprintln!("no user xattrs on {}: skipping", ctx.path().display());
+        return;
+    }
+    assert!(setfattr("src", "top"));
+    let root = common::TestRoot::new();
+    let out = tempfile::tempdir().unwrap();
+    let build = |name: &str| {
+        let layout = out.path().join(name);
+        common::run_ok(
+            root.rbuild()
+                .args(["build", "-q", "-o"])
+                .arg(format!("type=oci,tar=false,dest={}", layout.display()))
+                .arg(ctx.path()),
+        );
+        layer_xattrs(&layout, 0)
+    };
+    let dir_xattr = |v: &str| ("app/sub/".to_string(), "user.dirtest".to_string(), v.into());
+    assert_eq!(build("first"), vec![dir_xattr("y")]);
+    assert!(setfattr("src/sub", "z"));
+    assert_eq!(build("second"), vec![dir_xattr("z")]);
+}
+
 /// An OCI layout context is a full image for RUN too: `FROM NAME` runs its busybox, and
 /// `RUN --mount from=NAME` mounts another layout's files.
 #[test]

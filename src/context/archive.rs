@@ -209,6 +209,10 @@ pub(crate) fn extract_archive(
                 continue;
             }
         };
+        let xattrs_from = match &kind {
+            EntryKind::File { source, .. } => Some(source.clone()),
+            _ => None,
+        };
         let mode = if matches!(kind, EntryKind::Symlink { .. }) {
             0o777
         } else {
@@ -222,6 +226,7 @@ pub(crate) fn extract_archive(
             gid,
             mtime,
             existing_parent: false,
+            xattrs_from,
         })?;
     }
     Ok(())

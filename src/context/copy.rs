@@ -265,6 +265,8 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
                 // BuildKit's copied directories carry the build time, not the source's mtime.
                 mtime: None,
                 existing_parent: false,
+                // ...but keep the source directory's xattrs, as continuity's copy does.
+                xattrs_from: Some(sel.host.clone()),
             }
         } else if ft.is_symlink() {
             let t = match &sel.link_target {
@@ -282,6 +284,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
                 gid,
                 mtime,
                 existing_parent: false,
+                xattrs_from: None,
             }
         } else if ft.is_file() {
             let mode = chmod
@@ -289,18 +292,23 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
                 .map_or(meta_mode, |c| c.apply(meta_mode, false));
             let (dev, ino) = inode_key(&sel.meta);
             let key = (sel.source_index, dev, ino);
-            let kind = match links.get(&key) {
-                Some(first) if sel.meta.nlink() > 1 => EntryKind::Hardlink {
-                    target: first.clone(),
-                },
+            let (kind, xattrs_from) = match links.get(&key) {
+                // The link's xattrs are the inode's, carried by the first entry.
+                Some(first) if sel.meta.nlink() > 1 => (
+                    EntryKind::Hardlink {
+                        target: first.clone(),
+                    },
+                    None,
+                ),
                 _ => {
                     if sel.meta.nlink() > 1 {
                         links.insert(key, target.clone());
                     }
-                    EntryKind::File {
+                    let kind = EntryKind::File {
                         source: sel.host.clone(),
                         size: sel.meta.len(),
-                    }
+                    };
+                    (kind, Some(sel.host.clone()))
                 }
             };
             LayerEntry {
@@ -311,6 +319,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
                 gid,
                 mtime,
                 existing_parent: false,
+                xattrs_from,
             }
         } else {
             tracing::warn!(path = %sel.host.display(), "skipping special file in {what} source");
@@ -345,6 +354,7 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
             gid: owner.gid,
             mtime: fetched.mtime,
             existing_parent: false,
+            xattrs_from: Some(fetched.path.clone()),
         })?;
     }
     Ok(CopyPlan {

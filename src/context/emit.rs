@@ -2,7 +2,7 @@
 //! [`crate::layer::LayerWriter`], with the build's timestamp for directories the copy created
 //! and `SOURCE_DATE_EPOCH` clamping applied as BuildKit rewrites timestamps. Files keep the
 //! extended attributes of their source (`security.capability`, `user.*`), as BuildKit's copy
-//! does, so they reach the layer as PAX `SCHILY.xattr.` records.
+//! does, and so do copied directories, so they reach the layer as PAX `SCHILY.xattr.` records.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -52,7 +52,10 @@ impl CopyPlan {
         times: EmitTimes,
     ) -> Result<(), ContextError> {
         for entry in &self.entries {
-            let meta = meta_of(entry, times);
+            let mut meta = meta_of(entry, times);
+            if let Some(from) = &entry.xattrs_from {
+                meta.xattrs = source_xattrs(from)?;
+            }
             let layer_err = |source| ContextError::Layer {
                 path: entry.path.clone(),
                 source,
@@ -61,10 +64,6 @@ impl CopyPlan {
                 EntryKind::Dir => writer.append_dir(&entry.path, &meta).map_err(layer_err)?,
                 EntryKind::File { source, size } => {
                     let f = File::open(source).map_err(|e| ContextError::io(source, e))?;
-                    let meta = EntryMeta {
-                        xattrs: source_xattrs(source)?,
-                        ..meta
-                    };
                     writer
                         .append_file(&entry.path, &meta, f, *size)
                         .map_err(layer_err)?
@@ -129,6 +128,7 @@ mod tests {
             gid: 2,
             mtime: None,
             existing_parent: false,
+            xattrs_from: None,
         };
         let m = meta_of(
             &dir,

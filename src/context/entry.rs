@@ -73,6 +73,10 @@ pub struct LayerEntry {
     /// Whether the path already exists in the destination root and is listed only because a
     /// layer must carry the parents of what it adds (its metadata is the existing one).
     pub existing_parent: bool,
+    /// Host path whose extended attributes the entry keeps (`user.*`, `security.capability`):
+    /// the source file or directory of a copy. `None` for entries the copy creates itself
+    /// (parent directories, links), which carry no xattrs.
+    pub xattrs_from: Option<PathBuf>,
 }
 
 impl LayerEntry {
@@ -126,6 +130,7 @@ impl<'a> EntrySet<'a> {
                     gid: m.gid(),
                     mtime: Some(Mtime::of(&m)),
                     existing_parent: true,
+                    xattrs_from: None,
                 },
                 Some(_) => return Err(non_directory(&dir)),
                 None => LayerEntry {
@@ -136,6 +141,7 @@ impl<'a> EntrySet<'a> {
                     gid: self.owner.gid,
                     mtime: None,
                     existing_parent: false,
+                    xattrs_from: None,
                 },
             };
             self.index.insert(dir, self.entries.len());

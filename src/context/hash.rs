@@ -4,7 +4,7 @@
 //! is not read again on the next build. The memo files are a compact binary list, because a
 //! no-change rebuild of a large context spent a fifth of its time parsing them as JSON.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
@@ -232,16 +232,7 @@ impl HashMemo {
         let xattrs = super::source_xattrs(&path)?;
         if !xattrs.is_empty() {
             // Files without xattrs keep the plain content digest (and their cache keys).
-            let mut h = Hasher::new();
-            h.update(b"content+xattrs\0");
-            h.update(digest.to_string().as_bytes());
-            for (name, value) in &xattrs {
-                h.update(&(name.len() as u64).to_le_bytes());
-                h.update(name.as_bytes());
-                h.update(&(value.len() as u64).to_le_bytes());
-                h.update(value);
-            }
-            digest = h.finish();
+            digest = hash_xattrs(b"content+xattrs\0", &digest.to_string(), &xattrs);
         }
         // Re-stat: a file changing while read must not be remembered with the new stamp.
         let after = std::fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
@@ -292,13 +283,40 @@ impl HashMemo {
     }
 }
 
-/// The digest of one selected item: relative path, kind, mode, owner, link target, content.
+/// A digest of `xattrs` (sorted by name), prefixed by a domain tag and what they belong to.
+fn hash_xattrs(tag: &[u8], base: &str, xattrs: &BTreeMap<String, Vec<u8>>) -> Digest {
+    let mut h = Hasher::new();
+    h.update(tag);
+    h.update(base.as_bytes());
+    for (name, value) in xattrs {
+        h.update(&(name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(&(value.len() as u64).to_le_bytes());
+        h.update(value);
+    }
+    h.finish()
+}
+
+/// The digest of one selected item: relative path, kind, mode, owner, link target, content
+/// (and xattrs, for files and for the directories a copy recreates).
 fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String, ContextError> {
     let meta = &sel.meta;
     let path = sel.root_path();
     let ft = meta.file_type();
     let (kind, detail) = if ft.is_dir() {
-        ("dir", String::new())
+        // A source's top directory is not copied itself (its contents are), so only the
+        // directories below it carry their xattrs into the layer. None: the old key line.
+        let xattrs = if sel.rel.is_empty() {
+            BTreeMap::new()
+        } else {
+            super::source_xattrs(&sel.host)?
+        };
+        let detail = if xattrs.is_empty() {
+            String::new()
+        } else {
+            hash_xattrs(b"dir-xattrs\0", "", &xattrs).to_string()
+        };
+        ("dir", detail)
     } else if ft.is_symlink() {
         let t = match &sel.link_target {
             Some(t) => t.clone(),

@@ -164,6 +164,7 @@ mod tests {
             gid: 0,
             mtime: None,
             existing_parent: false,
+            xattrs_from: None,
         }
     }
 

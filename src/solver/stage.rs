@@ -424,6 +424,7 @@ impl<'a> StageBuilder<'a> {
                 gid: owner.1,
                 mtime: None,
                 existing_parent: false,
+                xattrs_from: None,
             })
             .collect::<Vec<_>>();
         self.write_layer(line, &entries)?;
@@ -567,6 +568,12 @@ impl<'a> StageBuilder<'a> {
                 }
                 None => meta.mtime = default_mtime,
             }
+            // BuildKit's copy keeps xattrs (`security.capability`, `user.*`) of files and
+            // directories.
+            if let Some(from) = &e.xattrs_from {
+                meta.xattrs = crate::context::source_xattrs(from)
+                    .map_err(|source| SolveError::Context { line, source })?;
+            }
             let name = Path::new(&e.path);
             match &e.kind {
                 EntryKind::Dir => w.append_dir(name, &meta),
@@ -575,9 +582,6 @@ impl<'a> StageBuilder<'a> {
                         path: source.clone(),
                         source: s,
                     })?;
-                    // BuildKit's copy keeps xattrs (`security.capability`, `user.*`).
-                    meta.xattrs = crate::context::source_xattrs(source)
-                        .map_err(|source| SolveError::Context { line, source })?;
                     w.append_file(name, &meta, f, *size)
                 }
                 EntryKind::Symlink { target } => w.append_symlink(name, target, &meta),
