@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use common::random_image::{push_random_image, random_bytes};
+use common::throttle::Throttle;
 use common::{Context, TestRoot, run_ok};
 
 const EPOCH: &str = "1700000000";
@@ -482,7 +484,8 @@ fn tty_view_shows_running_output_then_collapses() {
     assert!(!running.contains("FINISHED"), "{running}");
     let done = pane_until(&socket, "run", "EXIT=");
     assert!(done.contains("EXIT=0"), "{done}");
-    assert!(done.contains("(3/3) FINISHED"), "{done}");
+    // Metadata load, FROM, RUN, exporting.
+    assert!(done.contains("(4/4) FINISHED"), "{done}");
     // The finished step collapsed to one line: its output is gone from the view.
     assert!(!done.contains("=> => #"), "{done}");
     assert!(
@@ -491,4 +494,160 @@ fn tty_view_shows_running_output_then_collapses() {
         "{done}"
     );
     assert!(done.contains("steps:    1 run, 0 cached"), "{done}");
+}
+
+/// A base image of 8 MB of random data behind a proxy that moves 2 MB/s: its FROM step lasts
+/// a few seconds. Returns the registry (keep it alive), the proxy and the base reference.
+fn slow_random_base(tag: &str) -> (common::Registry, Throttle, String) {
+    let registry = common::Registry::start();
+    let direct = push_random_image(&registry, &format!("randbase:{tag}"), 8);
+    let throttle = Throttle::start(&registry.addr(), 2_000_000);
+    let base = direct.replacen(&registry.addr(), &throttle.addr(), 1);
+    (registry, throttle, base)
+}
+
+#[test]
+fn rawjson_reports_growing_pull_bytes_before_the_from_step_ends() {
+    let (_registry, _throttle, base) = slow_random_base("rawjson");
+    let ctx = Context::new()
+        .dockerfile(&format!("FROM {base}\nCOPY a /a\n"))
+        .file("a", "a\n");
+    let root = TestRoot::new();
+    let out = build(&root, &ctx, &["--progress=rawjson"]);
+    let events: Vec<serde_json::Value> = stderr(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
+        .collect();
+    let started = |prefix: &str| {
+        events
+            .iter()
+            .find(|v| v["kind"] == "started" && v["name"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no vertex {prefix}: {events:#?}"))["id"]
+            .as_u64()
+            .unwrap()
+    };
+    let metadata = started(&format!("[internal] load metadata for {base}"));
+    let from = started(&format!("[1/2] FROM {base}@sha256:"));
+    assert!(metadata < from);
+    let finished = events
+        .iter()
+        .position(|v| v["kind"] == "finished" && v["id"] == from)
+        .expect("the FROM step finishes");
+    // The 8 MB layer's ticks, all before the FROM step ends, growing to its size.
+    let ticks: Vec<(u64, u64)> = events[..finished]
+        .iter()
+        .filter(|v| v["kind"] == "bytes" && v["id"] == from && v["action"] == "pull")
+        .filter(|v| v["total"].as_u64().unwrap() > 8_000_000)
+        .map(|v| (v["current"].as_u64().unwrap(), v["total"].as_u64().unwrap()))
+        .collect();
+    assert!(ticks.len() >= 4, "{ticks:?}");
+    let total = ticks[0].1;
+    assert!(ticks.windows(2).all(|w| w[0].0 <= w[1].0), "{ticks:?}");
+    assert!(
+        ticks.iter().filter(|(c, _)| *c < total).count() >= 3,
+        "{ticks:?}"
+    );
+    assert_eq!(ticks.last().unwrap().0, total);
+    assert!(
+        !events[finished..]
+            .iter()
+            .any(|v| v["kind"] == "bytes" && v["id"] == from),
+        "no bytes after the step ended"
+    );
+}
+
+/// What a person sees in a terminal while a base of several MB is pulled and the result
+/// pushed through a slow link: a bar per blob under its step (short digest, sizes, rate),
+/// gone once the step is done.
+#[test]
+fn tty_shows_byte_bars_while_pulling_and_pushing_then_collapses() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("SKIPPED tty_shows_byte_bars_while_pulling_and_pushing: tmux is not installed");
+        return;
+    }
+    let (_registry, throttle, base) = slow_random_base("tty");
+    let ctx = Context::new()
+        .dockerfile(&format!("FROM {base}\nCOPY data.bin /data.bin\n"))
+        .file("data.bin", random_bytes(7, 6_000_000));
+    let root = TestRoot::new();
+    let socket_dir = tempfile::tempdir().unwrap();
+    let socket = socket_dir.path().join("tmux").display().to_string();
+    struct Server<'a>(&'a str);
+    impl Drop for Server<'_> {
+        fn drop(&mut self) {
+            tmux(self.0, &["kill-server"]);
+        }
+    }
+    let _server = Server(&socket);
+    let cmd = format!(
+        "{} --root {} build --push -t {}/app:1 {}; echo EXIT=$?; sleep 60",
+        env!("CARGO_BIN_EXE_rbuild"),
+        root.path().display(),
+        throttle.addr(),
+        ctx.path().display()
+    );
+    let out = tmux(
+        &socket,
+        &[
+            "new-session",
+            "-d",
+            "-s",
+            "bars",
+            "-x",
+            "140",
+            "-y",
+            "40",
+            &cmd,
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bar = |verb: &str| {
+        regex::Regex::new(&format!(
+            r"(?m)^ => => {verb} sha256:[0-9a-f]{{12}} [0-9.]+ [kM]?B/[0-9.]+ MB \[[=> ]+\] [0-9.]+ [kM]?B/s"
+        ))
+        .unwrap()
+    };
+    let pulling = pane_until_match(&socket, "bars", &bar("pulling"));
+    assert!(bar("pulling").is_match(&pulling), "{pulling}");
+    // The bar sits right under its step's running line.
+    let lines: Vec<&str> = pulling.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| bar("pulling").is_match(l))
+        .unwrap();
+    assert!(
+        lines[..at]
+            .last()
+            .is_some_and(|l| l.starts_with(&format!(" => [1/2] FROM {base}@sha256:"))),
+        "{pulling}"
+    );
+    let pushing = pane_until_match(&socket, "bars", &bar("pushing"));
+    assert!(bar("pushing").is_match(&pushing), "{pushing}");
+    assert!(pushing.contains(" => exporting to image"), "{pushing}");
+    let done = pane_until(&socket, "bars", "EXIT=");
+    assert!(done.contains("EXIT=0"), "{done}");
+    // Every bar collapsed with its step: only the steps' one-line summaries remain.
+    assert!(!done.contains(" => => "), "{done}");
+    assert!(
+        done.lines()
+            .any(|l| l.starts_with(&format!(" => [1/2] FROM {base}@sha256:")) && l.ends_with('s')),
+        "{done}"
+    );
+}
+
+/// Waits until the pane shows a line matching `re`; returns what it shows.
+fn pane_until_match(socket: &str, session: &str, re: &regex::Regex) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = tmux(socket, &["capture-pane", "-p", "-t", session]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if re.is_match(&text) || Instant::now() > deadline {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -22,6 +22,9 @@ use crate::store::Store;
 /// A registry image whose layers are not fetched yet; `None` once they are (or were tried).
 type PendingFetch = Arc<Mutex<Option<RemoteImage>>>;
 
+/// Resolved images with their layers, by (reference as written, platform).
+type Resolved = BTreeMap<(String, String), (ResolvedImage, Vec<Descriptor>)>;
+
 /// Resolves image references against a store, contacting registries when allowed.
 pub(crate) struct StoreResolver<'a> {
     store: &'a Store,
@@ -36,7 +39,7 @@ pub(crate) struct StoreResolver<'a> {
     metadata_vertices: AtomicU64,
     /// Every image resolved so far with its layers, by reference as written and platform: the
     /// planner and the solver ask again for cache keys, and must get the same image.
-    resolved: Mutex<BTreeMap<(String, String), (ResolvedImage, Vec<Descriptor>)>>,
+    resolved: Mutex<Resolved>,
     /// Registry images whose layers are still to be fetched, by reference as written.
     pending: Mutex<Vec<(String, PendingFetch)>>,
     /// One runtime and client per build: token caches and connections are shared by every

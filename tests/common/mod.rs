@@ -10,8 +10,10 @@ pub mod fixtures;
 pub mod http;
 pub mod image;
 pub mod podman;
+pub mod random_image;
 pub mod registry;
 mod registry_config;
+pub mod throttle;
 pub mod token;
 
 use std::path::{Path, PathBuf};
