@@ -3,14 +3,42 @@
 //! `Plan::render`) with base images resolved to an empty config instead of the store.
 //!
 //! `cargo bench --bench frontend [-- --iterations N] [-- --lines N]` prints the median, the
-//! fastest and the slowest run of parse, plan and both together. Uses only std::time, so the
-//! numbers are wall time of one thread.
+//! fastest and the slowest run of parse, plan and both together, the thread's CPU time, and
+//! how many heap allocations one parse + plan makes (a number the machine's load cannot move).
 
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use rbuild::dockerfile::{Node, parse};
 use rbuild::image::{ImageConfig, Platform};
 use rbuild::plan::{BuildOptions, ImageResolver, Plan, ResolvedImage};
+
+/// The system allocator, counting allocations (the front end's time was mostly malloc/free).
+struct Counting;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: every call is forwarded unchanged to `System`; only a counter is added.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: `ptr` came from `System` with this layout.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
 
 /// Resolves every base image to an empty config, as `--dry-run` does for images not stored.
 struct EmptyImages;
@@ -176,6 +204,23 @@ fn main() {
         .expect("generated Dockerfile dispatches");
     let steps: usize = dispatched.values().map(|d| d.steps.len()).sum();
     assert_eq!(dispatched.len(), plan.stages.len(), "every stage is needed");
+    drop(dispatched);
+
+    // Allocations (and reallocations) of one parse + plan, phase by phase.
+    let count = || ALLOCATIONS.load(Ordering::Relaxed);
+    let a0 = count();
+    let df2 = parse(&text).expect("parses");
+    let a1 = count();
+    let plan2 = Plan::new(&df2, options.clone()).expect("plans");
+    let a2 = count();
+    let dispatched2 = plan2
+        .dispatch(&EmptyImages, &parse_trigger)
+        .expect("dispatches");
+    let a3 = count();
+    std::hint::black_box(plan2.render(Some(&dispatched2)));
+    let a4 = count();
+    drop((dispatched2, plan2));
+    drop(df2);
 
     let (mut parse_t, mut plan_t, mut total_t) = (Vec::new(), Vec::new(), Vec::new());
     let mut cpu_t = Vec::new();
@@ -224,4 +269,12 @@ fn main() {
             ms(max)
         );
     }
+    println!(
+        "allocations parse {}  stages {}  dispatch {}  render {}  total {}",
+        a1 - a0,
+        a2 - a1,
+        a3 - a2,
+        a4 - a3,
+        a4 - a0
+    );
 }

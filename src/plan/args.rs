@@ -103,7 +103,7 @@ pub(crate) fn stage_arg_override(
 }
 
 /// `--build-arg`s that neither the global scope nor any needed stage declares.
-pub(crate) fn unused(plan: &Plan) -> Vec<String> {
+pub(crate) fn unused(plan: &Plan<'_>) -> Vec<String> {
     let mut declared: BTreeSet<&str> = plan.global_args.keys().map(String::as_str).collect();
     for &i in &plan.order {
         for (_, instr) in &plan.stages[i].commands {

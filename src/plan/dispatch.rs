@@ -55,8 +55,8 @@ pub struct StageDispatch {
 
 /// Stage state while dispatching.
 pub(crate) struct State<'a> {
-    pub plan: &'a Plan,
-    pub stage: &'a Stage,
+    pub plan: &'a Plan<'a>,
+    pub stage: &'a Stage<'a>,
     pub config: ImageConfig,
     /// Declared stage ARGs with their values, in declaration order.
     pub args: Vec<(String, Option<String>)>,
@@ -178,7 +178,7 @@ impl State<'_> {
     }
 }
 
-impl Plan {
+impl Plan<'_> {
     /// Dispatches every needed stage in dependency order (phase 2). `parse_trigger` parses one
     /// ONBUILD trigger expression of a base image into a node.
     pub fn dispatch(
@@ -198,7 +198,7 @@ impl Plan {
             let platform = match &stage.platform {
                 Some(p) => p
                     .parse::<Platform>()
-                    .map_err(|e| PlanError::invalid(&stage.from, e.to_string()))?,
+                    .map_err(|e| PlanError::invalid(stage.from, e.to_string()))?,
                 None => self.options.target_platform.clone(),
             };
             let (config, base_image) = match &stage.base {
@@ -258,7 +258,7 @@ impl Plan {
                 let triggers = std::mem::take(&mut state.config.config.on_build);
                 for t in triggers {
                     let node = parse_trigger(&t).map_err(|m| {
-                        PlanError::invalid(&stage.from, format!("ONBUILD trigger {t:?}: {m}"))
+                        PlanError::invalid(stage.from, format!("ONBUILD trigger {t:?}: {m}"))
                     })?;
                     let instr = Instruction::parse(&node)?;
                     steps.push(meta::dispatch_one(&mut state, &node, &instr)?);

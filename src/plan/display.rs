@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use super::{Op, Plan, Source, StageDispatch};
 
-fn source_text(plan: &Plan, s: &Source) -> String {
+fn source_text(plan: &Plan<'_>, s: &Source) -> String {
     match s {
         Source::Scratch => "scratch".into(),
         Source::Stage(i) => format!("stage {}", plan.stages[*i].label()),
@@ -16,7 +16,7 @@ fn source_text(plan: &Plan, s: &Source) -> String {
     }
 }
 
-impl Plan {
+impl Plan<'_> {
     /// The dry-run report. `dispatched` (from [`Plan::dispatch`]) adds each stage's steps.
     pub fn render(&self, dispatched: Option<&BTreeMap<usize, StageDispatch>>) -> String {
         let mut out = String::new();

@@ -10,19 +10,19 @@ use crate::dockerfile::instructions::{FromInstr, Instruction, suggest};
 use crate::dockerfile::{Dockerfile, Node};
 
 /// A FROM node, its parsed form and the instructions after it, before resolution.
-type RawStage = (Node, FromInstr, Vec<(Node, Instruction)>);
+type RawStage<'a> = (&'a Node, FromInstr, Vec<(&'a Node, Instruction)>);
 
-pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Plan, PlanError> {
+pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Plan<'_>, PlanError> {
     let escape = dockerfile.directives.escape;
     let mut global_decls: Vec<(String, Option<String>)> = Vec::new();
     let mut raw: Vec<RawStage> = Vec::new();
     for node in &dockerfile.nodes {
         let instr = Instruction::parse(node)?;
         match instr {
-            Instruction::From(f) => raw.push((node.clone(), f, Vec::new())),
+            Instruction::From(f) => raw.push((node, f, Vec::new())),
             Instruction::Arg(a) if raw.is_empty() => global_decls.extend(a.args),
             other => match raw.last_mut() {
-                Some((_, _, cmds)) => cmds.push((node.clone(), other)),
+                Some((_, _, cmds)) => cmds.push((node, other)),
                 None => {
                     return Err(PlanError::BeforeFrom {
                         line: node.start_line,
@@ -74,10 +74,10 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
     let mut stages = Vec::new();
     for (index, (node, f, commands)) in raw.into_iter().enumerate() {
         let image =
-            expand::expand(&f.image, &scope, escape).map_err(|m| PlanError::invalid(&node, m))?;
+            expand::expand(&f.image, &scope, escape).map_err(|m| PlanError::invalid(node, m))?;
         if image.is_empty() {
             return Err(PlanError::invalid(
-                &node,
+                node,
                 format!("base name ({}) should not be blank", f.image),
             ));
         }
@@ -86,8 +86,8 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
             .as_deref()
             .map(|p| expand::expand(p, &scope, escape))
             .transpose()
-            .map_err(|m| PlanError::invalid(&node, m))?;
-        let base = resolver.resolve(&image, index, &node, true)?;
+            .map_err(|m| PlanError::invalid(node, m))?;
+        let base = resolver.resolve(&image, index, node, true)?;
         let mut deps = BTreeSet::new();
         if let Source::Stage(s) = base {
             deps.insert(s);
@@ -134,7 +134,7 @@ pub(crate) fn from_refs(instr: &Instruction) -> Vec<String> {
 }
 
 fn pick_target(
-    raw: &[RawStage],
+    raw: &[RawStage<'_>],
     names: &BTreeMap<String, usize>,
     target: Option<&str>,
 ) -> Result<usize, PlanError> {
@@ -209,7 +209,7 @@ impl Refs<'_> {
 }
 
 /// The target and everything it needs, dependencies first, in source order where free.
-fn needed_order(stages: &[Stage], target: usize) -> Vec<usize> {
+fn needed_order(stages: &[Stage<'_>], target: usize) -> Vec<usize> {
     let mut needed = BTreeSet::new();
     let mut todo = vec![target];
     while let Some(i) = todo.pop() {

@@ -49,8 +49,12 @@ fn opts(args: &[(&str, &str)], target: Option<&str>) -> BuildOptions {
     o
 }
 
-fn plan(text: &str, o: BuildOptions) -> Result<Plan, PlanError> {
-    Plan::new(&crate::dockerfile::parse(text).unwrap(), o)
+/// A plan of `text`; the parsed file is leaked so the plan that borrows it can be returned.
+fn plan(text: &str, o: BuildOptions) -> Result<Plan<'static>, PlanError> {
+    Plan::new(
+        Box::leak(Box::new(crate::dockerfile::parse(text).unwrap())),
+        o,
+    )
 }
 
 fn target_dispatch(text: &str, o: BuildOptions) -> StageDispatch {

@@ -470,9 +470,9 @@ mod tests {
         );
     }
 
-    fn plan(text: &str) -> Plan {
-        let df = crate::dockerfile::parse(text).unwrap();
-        Plan::new(&df, crate::plan::BuildOptions::host()).unwrap()
+    fn plan(text: &str) -> Plan<'static> {
+        let df = Box::leak(Box::new(crate::dockerfile::parse(text).unwrap()));
+        Plan::new(df, crate::plan::BuildOptions::host()).unwrap()
     }
 
     fn run_inputs(env: &[&str], parent: &Digest) -> StepInputs {
