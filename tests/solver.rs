@@ -518,3 +518,65 @@ fn first_failure_kills_running_steps_of_other_stages() {
     ));
     build(&root, &fixed, &[]);
 }
+
+/// The log lines of the vertex named `...suffix` in rawjson events.
+fn logs(events: &[serde_json::Value], suffix: &str) -> Vec<String> {
+    let id = vertex(events, suffix);
+    events
+        .iter()
+        .filter(|e| e["kind"] == "log" && e["id"] == id)
+        .map(|e| e["text"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn prune_all_removes_cache_mounts_and_dangling_cache_entries() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    // `/c/d` belongs to another container user: rootless rbuild can only delete it inside
+    // the sandbox's user namespace.
+    let step = "RUN --mount=type=cache,target=/c,id=prune-test echo \"seen:$(ls /c | tr '\\n' ,)\" \
+                && echo data > /c/f && mkdir /c/d && echo x > /c/d/x && chown -R 1000:1000 /c/d \
+                && chmod 700 /c/d && echo done > /done";
+    let ctx = Context::new().dockerfile(&format!("FROM {base}\n{step}\n"));
+    let first = events(&build(&root, &ctx, &[]));
+    assert_eq!(
+        logs(&first, step),
+        ["seen:"],
+        "a new cache mount starts empty"
+    );
+    let text = du(&root, &[]);
+    let (mounts, _, reclaim) = du_row(&text, "cache mount").unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(mounts, 1, "{text}");
+    assert_ne!(reclaim, "0B", "prune --all reclaims cache mounts: {text}");
+
+    // Used just now: an `until` filter keeps it (and the build cache).
+    run_ok(
+        root.rbuild()
+            .args(["prune", "--all", "--filter", "until=1h"]),
+    );
+    assert!(du_row(&du(&root, &[]), "cache mount").is_some());
+    let kept = events(&build(&root, &ctx, &[]));
+    assert!(cached(&kept, step), "{kept:#?}");
+
+    let out = run_ok(root.rbuild().args(["prune", "--all"]));
+    assert!(out.contains("Removed 1 cache mount(s)"), "{out}");
+    let text = du(&root, &[]);
+    assert!(du_row(&text, "cache mount").is_none(), "{text}");
+    assert_eq!(
+        leftovers(&root.path().join("cache/index-v1")),
+        Vec::<String>::new(),
+        "cache index entries survived prune --all"
+    );
+    assert!(!root.path().join("cache/explain-v1").exists());
+
+    // The step runs again (no CACHED from an entry whose layer is gone), on an empty mount.
+    let again = events(&build(&root, &ctx, &[]));
+    assert!(!cached(&again, step), "stale CACHED after prune --all");
+    assert_eq!(
+        logs(&again, step),
+        ["seen:"],
+        "the cache mount was not emptied"
+    );
+}

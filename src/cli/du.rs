@@ -101,24 +101,6 @@ pub(super) fn needed_snapshots(store: &Store, root: &Path) -> anyhow::Result<BTr
     Ok(keep)
 }
 
-/// Cache mount directories under `<root>/cache-mounts/`: (id as written, path).
-fn cache_mounts(root: &Path) -> Vec<(String, PathBuf)> {
-    let Ok(entries) = std::fs::read_dir(root.join("cache-mounts")) else {
-        return Vec::new();
-    };
-    let mut out: Vec<(String, PathBuf)> = entries
-        .flatten()
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| {
-            let id = std::fs::read_to_string(e.path().join("id"))
-                .unwrap_or_else(|_| e.file_name().to_string_lossy().into_owned());
-            (id, e.path())
-        })
-        .collect();
-    out.sort();
-    out
-}
-
 fn owner_kind(owner: BlobOwner) -> &'static str {
     match owner {
         BlobOwner::NamedImage => "image",
@@ -163,14 +145,15 @@ fn records(store: &Store, root: &Path) -> anyhow::Result<Vec<Record>> {
             modified: modified(&metadata),
         });
     }
-    for (id, path) in cache_mounts(root) {
+    for m in crate::solver::cache_mount_usage(root) {
         out.push(Record {
-            id,
+            // A `from=` cache's id carries its source after a NUL.
+            id: m.id.replace('\0', " "),
             kind: "cache mount",
-            size: tree_size(&path),
-            // `rbuild prune` does not remove cache mounts yet.
-            reclaimable: false,
-            modified: modified(&path),
+            size: m.size,
+            // `rbuild prune --all` removes them, as `docker builder prune --all` does.
+            reclaimable: true,
+            modified: m.last_used,
         });
     }
     Ok(out)

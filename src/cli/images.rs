@@ -291,9 +291,12 @@ fn rmi_one(store: &Store, input: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `rbuild prune`: drops unnamed images (`--all`: every image and the build cache's gc roots),
-/// then every blob no image or gc root references;
-/// `--filter until=` and `--keep-storage` limit both as `docker builder prune` does.
+/// `rbuild prune`: drops unnamed images (`--all`: every image, the build cache's index
+/// entries and gc roots, and `RUN --mount=type=cache` directories), then every blob no image
+/// or gc root references, the cache entries whose layers went, their cache-miss explanations
+/// and stale step locks. `--filter until=` and `--keep-storage` limit all of it as `docker
+/// builder prune` does (cache mounts by last use). Everything happens under the store's
+/// exclusive gc lock, so no build runs meanwhile.
 pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     let options = PruneOptions::parse(
         &args.filter,
@@ -302,28 +305,44 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
     )
     .map_err(|e| CliError::Usage(e.to_string()))?;
     let store = Store::open(&globals.root)?;
-    let images = if args.all {
-        let roots = store.clear_gc_roots(options.until)?;
-        if roots > 0 {
-            println!("Removed {roots} build cache root set(s)");
-        }
-        store.remove_all_images(options.until)?
-    } else {
-        store.remove_unnamed_images(options.until)?
-    };
+    let (mut images, mut roots, mut entries) = (0, 0, 0);
     let mut snapshots = 0;
-    let report = store.prune_with_also(&options, |store| {
-        let everything = args.all && options.until.is_none();
-        prune_snapshots(
-            store,
-            &globals.root,
-            args.all,
-            options.until,
-            &mut snapshots,
-        ) + prune_cache_metadata(&globals.root, everything)
-    })?;
+    let mut cache = crate::solver::CachePruneReport::default();
+    let report = store.prune_locked(
+        &options,
+        |store| {
+            if args.all {
+                roots = store.clear_gc_roots(options.until)?;
+                entries = crate::solver::drop_cache_entries(store, options.until);
+                images = store.remove_all_images(options.until)?;
+            } else {
+                images = store.remove_unnamed_images(options.until)?;
+            }
+            Ok(())
+        },
+        |store| {
+            cache = crate::solver::prune_cache(store, args.all, options.until, options.keep_bytes);
+            prune_snapshots(
+                store,
+                &globals.root,
+                args.all,
+                options.until,
+                &mut snapshots,
+            ) + cache.reclaimed_bytes
+        },
+    )?;
+    if roots > 0 {
+        println!("Removed {roots} build cache root set(s)");
+    }
     if images > 0 {
         println!("Removed {images} image(s)");
+    }
+    let entries = entries + cache.index_entries;
+    if entries > 0 {
+        println!("Removed {entries} build cache entr{}", plural_y(entries));
+    }
+    if cache.cache_mounts > 0 {
+        println!("Removed {} cache mount(s)", cache.cache_mounts);
     }
     if snapshots > 0 {
         println!("Removed {snapshots} unpacked layer snapshot(s)");
@@ -336,6 +355,10 @@ pub(super) fn prune(args: PruneArgs, globals: &Globals) -> anyhow::Result<()> {
         human_size(report.reclaimed_bytes)
     );
     Ok(())
+}
+
+fn plural_y(n: usize) -> &'static str {
+    if n == 1 { "y" } else { "ies" }
 }
 
 /// Removes unpacked layer snapshots no remaining image or cache entry needs (all of them with
@@ -390,26 +413,6 @@ fn prune_snapshots(
                 *removed += 1;
             }
             Err(e) => tracing::warn!("cannot remove snapshot {}: {e}", path.display()),
-        }
-    }
-    freed
-}
-
-/// Removes the build's in-flight step locks (no build runs while prune holds the exclusive gc
-/// lock, so none is held) and, when `everything` goes, the cache-miss explanation index;
-/// returns the bytes freed.
-fn prune_cache_metadata(root: &std::path::Path, everything: bool) -> u64 {
-    let cache = root.join("cache");
-    let mut dirs = vec![cache.join("locks")];
-    if everything {
-        dirs.push(cache.join("explain-v1"));
-    }
-    let mut freed = 0;
-    for dir in dirs.into_iter().filter(|d| d.exists()) {
-        let size = super::du::tree_size(&dir);
-        match std::fs::remove_dir_all(&dir) {
-            Ok(()) => freed += size,
-            Err(e) => tracing::warn!("cannot remove {}: {e}", dir.display()),
         }
     }
     freed

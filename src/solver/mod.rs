@@ -9,10 +9,12 @@ mod cache;
 mod cache_export;
 mod cache_format;
 mod cache_mounts;
+mod cache_prune;
 mod cache_remote;
 mod events;
 mod explain;
 mod image;
+mod layer_index;
 mod resolve;
 mod run;
 mod schedule;
@@ -33,6 +35,9 @@ use crate::store::Store;
 
 pub use cache_export::CacheExportReport;
 pub use cache_format::{CacheExport, CacheImport, CacheLocation, CacheMode, CacheShareError};
+pub use cache_prune::{
+    CacheMountUsage, CachePruneReport, cache_mount_usage, drop_cache_entries, prune_cache,
+};
 pub use image::format_rfc3339;
 use resolve::{PullPolicy, StoreResolver};
 use schedule::run_waves;

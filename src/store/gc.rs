@@ -159,6 +159,19 @@ impl Store {
         options: &PruneOptions,
         also: impl FnOnce(&Store) -> u64,
     ) -> Result<PruneReport, Error> {
+        self.prune_locked(options, |_| Ok(()), also)
+    }
+
+    /// [`Store::prune_with_also`] that first runs `before` under the same exclusive gc lock,
+    /// before reachability is computed: for dropping image records and gc roots (such as old
+    /// build cache entries) so that the blobs they kept go in this very prune, with no build
+    /// running in between.
+    pub fn prune_locked(
+        &self,
+        options: &PruneOptions,
+        before: impl FnOnce(&Store) -> Result<(), Error>,
+        also: impl FnOnce(&Store) -> u64,
+    ) -> Result<PruneReport, Error> {
         let lock_path = self.dir.join("gc.lock");
         let _guard = match lock::try_exclusive(&lock_path)? {
             Some(g) => g,
@@ -167,6 +180,7 @@ impl Store {
                 lock::exclusive(&lock_path)?
             }
         };
+        before(self)?;
         let keep = self.reachable_blobs()?;
         let mut report = PruneReport::default();
         let mut total = 0u64;
