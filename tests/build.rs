@@ -236,17 +236,18 @@ fn failing_run_reports_the_command_and_target_skips_it() {
     let out = root.rbuild().arg("build").arg(ctx.path()).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    // Vertices: #1 FROM, #2 COPY (stage ok), #3 the RUN; output lines carry the step's time.
+    // Vertices: #1 the base's metadata, #2 FROM, #3 COPY (stage ok), #4 the RUN; output lines
+    // carry the step's time.
     assert!(
-        err.contains("#3 [stage-1 2/2] RUN echo failing; exit 3"),
+        err.contains("#4 [stage-1 2/2] RUN echo failing; exit 3"),
         "{err}"
     );
     assert!(
         err.lines()
-            .any(|l| l.starts_with("#3 ") && l.ends_with(" failing")),
+            .any(|l| l.starts_with("#4 ") && l.ends_with(" failing")),
         "{err}"
     );
-    assert!(err.contains("#3 ERROR: line 4: RUN: process"), "{err}");
+    assert!(err.contains("#4 ERROR: line 4: RUN: process"), "{err}");
     assert_eq!(
         err.lines().last().unwrap(),
         "rbuild: line 4: RUN: process \"/bin/sh -c echo failing; exit 3\" did not complete successfully: exit code: 3"

@@ -32,6 +32,7 @@ fn read_dockerfile(
         std::io::stdin()
             .read_to_string(&mut s)
             .context("reading the Dockerfile from stdin")?;
+        super::diagnostic::keep_stdin_dockerfile(&s);
         Ok(s)
     };
     if args.context == "-" {

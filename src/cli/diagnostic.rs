@@ -4,6 +4,7 @@
 //! `rbuild: <cause>` line, which stays last for scripts that read it.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
 use super::args::BuildArgs;
 use crate::context::ContextError;
@@ -16,15 +17,47 @@ const BEFORE: usize = 2;
 /// At most this many lines of a long instruction are shown.
 const MAX_INSTRUCTION_LINES: usize = 6;
 
-/// The Dockerfile a build reads, as `rbuild build` picks it: `None` when it comes from stdin
-/// (it cannot be read again). The name is the one parse errors use.
-pub(super) fn dockerfile_of(args: &BuildArgs) -> Option<(String, PathBuf)> {
-    if args.context == "-" {
-        return None;
+/// The Dockerfile read from stdin (`-f -` or context `-`), kept for the excerpt: stdin cannot
+/// be read twice.
+static STDIN_DOCKERFILE: OnceLock<String> = OnceLock::new();
+
+/// Keeps the Dockerfile text `rbuild build` read from stdin, for [`DockerfileSource::text`].
+pub(super) fn keep_stdin_dockerfile(text: &str) {
+    let _ = STDIN_DOCKERFILE.set(text.to_string());
+}
+
+/// Where a build's Dockerfile comes from, as `rbuild build` picks it.
+#[derive(Debug, Clone)]
+pub(super) struct DockerfileSource {
+    /// The name parse errors and excerpts use (`Dockerfile` for stdin, as docker).
+    pub name: String,
+    /// The file; `None` for stdin.
+    path: Option<PathBuf>,
+}
+
+impl DockerfileSource {
+    /// The Dockerfile's text: read again from the file (small; a file gone or changed since
+    /// only loses the excerpt), or the text kept from stdin.
+    pub(super) fn text(&self) -> Option<String> {
+        match &self.path {
+            Some(p) => std::fs::read_to_string(p).ok(),
+            None => STDIN_DOCKERFILE.get().cloned(),
+        }
     }
-    match args.file.as_deref() {
-        Some("-") => None,
-        Some(f) => Some((f.to_string(), PathBuf::from(f))),
+}
+
+/// The Dockerfile a build reads (see [`DockerfileSource`]).
+pub(super) fn dockerfile_of(args: &BuildArgs) -> DockerfileSource {
+    let stdin = DockerfileSource {
+        name: "Dockerfile".into(),
+        path: None,
+    };
+    if args.context == "-" {
+        return stdin;
+    }
+    let (name, path) = match args.file.as_deref() {
+        Some("-") => return stdin,
+        Some(f) => (f.to_string(), PathBuf::from(f)),
         None => {
             let context = PathBuf::from(&args.context);
             let path = context.join("Dockerfile");
@@ -33,8 +66,12 @@ pub(super) fn dockerfile_of(args: &BuildArgs) -> Option<(String, PathBuf)> {
             } else {
                 context.join("dockerfile")
             };
-            Some((path.display().to_string(), path))
+            (path.display().to_string(), path)
         }
+    };
+    DockerfileSource {
+        name,
+        path: Some(path),
     }
 }
 

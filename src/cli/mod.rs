@@ -53,7 +53,7 @@ pub fn main() -> ExitCode {
         progress::hold_warnings();
     }
     let dockerfile = match &cli.command {
-        Command::Build(args) => diagnostic::dockerfile_of(args).map(|d| (d, args.context.clone())),
+        Command::Build(args) => Some((diagnostic::dockerfile_of(args), args.context.clone())),
         _ => None,
     };
     let result = run(cli.command, &globals);
@@ -69,8 +69,8 @@ pub fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            if let Some(((name, path), context)) = &dockerfile {
-                print_build_context(&err, name, path, context);
+            if let Some((source, context)) = &dockerfile {
+                print_build_context(&err, source, context);
             }
             eprintln!("rbuild: {}", render_error(&err));
             ExitCode::from(exit_code(&err))
@@ -98,14 +98,12 @@ fn run(command: Command, globals: &Globals) -> anyhow::Result<()> {
 
 /// For a build that failed on one Dockerfile line: the excerpt around it and a hint, before
 /// the final `rbuild: <cause>` line (which stays last, as BuildKit's `ERROR:` line does).
-fn print_build_context(err: &anyhow::Error, name: &str, path: &std::path::Path, context: &str) {
+fn print_build_context(err: &anyhow::Error, source: &diagnostic::DockerfileSource, context: &str) {
     let Some(line) = diagnostic::failing_line(err) else {
         return;
     };
-    // Read again: the build read it before, and it is small. A file that is gone or changed
-    // since only loses the excerpt.
-    if let Ok(source) = std::fs::read_to_string(path)
-        && let Some(excerpt) = diagnostic::excerpt(name, &source, line)
+    if let Some(text) = source.text()
+        && let Some(excerpt) = diagnostic::excerpt(&source.name, &text, line)
     {
         eprint!("{excerpt}");
     }

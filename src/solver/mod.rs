@@ -408,6 +408,10 @@ pub fn build(
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
     let ignore = match &request.context {
         Some(c) => Some(
+    // Layers of registry images are fetched by their FROM steps, except for images no FROM
+    // step fetches first.
+    resolver.fetch_unstaged(&dispatched, &request.options.target_platform)?;
+    let metadata_vertices = resolver.vertices_used();
             IgnoreMatcher::for_build(c, request.dockerfile_path.as_deref())
                 .map_err(|source| SolveError::Context { line: 0, source })?,
         ),
@@ -415,10 +419,6 @@ pub fn build(
     };
     let tmp_root = store.dir().join("tmp");
     std::fs::create_dir_all(&tmp_root).map_err(|source| SolveError::Io {
-    // Layers of registry images are fetched by their FROM steps, except for images no FROM
-    // step fetches first.
-    resolver.fetch_unstaged(&dispatched)?;
-    let metadata_vertices = resolver.vertices_used();
         path: tmp_root.clone(),
         source,
     })?;

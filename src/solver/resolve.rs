@@ -8,7 +8,7 @@
 //! start ([`StoreResolver::fetch_unstaged`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::events::Vertex;
@@ -42,6 +42,9 @@ pub(crate) struct StoreResolver<'a> {
     resolved: Mutex<Resolved>,
     /// Registry images whose layers are still to be fetched, by reference as written.
     pending: Mutex<Vec<(String, PendingFetch)>>,
+    /// Cleared when planning is over ([`StoreResolver::fetch_unstaged`]): vertex ids are taken
+    /// then, so an image first resolved later is pulled whole, without a vertex of its own.
+    planning: AtomicBool,
     /// One runtime and client per build: token caches and connections are shared by every
     /// metadata load and layer fetch (a reqwest client must stay on the runtime it started on).
     network: OnceLock<Result<(tokio::runtime::Runtime, Client), String>>,
@@ -77,6 +80,7 @@ impl<'a> StoreResolver<'a> {
             resolved: Mutex::default(),
             pending: Mutex::default(),
             network: OnceLock::new(),
+            planning: AtomicBool::new(true),
         }
     }
 
@@ -140,6 +144,9 @@ impl<'a> StoreResolver<'a> {
         written: &str,
         platform: &Platform,
     ) -> Result<(ResolvedImage, Vec<Descriptor>), String> {
+        if !self.planning.load(Ordering::SeqCst) {
+            return self.pull_now(reference, platform);
+        }
         let id = self.metadata_vertices.fetch_add(1, Ordering::SeqCst) + 1;
         self.reporter.event(Event::Started {
             id,
@@ -184,6 +191,31 @@ impl<'a> StoreResolver<'a> {
             .expect("resolver lock")
             .push((written.to_string(), Arc::new(Mutex::new(Some(remote)))));
         Ok((resolved, layers))
+    }
+
+    /// Pulls the whole image at once (no progress: there is no vertex to show it under).
+    fn pull_now(
+        &self,
+        reference: &Reference,
+        platform: &Platform,
+    ) -> Result<(ResolvedImage, Vec<Descriptor>), String> {
+        let (rt, client) = self.network()?;
+        let opts = PullOptions {
+            platform: Some(platform.clone()),
+        };
+        let pulled = rt
+            .block_on(crate::registry::pull(client, self.store, reference, &opts))
+            .map_err(|e| format!("pulling {reference}: {e}"))?;
+        let img = self
+            .store
+            .read_image(&pulled.manifest.digest, Some(platform))
+            .map_err(|e| e.to_string())?;
+        let resolved = ResolvedImage {
+            name: display_name(reference, &img.manifest_descriptor.digest),
+            manifest_digest: Some(img.manifest_descriptor.digest.clone()),
+            config: img.config,
+        };
+        Ok((resolved, img.manifest.layers))
     }
 
     fn resolve_uncached(
@@ -246,14 +278,26 @@ impl<'a> StoreResolver<'a> {
         Ok(downloaded)
     }
 
-    /// Fetches, before any stage starts, the registry images that no FROM step will fetch:
-    /// those only read by `COPY --from`/`RUN --mount from=`, and those read that way by one
-    /// stage while another builds on them (the reader must not see half an image).
+    /// Ends planning: resolves the images steps read files from (`COPY --from`,
+    /// `RUN --mount from=`; each gets its metadata vertex, as in BuildKit), then fetches the
+    /// registry images no FROM step will fetch: those only read that way, and those read that
+    /// way by one stage while another builds on them (the reader must not see half an image).
     pub(crate) fn fetch_unstaged(
         &self,
         dispatched: &BTreeMap<usize, StageDispatch>,
+        platform: &Platform,
     ) -> Result<(), SolveError> {
         let read = images_read_by_steps(dispatched);
+        for (reference, line) in &read {
+            self.resolve(reference, platform).map_err(|message| {
+                SolveError::Plan(PlanError::Base {
+                    line: *line,
+                    image: reference.clone(),
+                    message,
+                })
+            })?;
+        }
+        self.planning.store(false, Ordering::SeqCst);
         let pending: BTreeSet<String> = (self.pending.lock().expect("resolver lock").iter())
             .map(|(r, _)| r.clone())
             .collect();
@@ -261,7 +305,7 @@ impl<'a> StoreResolver<'a> {
             let is_base = dispatched
                 .values()
                 .any(|d| matches!(&d.base, Source::Image(r) if *r == reference));
-            if is_base && !read.contains(&reference) {
+            if is_base && !read.contains_key(&reference) {
                 continue;
             }
             self.fetch_layers(&reference, 0).map_err(|message| {
@@ -314,21 +358,20 @@ fn display_name(reference: &Reference, manifest: &crate::image::Digest) -> Strin
     }
 }
 
-/// Images that steps read files from (`COPY --from=IMAGE`, `RUN --mount from=IMAGE`).
-fn images_read_by_steps(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeSet<String> {
-    let mut read = BTreeSet::new();
+/// Images that steps read files from (`COPY --from=IMAGE`, `RUN --mount from=IMAGE`), with
+/// the Dockerfile line of the first step reading each.
+fn images_read_by_steps(dispatched: &BTreeMap<usize, StageDispatch>) -> BTreeMap<String, usize> {
+    let mut read = BTreeMap::new();
     for step in dispatched.values().flat_map(|d| &d.steps) {
-        match &step.op {
-            Op::Copy(c) => {
-                if let Source::Image(r) = &c.from {
-                    read.insert(r.clone());
-                }
+        let sources: Vec<&Source> = match &step.op {
+            Op::Copy(c) => vec![&c.from],
+            Op::Run(r) => r.mount_sources.iter().collect(),
+            _ => Vec::new(),
+        };
+        for s in sources {
+            if let Source::Image(r) = s {
+                read.entry(r.clone()).or_insert(step.line);
             }
-            Op::Run(r) => read.extend(r.mount_sources.iter().filter_map(|s| match s {
-                Source::Image(r) => Some(r.clone()),
-                _ => None,
-            })),
-            _ => {}
         }
     }
     read
