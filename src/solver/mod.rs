@@ -406,12 +406,12 @@ pub fn build(
         reporter,
     );
     let dispatched = plan.dispatch(&resolver, &parse_trigger)?;
-    let ignore = match &request.context {
-        Some(c) => Some(
     // Layers of registry images are fetched by their FROM steps, except for images no FROM
     // step fetches first.
     resolver.fetch_unstaged(&dispatched, &request.options.target_platform)?;
     let metadata_vertices = resolver.vertices_used();
+    let ignore = match &request.context {
+        Some(c) => Some(
             IgnoreMatcher::for_build(c, request.dockerfile_path.as_deref())
                 .map_err(|source| SolveError::Context { line: 0, source })?,
         ),
