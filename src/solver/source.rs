@@ -14,14 +14,23 @@
 //! the tests build both ways and compare image digests.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use crate::image::Descriptor;
-use crate::layer::{ApplyOptions, apply, open_decompressed};
+use crate::image::{Descriptor, Digest};
+use crate::layer::{ApplyOptions, apply, apply_skeleton, open_decompressed};
 
-use super::tar_select::{Finds, SelectingReader, Subtrees, normalize, within};
+use super::tar_select::{Finds, Index, SelectingReader, Subtrees, normalize, within};
 use super::{Shared, SolveError};
+
+/// What applying a layer writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fill {
+    /// Files with their content.
+    Content,
+    /// A skeleton: see [`crate::layer::apply_skeleton`].
+    Skeleton,
+}
 
 /// Set to `1`: views are full unpacks (for comparing against them).
 const UNPACK_ALL_ENV: &str = "RBUILD_COPY_FROM_UNPACK_ALL";
@@ -233,23 +242,92 @@ impl Shared<'_> {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.scratch_dir(&format!("view-{n}"))?;
         for l in layers {
-            let layer_err = |source| SolveError::Layer { line: 0, source };
-            let blob = self
-                .store
-                .open_blob(&l.digest)
-                .map_err(|source| SolveError::Store { source })?;
-            let reader = open_decompressed(blob).map_err(layer_err)?;
             match &mut filter {
-                None => apply(reader, &dir, &ApplyOptions::default()),
-                Some((subtrees, finds)) => apply(
-                    SelectingReader::new(reader, subtrees, finds),
-                    &dir,
-                    &ApplyOptions::default(),
-                ),
+                None => self.apply_whole(&l.digest, &dir, Fill::Content)?,
+                Some((subtrees, finds)) => {
+                    self.apply_selected(&l.digest, &dir, subtrees, finds, Fill::Content)?
+                }
             }
-            .map_err(layer_err)?;
         }
         Ok(dir)
+    }
+
+    /// Applies layer blob `layer` onto `dir`, only the entries `subtrees` wants. Read from the
+    /// layer's index when that holds all it needs (for a skeleton, or when no file with content
+    /// is wanted), else from the blob, writing the index on the way if there is none yet.
+    pub(crate) fn apply_selected(
+        &self,
+        layer: &Digest,
+        dir: &Path,
+        subtrees: &Subtrees,
+        finds: &mut Finds,
+        fill: Fill,
+    ) -> Result<(), SolveError> {
+        let layer_err = |source| SolveError::Layer { line: 0, source };
+        let opts = ApplyOptions::default();
+        let index = self.layer_indexes.read(layer);
+        if let Some(index) = &index {
+            let enough = fill == Fill::Skeleton || {
+                let mut probe = Finds::default();
+                let mut r = SelectingReader::new(&index[..], subtrees, &mut probe);
+                std::io::copy(&mut r, &mut std::io::sink()).is_ok() && !probe.files
+            };
+            if enough {
+                let r = SelectingReader::new(&index[..], subtrees, finds);
+                match fill {
+                    Fill::Skeleton => apply_skeleton(r, dir, &opts),
+                    Fill::Content => apply(r, dir, &opts),
+                }
+                .map_err(layer_err)?;
+                return Ok(());
+            }
+        }
+        let blob = (self.store.open_blob(layer)).map_err(|source| SolveError::Store { source })?;
+        let reader = open_decompressed(blob).map_err(layer_err)?;
+        let mut written = Index::default();
+        let mut r = SelectingReader::new(reader, subtrees, finds);
+        if index.is_none() {
+            r = r.with_index(&mut written);
+        }
+        match fill {
+            Fill::Skeleton => apply_skeleton(r, dir, &opts),
+            Fill::Content => apply(r, dir, &opts),
+        }
+        .map_err(layer_err)?;
+        if index.is_none() && written.complete && !written.tar.is_empty() {
+            self.layer_indexes.write(layer, &written.tar);
+        }
+        Ok(())
+    }
+
+    /// Applies all of layer blob `layer` onto `dir`, through its index where possible: a
+    /// skeleton needs no file content.
+    pub(crate) fn apply_whole(
+        &self,
+        layer: &Digest,
+        dir: &Path,
+        fill: Fill,
+    ) -> Result<(), SolveError> {
+        let everything = Subtrees::new([""]);
+        let selected = self.apply_selected(layer, dir, &everything, &mut Finds::default(), fill);
+        match selected {
+            Err(SolveError::Layer { source, .. }) => {
+                // Something the filter cannot read (GNU sparse members): the layer as it is.
+                // Applying it again over the partial result gives what one application gives.
+                tracing::debug!("layer {layer} through its filter: {source}; applying it directly");
+                let layer_err = |source| SolveError::Layer { line: 0, source };
+                let blob =
+                    (self.store.open_blob(layer)).map_err(|source| SolveError::Store { source })?;
+                let opts = ApplyOptions::default();
+                match fill {
+                    Fill::Skeleton => apply_skeleton(blob, dir, &opts),
+                    Fill::Content => apply(blob, dir, &opts),
+                }
+                .map_err(layer_err)?;
+                Ok(())
+            }
+            other => other,
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use crate::context::{ChownSpec, CopyRequest, EntryKind, LayerEntry, plan_copy};
 use crate::image::{Descriptor, Digest};
-use crate::layer::{ApplyOptions, EntryMeta, LayerWriter};
+use crate::layer::{EntryMeta, LayerWriter};
 use crate::plan::{CopyOp, Op, Source, StageDispatch};
 use crate::progress::Event;
 
@@ -626,11 +626,5 @@ fn apply_skeleton_layer(
     digest: &Digest,
     dir: &Path,
 ) -> Result<(), SolveError> {
-    let blob = shared
-        .store
-        .open_blob(digest)
-        .map_err(|source| SolveError::Store { source })?;
-    crate::layer::apply_skeleton(blob, dir, &ApplyOptions::default())
-        .map_err(|source| SolveError::Layer { line: 0, source })?;
-    Ok(())
+    shared.apply_whole(digest, dir, super::source::Fill::Skeleton)
 }

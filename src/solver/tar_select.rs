@@ -76,6 +76,35 @@ pub(crate) struct Finds {
     pub symlinks: Vec<(Vec<u8>, Vec<u8>)>,
     /// Hard-link targets (normalized) of entries inside the view that lie outside it.
     pub link_targets: Vec<Vec<u8>>,
+    /// Whether a regular file (which may have content) was let through.
+    pub files: bool,
+}
+
+/// The layer's tar without file content: every header as it was, except that regular files
+/// other than account databases (see [`keeps_content`]) say size 0 and carry no data. Applying
+/// it as a skeleton gives what applying the layer does, and it tells a view which layers hold
+/// files it needs, so those alone are decompressed.
+#[derive(Debug)]
+pub(crate) struct Index {
+    /// The index tar so far.
+    pub tar: Vec<u8>,
+    /// False when the layer has something the index cannot describe (a PAX size).
+    pub complete: bool,
+}
+
+impl Default for Index {
+    fn default() -> Self {
+        Index {
+            tar: Vec::new(),
+            complete: true,
+        }
+    }
+}
+
+/// Regular files whose content a skeleton keeps (as `crate::layer::apply_skeleton` does): user
+/// and group databases, for `--chown` and `USER` names.
+fn keeps_content(base: &[u8]) -> bool {
+    base == b"passwd" || base == b"group"
 }
 
 /// A `Read` over the filtered tar stream of `inner` (an uncompressed tar).
@@ -95,6 +124,10 @@ pub(crate) struct SelectingReader<'a, R> {
     long_name: Option<Vec<u8>>,
     long_link: Option<Vec<u8>>,
     finished: bool,
+    /// Where the index of the whole layer is written, if wanted.
+    index: Option<&'a mut Index>,
+    /// Whether the current entry's data goes into the index too.
+    index_data: bool,
 }
 
 impl<'a, R: Read> SelectingReader<'a, R> {
@@ -113,7 +146,16 @@ impl<'a, R: Read> SelectingReader<'a, R> {
             long_name: None,
             long_link: None,
             finished: false,
+            index: None,
+            index_data: false,
         }
+    }
+
+    /// Also writes the layer's [`Index`] into `index` while reading (all of it, whatever the
+    /// filter lets through).
+    pub(crate) fn with_index(mut self, index: &'a mut Index) -> Self {
+        self.index = Some(index);
+        self
     }
 
     /// Reads the next header and decides what happens to its entry.
@@ -125,6 +167,9 @@ impl<'a, R: Read> SelectingReader<'a, R> {
             self.out.clear();
             self.out_pos = 0;
             self.out.resize(2 * BLOCK, 0);
+            if let Some(index) = self.index.as_deref_mut() {
+                index.tar.resize(index.tar.len() + 2 * BLOCK, 0);
+            }
             return Ok(());
         }
         let header = tar::Header::from_byte_slice(&block);
@@ -148,6 +193,10 @@ impl<'a, R: Read> SelectingReader<'a, R> {
             return Ok(());
         }
         if kind.is_pax_global_extensions() {
+            if let Some(index) = self.index.as_deref_mut() {
+                index.tar.extend_from_slice(&block);
+            }
+            self.index_data = self.index.is_some();
             self.pass(&block, size);
             return Ok(());
         }
@@ -158,6 +207,7 @@ impl<'a, R: Read> SelectingReader<'a, R> {
             ));
         }
         let pax = self.pax.take();
+        let header_size = size;
         if let Some(s) = pax.as_deref().and_then(|p| pax_value(p, b"size")) {
             size = std::str::from_utf8(&s)
                 .ok()
@@ -180,11 +230,32 @@ impl<'a, R: Read> SelectingReader<'a, R> {
         };
         let rel = normalize(&path);
         let base = rel.rsplit(|&b| b == b'/').next().unwrap_or(&[]);
-        let mut pass = base.starts_with(b".wh.") || self.subtrees.wants(&rel);
+        let whiteout = base.starts_with(b".wh.");
+        let mut pass = whiteout || self.subtrees.wants(&rel);
         if kind == tar::EntryType::Symlink {
             self.finds
                 .symlinks
                 .push((rel.clone(), link.clone().unwrap_or_default()));
+        }
+        let regular = matches!(
+            kind,
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse
+        );
+        self.index_data = false;
+        if let Some(index) = self.index.as_deref_mut() {
+            index.tar.extend_from_slice(&self.ext);
+            if regular && size > 0 && !keeps_content(base) {
+                if size != header_size {
+                    index.complete = false;
+                }
+                let mut h = header.clone();
+                h.set_size(0);
+                h.set_cksum();
+                index.tar.extend_from_slice(h.as_bytes());
+            } else {
+                index.tar.extend_from_slice(&block);
+                self.index_data = true;
+            }
         }
         if pass && kind == tar::EntryType::Link {
             let target = normalize(&link.unwrap_or_default());
@@ -192,6 +263,9 @@ impl<'a, R: Read> SelectingReader<'a, R> {
                 self.finds.link_targets.push(target);
                 pass = false;
             }
+        }
+        if pass && regular && !whiteout {
+            self.finds.files = true;
         }
         if pass {
             let ext = std::mem::take(&mut self.ext);
@@ -236,10 +310,18 @@ impl<R: Read> Read for SelectingReader<'_, R> {
                         return Err(io::ErrorKind::UnexpectedEof.into());
                     }
                     self.remaining -= got as u64;
+                    if self.index_data
+                        && let Some(index) = self.index.as_deref_mut()
+                    {
+                        index.tar.extend_from_slice(&buf[..got]);
+                    }
                     return Ok(got);
                 }
-                let skipped =
-                    io::copy(&mut (&mut self.inner).take(self.remaining), &mut io::sink())?;
+                let limited = &mut (&mut self.inner).take(self.remaining);
+                let skipped = match self.index.as_deref_mut() {
+                    Some(index) if self.index_data => io::copy(limited, &mut index.tar)?,
+                    _ => io::copy(limited, &mut io::sink())?,
+                };
                 if skipped < self.remaining {
                     return Err(io::ErrorKind::UnexpectedEof.into());
                 }
@@ -455,6 +537,66 @@ mod tests {
         assert_eq!(
             std::fs::read(view.path().join("src/keep")).unwrap(),
             b"replaced"
+        );
+    }
+
+    /// The layers' indexes, written while reading them whole.
+    fn indexes(layers: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        let all = Subtrees::new([""]);
+        layers
+            .iter()
+            .map(|l| {
+                let mut index = Index::default();
+                let mut finds = Finds::default();
+                let mut out = Vec::new();
+                let mut r = SelectingReader::new(&l[..], &all, &mut finds).with_index(&mut index);
+                std::io::copy(&mut r, &mut out).unwrap();
+                assert_eq!(&out, l, "everything passes through unchanged");
+                assert!(index.complete);
+                index.tar
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_index_gives_the_same_skeleton_and_file_free_views() {
+        let layers = layers();
+        let indexes = indexes(&layers);
+        assert!(indexes[0].len() < layers[0].len());
+        let opts = ApplyOptions::default();
+        let skeleton = |ls: &[Vec<u8>]| {
+            let dest = tempfile::tempdir().unwrap();
+            for l in ls {
+                crate::layer::apply_skeleton(&l[..], dest.path(), &opts).unwrap();
+            }
+            observe(dest.path())
+        };
+        assert_eq!(skeleton(&layers), skeleton(&indexes));
+
+        // A view wanting no file: the index alone gives it, and says no file was wanted.
+        let subtrees = Subtrees::new(["usr/lib/x/a.so", "src/sub"]);
+        let (mut from_layers, mut from_index) = (Finds::default(), Finds::default());
+        let want = observe(
+            unpack(
+                &layers,
+                Some((&Subtrees::new(["usr/lib/x/a.so"]), &mut from_layers)),
+            )
+            .path(),
+        );
+        let got = observe(
+            unpack(
+                &indexes,
+                Some((&Subtrees::new(["usr/lib/x/a.so"]), &mut from_index)),
+            )
+            .path(),
+        );
+        assert_eq!(got, want);
+        assert!(!from_index.files && !from_layers.files);
+        let mut finds = Finds::default();
+        unpack(&indexes, Some((&subtrees, &mut finds)));
+        assert!(
+            finds.files,
+            "src/sub/new is a file: its content is not in the index"
         );
     }
 
