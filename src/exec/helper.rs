@@ -1,9 +1,10 @@
 //! The helper process side: enter a user namespace, then run a step or a snapshot job in it.
 //!
-//! Process tree of a step: rbuild (threads) → helper H (this file, single-threaded, root in the
-//! new user namespace, owns the mount namespace holding the step's root) → mapper M (briefly,
-//! writes H's id maps from outside) and sandbox C (PID 1 of the new PID namespace, own mount
-//! namespace, pivots into the root and execs the step; see `sandbox.rs`).
+//! Process tree of a step: rbuild (threads) → helper H (this file, root in the new user
+//! namespace; writes the step's layer afterwards, on threads) → mapper M (briefly, writes H's
+//! id maps from outside) and namespace process N (owns the mount, PID, UTS and IPC namespaces
+//! holding the step's root) → sandbox C (PID 1 of the new PID namespace, own mount namespace,
+//! pivots into the root and execs the step; see `sandbox.rs`).
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
@@ -13,9 +14,13 @@ use std::process::ExitCode;
 
 use super::mounts::{self, Stub};
 use super::sandbox;
-use super::spawn::{DATA_FD, Job, Request, Response, STATUS_FD};
+use super::spawn::{DATA_FD, Job, Ran, Request, Response, STATUS_FD, monotonic_ns};
 use super::spec::{ExitStatus, Network, RootSpec, RunSpec};
 use super::userns::{self, IdMapping};
+
+/// How the failure of a run job's `after` job starts, so the caller can tell it from a setup
+/// failure.
+pub(crate) const AFTER_STEP: &str = "after the step";
 
 fn errno(what: &str) -> String {
     format!("{what}: {}", std::io::Error::last_os_error())
@@ -37,6 +42,11 @@ pub(crate) fn main() -> ExitCode {
                 let data = req
                     .has_data
                     .then(|| unsafe { OwnedFd::from_raw_fd(DATA_FD) });
+                if data.is_some() {
+                    // Neither may the data file (a step's layer pipe).
+                    // SAFETY: F_SETFD on a descriptor we own.
+                    unsafe { libc::fcntl(DATA_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+                }
                 match pin_paths(&mut req.job) {
                     Err(e) => Response::Failed(e),
                     Ok(_pins) => match enter_userns(&req.idmap) {
@@ -58,8 +68,26 @@ pub(crate) fn main() -> ExitCode {
 
 fn dispatch(req: Request, data: Option<OwnedFd>) -> Response {
     match req.job {
-        Job::Run { spec, scratch } => match run_step(&spec, &scratch, &req.idmap) {
-            Ok(status) => Response::Exited(status),
+        Job::Run {
+            spec,
+            scratch,
+            after,
+        } => match run_step(&spec, &scratch, &req.idmap) {
+            Ok(status) => {
+                let exited_ns = monotonic_ns();
+                let after = match after.filter(|_| status.success()) {
+                    None => None,
+                    Some(job) => match crate::snapshot::run_ns_job(job, data) {
+                        Ok(v) => Some(v),
+                        Err(e) => return Response::Failed(format!("{AFTER_STEP}: {e}")),
+                    },
+                };
+                Response::Exited(Ran {
+                    status,
+                    exited_ns,
+                    after,
+                })
+            }
             Err(e) => Response::Failed(e),
         },
         Job::Snapshot(job) => match crate::snapshot::run_ns_job(job, data) {
@@ -180,10 +208,65 @@ fn enter_userns(idmap: &IdMapping) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs the step from a forked child N that owns the step's namespaces: a process that
+/// unshared its PID namespace can no longer start threads (EINVAL), and the step's diff,
+/// which this helper writes afterwards, compresses and hashes on threads.
 fn run_step(spec: &RunSpec, scratch: &Path, idmap: &IdMapping) -> Result<ExitStatus, String> {
     if spec.argv.is_empty() {
         return Err("empty command".to_string());
     }
+    let (result_r, result_w) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)
+        .map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    // SAFETY: this helper is single-threaded here, so the child may allocate.
+    let pid = unsafe { libc::fork() };
+    if pid < 0 {
+        return Err(errno("fork of the step's namespace process"));
+    }
+    if pid == 0 {
+        drop(result_r);
+        // SAFETY: constant prctl; then make sure the helper did not die before it was armed.
+        unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            if libc::getppid() != me {
+                libc::_exit(1);
+            }
+        }
+        let result = step_in_namespaces(spec, scratch, idmap);
+        let text = serde_json::to_vec(&result).unwrap_or_default();
+        let _ = File::from(result_w).write_all(&text);
+        // SAFETY: leave the forked copy without running the helper's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    drop(result_w);
+    let mut text = Vec::new();
+    let read = File::from(result_r).read_to_end(&mut text);
+    let mut wstatus = 0;
+    loop {
+        // SAFETY: reaping our own child.
+        let rc = unsafe { libc::waitpid(pid, &mut wstatus, 0) };
+        if rc == pid
+            || (rc < 0 && std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted)
+        {
+            break;
+        }
+    }
+    if let Err(e) = read {
+        return Err(format!("reading the step's result: {e}"));
+    }
+    serde_json::from_slice(&text).unwrap_or_else(|_| {
+        Err(format!(
+            "the step's namespace process ended without a result (wait status {wstatus:#x})"
+        ))
+    })
+}
+
+fn step_in_namespaces(
+    spec: &RunSpec,
+    scratch: &Path,
+    idmap: &IdMapping,
+) -> Result<ExitStatus, String> {
     let root = scratch.join("root");
     let tmp = scratch.join("tmp");
     let mut flags =

@@ -38,10 +38,10 @@ pub use spec::{
 };
 pub use userns::{IdMapping, IdRange, MapWriter};
 
-pub(crate) use helper::mount_overlay;
+pub(crate) use helper::{AFTER_STEP, mount_overlay};
 pub(crate) use mounts::secure_join;
-pub(crate) use run::{hand_over, make_traversable};
-pub(crate) use spawn::{Job, Response, call};
+pub(crate) use run::{hand_over, make_traversable, run_then};
+pub(crate) use spawn::{Job, Response, call, monotonic_ns};
 
 /// Errors of the executor. Setup failures inside the sandbox arrive as [`Error::Sandbox`] with
 /// the failing operation and path spelled out.

@@ -5,7 +5,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::Error;
-use super::spawn::{CancelHandle, Job, Response, call};
+use super::spawn::{CancelHandle, Job, Ran, Response, call};
 use super::spec::{ExitStatus, MountSpec, Network, RootSpec, RunSpec, Stream};
 use super::userns::IdMapping;
 
@@ -22,6 +22,17 @@ pub fn run_cancellable(
     cancel: &CancelHandle,
     on_output: &mut dyn FnMut(Stream, &[u8]),
 ) -> Result<ExitStatus, Error> {
+    run_then(spec, cancel, on_output, None).map(|ran| ran.status)
+}
+
+/// [`run_cancellable`] that, when the step exits with 0, runs the snapshot job `after` in the
+/// same helper with `data` as its data file (the step's diff), and returns its result too.
+pub(crate) fn run_then(
+    spec: &RunSpec,
+    cancel: &CancelHandle,
+    on_output: &mut dyn FnMut(Stream, &[u8]),
+    after: Option<(crate::snapshot::NsJob, std::os::fd::OwnedFd)>,
+) -> Result<Ran, Error> {
     let scratch = tempfile::Builder::new()
         .prefix("rbuild-run-")
         .tempdir()
@@ -34,12 +45,17 @@ pub fn run_cancellable(
     for path in host_paths(spec) {
         make_traversable(&path)?;
     }
+    let (after, data) = match after {
+        Some((job, fd)) => (Some(job), Some(fd)),
+        None => (None, None),
+    };
     let job = Job::Run {
         spec: spec.clone(),
         scratch: scratch.path().to_path_buf(),
+        after,
     };
-    match call(job, None, Some(cancel), on_output)? {
-        Response::Exited(status) => Ok(status),
+    match call(job, data, Some(cancel), on_output)? {
+        Response::Exited(ran) => Ok(ran),
         Response::Failed(e) => Err(Error::Sandbox(e)),
         Response::Done(_) => Err(Error::Protocol("unexpected reply to a run job".into())),
     }

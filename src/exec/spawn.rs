@@ -58,7 +58,13 @@ pub(crate) struct Request {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Job {
     /// Run a step; `scratch` is a private dir for the merged root, etc files and a tmpfs.
-    Run { spec: RunSpec, scratch: PathBuf },
+    /// `after` runs in the same helper once the step exited with 0 (the step's diff, so a
+    /// RUN costs one helper and one user namespace, not two).
+    Run {
+        spec: RunSpec,
+        scratch: PathBuf,
+        after: Option<crate::snapshot::NsJob>,
+    },
     /// A snapshot operation that must see container ids (unpack, diff, remove).
     Snapshot(crate::snapshot::NsJob),
 }
@@ -67,11 +73,33 @@ pub(crate) enum Job {
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum Response {
     /// The step's process ended.
-    Exited(ExitStatus),
+    Exited(Ran),
     /// A snapshot job finished with this JSON result.
     Done(serde_json::Value),
     /// Something failed before or around the step; the text names the operation and path.
     Failed(String),
+}
+
+/// How a step ended, and what its `after` job returned.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct Ran {
+    pub status: ExitStatus,
+    /// `CLOCK_MONOTONIC` when the helper saw the step's process end (see [`monotonic_ns`]).
+    pub exited_ns: u64,
+    /// The `after` job's JSON result, when it ran.
+    pub after: Option<serde_json::Value>,
+}
+
+/// `CLOCK_MONOTONIC` in nanoseconds: one clock for the helper and the build process, so the
+/// build can time what happened after the step's process ended.
+pub(crate) fn monotonic_ns() -> u64 {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut t) };
+    t.tv_sec as u64 * 1_000_000_000 + t.tv_nsec as u64
 }
 
 /// Stops a running sandbox: every process in it is killed and its mounts go with its namespace.

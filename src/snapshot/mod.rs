@@ -16,6 +16,7 @@
 mod copy;
 mod diff;
 mod nsjob;
+mod step;
 mod unpack;
 
 use std::fs::{self, File};
@@ -26,6 +27,7 @@ use crate::image::Digest;
 use crate::layer::Compression;
 
 pub(crate) use nsjob::{NsJob, run_ns_job};
+pub use step::{LayerOutput, StepOutcome};
 
 /// Errors of the snapshotter; each names the layer or directory involved.
 #[derive(Debug, thiserror::Error)]
@@ -125,6 +127,15 @@ fn io<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -
         action,
         path: path.to_path_buf(),
         source,
+    }
+}
+
+/// A compression as the helper's diff jobs name it: name and level.
+fn compression_job_args(compression: Compression) -> (&'static str, Option<i32>) {
+    match compression {
+        Compression::Gzip { level } => ("gzip", Some(level as i32)),
+        Compression::Zstd { level } => ("zstd", Some(level)),
+        Compression::Uncompressed => ("uncompressed", None),
     }
 }
 
@@ -327,11 +338,7 @@ impl Snapshotter {
         source_date_epoch: Option<i64>,
         out: File,
     ) -> Result<DiffSummary, Error> {
-        let (name, level) = match compression {
-            Compression::Gzip { level } => ("gzip", Some(level as i32)),
-            Compression::Zstd { level } => ("zstd", Some(level)),
-            Compression::Uncompressed => ("uncompressed", None),
-        };
+        let (name, level) = compression_job_args(compression);
         let upper = active.upper();
         let job = match active.backend {
             Backend::Overlay => NsJob::Diff {
@@ -442,6 +449,16 @@ impl Snapshotter {
 
     fn remove_tree(&self, path: &Path) -> Result<(), Error> {
         if fs::symlink_metadata(path).is_err() {
+            return Ok(());
+        }
+        // Most trees (a committed step's active dir holds only overlayfs's work dir) are ours
+        // to delete: that saves starting a helper and a user namespace. Files of other
+        // container ids are left to the helper.
+        let _ = fs::set_permissions(path.join("work").join("work"), {
+            use std::os::unix::fs::PermissionsExt;
+            fs::Permissions::from_mode(0o700)
+        });
+        if fs::remove_dir_all(path).is_ok() {
             return Ok(());
         }
         call(

@@ -147,9 +147,18 @@ fn run_in(
     };
     // Tracked for this build, so a failure in another stage kills this step's processes.
     let sandbox = shared.sandboxes.track();
-    let status = crate::exec::run_cancellable(&spec, sandbox.handle(), &mut on_output).map_err(
-        |e| match e {
-            crate::exec::Error::Cancelled => SolveError::Canceled {
+    // The step and its diff run in one sandbox helper; the layer streams into the store.
+    let mut w = shared.store.blob_writer()?;
+    let layer_out = crate::snapshot::LayerOutput {
+        compression: shared.compression,
+        source_date_epoch: shared.epoch,
+        sink: &mut w,
+    };
+    let started = std::time::Instant::now();
+    let outcome = snap
+        .run_step(active, &spec, sandbox.handle(), &mut on_output, layer_out)
+        .map_err(|e| match e {
+            crate::snapshot::Error::Exec(crate::exec::Error::Cancelled) => SolveError::Canceled {
                 line,
                 reason: match crate::exec::interrupted() {
                     Some(signal) => format!("the build was interrupted (signal {signal})"),
@@ -160,14 +169,14 @@ fn run_in(
                 line,
                 message: e.to_string(),
             },
-        },
-    )?;
+        })?;
     drop(sandbox);
     for (which, rest) in partial.iter().enumerate().filter(|(_, p)| !p.is_empty()) {
         log(which, rest.clone());
     }
     drop(leases);
-    if !status.success() {
+    let status = outcome.status;
+    let Some(summary) = outcome.layer.as_ref().filter(|_| status.success()) else {
         return Err(SolveError::Run {
             line,
             message: format!(
@@ -175,15 +184,22 @@ fn run_in(
                 op.argv.join(" ")
             ),
         });
-    }
-    let mut w = shared.store.blob_writer()?;
-    let summary = snap
-        .diff_to(active, shared.compression, shared.epoch, &mut w)
-        .map_err(snap_err(line))?;
+    };
     let (digest, size) = w.commit(None)?;
+    // Measured, for scripts/bench-exec: step start to blob committed, and the layer's part
+    // (from the step's process exit, as the helper saw it, to the blob committed).
+    tracing::info!(
+        target: "rbuild::timing",
+        line,
+        step_ms = started.elapsed().as_secs_f64() * 1e3,
+        layer_ms = outcome.since_exit().as_secs_f64() * 1e3,
+        uncompressed = summary.uncompressed_size,
+        compressed = size,
+        "run step"
+    );
     Ok(RunLayer {
         layer: Descriptor::new(shared.compression.oci_media_type(), digest, size),
-        diff_id: summary.diff_id,
+        diff_id: summary.diff_id.clone(),
     })
 }
 
