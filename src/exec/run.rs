@@ -50,7 +50,7 @@ pub(crate) fn run_then(
         None => (None, None),
     };
     let job = Job::Run {
-        spec: spec.clone(),
+        spec: Box::new(spec.clone()),
         scratch: scratch.path().to_path_buf(),
         after,
     };

@@ -61,7 +61,7 @@ pub(crate) enum Job {
     /// `after` runs in the same helper once the step exited with 0 (the step's diff, so a
     /// RUN costs one helper and one user namespace, not two).
     Run {
-        spec: RunSpec,
+        spec: Box<RunSpec>,
         scratch: PathBuf,
         after: Option<crate::snapshot::NsJob>,
     },

@@ -161,7 +161,7 @@ impl<W: std::io::Write> LayerWriter<W> {
         let mut meta = base_meta(
             st.st_mode,
             (st.st_uid, st.st_gid),
-            (st.st_mtime as i64, st.st_mtime_nsec as i64),
+            (st.st_mtime, st.st_mtime_nsec as i64),
             options,
             ft == FileType::Symlink,
         );
@@ -204,7 +204,7 @@ impl<W: std::io::Write> LayerWriter<W> {
             }
         }
         if ft != FileType::Directory && st.st_nlink > 1 {
-            let key = (st.st_dev as u64, st.st_ino as u64);
+            let key = (st.st_dev, st.st_ino);
             if let Some(first) = self.inodes.get(&key) {
                 let first = PathBuf::from(OsStr::from_bytes(first));
                 self.append_hardlink(name, first, &meta)?;
@@ -234,7 +234,7 @@ impl<W: std::io::Write> LayerWriter<W> {
                 } else {
                     DeviceKind::Block
                 };
-                let rdev = st.st_rdev as u64;
+                let rdev = st.st_rdev;
                 self.append_device(
                     name,
                     kind,

@@ -91,7 +91,7 @@ impl Snapshotter {
                 // On a failed write the reader is dropped, so the helper fails on EPIPE.
                 std::io::copy(&mut reader, sink)
             });
-            let ran = exec::run_then(spec, cancel, on_output, Some((job, w.into())));
+            let ran = exec::run_then(spec, cancel, on_output, Some((job, w)));
             let copied = copier
                 .join()
                 .unwrap_or_else(|_| Err(std::io::Error::other("the layer copy thread panicked")));
