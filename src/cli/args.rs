@@ -184,7 +184,9 @@ pub struct BuildArgs {
     #[arg(long)]
     pub dry_run: bool,
 
-    /// Maximum number of stages built at once (default: no limit, as BuildKit).
+    /// Maximum number of stages built at once (default: no limit, as BuildKit's
+    /// max-parallelism). Steps of one stage always run in order; parallel work inside a step
+    /// (layer compression, downloads) is not counted.
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
 }
@@ -309,7 +311,8 @@ pub struct DuArgs {
 /// `rbuild prune` options.
 #[derive(Debug, Args)]
 pub struct PruneArgs {
-    /// Also remove images and build cache, not only unreferenced blobs.
+    /// Also remove images, the build cache and `RUN --mount=type=cache` directories, not
+    /// only unreferenced blobs and unnamed images.
     #[arg(short = 'a', long)]
     pub all: bool,
     /// Keep this much storage (e.g. `10GB`).

@@ -401,6 +401,166 @@ async fn ping(
     })
 }
 
+/// Single-request operations on one repository for callers outside the registry module (the
+/// registry build cache): each retries transient failures with the client's policy and
+/// authenticates like pulls and pushes do.
+impl Client {
+    /// GETs the manifest `reference` names (its digest if it has one, else its tag), offering
+    /// `accept` as the media types wanted; returns its bytes and their digest, or `None` when
+    /// the registry has no such manifest (404). Manifests over 4 MiB are refused.
+    pub async fn get_manifest(
+        &self,
+        reference: &super::Reference,
+        accept: &str,
+    ) -> Result<Option<(Vec<u8>, crate::image::Digest)>, RegistryError> {
+        const MAX_MANIFEST: usize = 4 << 20;
+        let host = self.host(reference.registry()).await?;
+        let repo = reference.repository();
+        let path = format!("/v2/{repo}/manifests/{}", reference.manifest_ref());
+        let action = format!("GET {path}");
+        let policy = self.options().retry.clone();
+        policy
+            .run(&action, |_| async {
+                let resp = self
+                    .simple(
+                        &host,
+                        repo,
+                        &[Scope::pull(repo)],
+                        Method::GET,
+                        &path,
+                        Some(accept),
+                    )
+                    .await?;
+                match resp.status() {
+                    StatusCode::NOT_FOUND => return Ok(None),
+                    StatusCode::OK => {}
+                    _ => return Err(status_error(&host, repo, &action, resp).await),
+                }
+                let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
+                    registry: host.registry.clone(),
+                    action: action.clone(),
+                    reason: chain_text(&e.without_url()),
+                })?;
+                if bytes.len() > MAX_MANIFEST {
+                    return Err(RegistryError::BadManifest {
+                        reference: reference.to_string(),
+                        reason: format!(
+                            "manifest is {} bytes, more than the 4 MiB limit",
+                            bytes.len()
+                        ),
+                    });
+                }
+                let digest = crate::image::Digest::of(&bytes);
+                Ok(Some((bytes.to_vec(), digest)))
+            })
+            .await
+    }
+
+    /// The digest of the manifest `reference` names, from a HEAD request (`accept` as in
+    /// [`Client::get_manifest`]); `None` when there is none or the registry does not say.
+    pub async fn head_manifest(
+        &self,
+        reference: &super::Reference,
+        accept: &str,
+    ) -> Result<Option<crate::image::Digest>, RegistryError> {
+        let host = self.host(reference.registry()).await?;
+        let repo = reference.repository();
+        let path = format!("/v2/{repo}/manifests/{}", reference.manifest_ref());
+        let action = format!("HEAD {path}");
+        let policy = self.options().retry.clone();
+        policy
+            .run(&action, |_| async {
+                let resp = self
+                    .simple(
+                        &host,
+                        repo,
+                        &[Scope::pull(repo)],
+                        Method::HEAD,
+                        &path,
+                        Some(accept),
+                    )
+                    .await?;
+                match resp.status() {
+                    StatusCode::NOT_FOUND => Ok(None),
+                    s if s.is_success() => Ok(resp
+                        .headers()
+                        .get("docker-content-digest")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse().ok())),
+                    _ => Err(status_error(&host, repo, &action, resp).await),
+                }
+            })
+            .await
+    }
+
+    /// Downloads blob `desc` of `reference`'s repository into `store` unless it is there:
+    /// verified against its size and digest, resumed with `Range` after a broken body.
+    pub async fn fetch_blob(
+        &self,
+        reference: &super::Reference,
+        desc: &crate::image::Descriptor,
+        store: &crate::store::Store,
+    ) -> Result<(), RegistryError> {
+        let host = self.host(reference.registry()).await?;
+        let meter = super::meter::Meter::new(&None, desc.digest.to_string(), desc.size);
+        super::blob::download(self, &host, reference.repository(), desc, store, &meter).await
+    }
+
+    /// The bytes of a small blob (a config) of `reference`'s repository, verified against
+    /// `desc`'s digest; blobs over `max` bytes are refused before they are read.
+    pub async fn fetch_blob_bytes(
+        &self,
+        reference: &super::Reference,
+        desc: &crate::image::Descriptor,
+        max: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let host = self.host(reference.registry()).await?;
+        let repo = reference.repository();
+        let path = format!("/v2/{repo}/blobs/{}", desc.digest);
+        let action = format!("GET {path}");
+        let too_big = |size: u64| RegistryError::SizeMismatch {
+            registry: host.registry.clone(),
+            repository: repo.to_string(),
+            digest: desc.digest.clone(),
+            expected: desc.size.min(max),
+            actual: size,
+        };
+        if desc.size > max {
+            return Err(too_big(desc.size));
+        }
+        let policy = self.options().retry.clone();
+        let bytes = policy
+            .run(&action, |_| async {
+                let resp = self
+                    .simple(&host, repo, &[Scope::pull(repo)], Method::GET, &path, None)
+                    .await?;
+                if resp.status() != StatusCode::OK {
+                    return Err(status_error(&host, repo, &action, resp).await);
+                }
+                let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
+                    registry: host.registry.clone(),
+                    action: action.clone(),
+                    reason: chain_text(&e.without_url()),
+                })?;
+                Ok(bytes.to_vec())
+            })
+            .await?;
+        if bytes.len() as u64 != desc.size {
+            return Err(too_big(bytes.len() as u64));
+        }
+        let actual = crate::image::Digest::of(&bytes);
+        if actual != desc.digest {
+            return Err(RegistryError::DigestMismatch {
+                registry: host.registry.clone(),
+                repository: repo.to_string(),
+                expected: desc.digest.clone(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+}
+
 fn api_host(registry: &str) -> String {
     if registry == super::DOCKER_HUB {
         super::DOCKER_HUB_API.to_string()

@@ -3,16 +3,13 @@
 //! client (its auth, TLS and retries); local caches are OCI image layouts.
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-
-use reqwest::{Method, StatusCode};
 
 use super::cache_format::{
     CacheLocation, CacheShareError, ConfigEntry, parse_config, parse_manifest,
 };
 use crate::image::{Descriptor, Digest, ImageManifest, mediatype};
-use crate::registry::{Client, ClientOptions, Reference, Scope};
+use crate::registry::{Client, ClientOptions, Reference};
 use crate::store::Store;
 
 /// An open cache location that blobs can be fetched from.
@@ -47,6 +44,9 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CacheShareError + '_ {
         source,
     }
 }
+
+/// The largest cache config read (it lists every entry of the cache).
+const MAX_CONFIG: u64 = 64 << 20;
 
 /// The async runtime used for cache transfers (several stage threads may block on it).
 pub(crate) fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
@@ -123,11 +123,9 @@ impl CacheSource {
                 client,
                 reference,
                 runtime,
-            } => {
-                let mut buf = Vec::new();
-                runtime.block_on(get_blob(client, reference, &desc.digest, &mut buf))?;
-                Ok(buf)
-            }
+            } => runtime
+                .block_on(client.fetch_blob_bytes(reference, desc, MAX_CONFIG))
+                .map_err(|e| registry_err(reference, e)),
             CacheSource::Local { dir, .. } => read_local_blob(dir, &desc.digest),
         }
     }
@@ -145,20 +143,22 @@ impl CacheSource {
             digest: desc.digest.clone(),
             message: e.to_string(),
         };
-        let mut writer = store.blob_writer().map_err(store_err)?;
         match self {
             CacheSource::Registry {
                 client,
                 reference,
                 runtime,
-            } => runtime.block_on(get_blob(client, reference, &desc.digest, &mut writer))?,
+            } => runtime
+                .block_on(client.fetch_blob(reference, desc, store))
+                .map_err(|e| registry_err(reference, e))?,
             CacheSource::Local { dir, .. } => {
+                let mut writer = store.blob_writer().map_err(store_err)?;
                 let path = blob_path(dir, &desc.digest);
                 let mut f = std::fs::File::open(&path).map_err(io_err(&path))?;
                 std::io::copy(&mut f, &mut writer).map_err(io_err(&path))?;
+                writer.commit(Some(&desc.digest)).map_err(store_err)?;
             }
         }
-        writer.commit(Some(&desc.digest)).map_err(store_err)?;
         tracing::info!(
             "fetched cache blob {} from {}",
             desc.digest,
@@ -204,81 +204,16 @@ fn local_manifest(dir: &Path, tag: &str) -> Result<Descriptor, CacheShareError> 
         })
 }
 
-/// Sends `method` for the cache manifest of `reference` (its tag), asking for an OCI manifest.
-async fn manifest_request(
-    client: &Client,
-    reference: &Reference,
-    method: Method,
-) -> Result<(String, reqwest::Response), CacheShareError> {
-    let host = client
-        .host(reference.registry())
-        .await
-        .map_err(|e| registry_err(reference, e))?;
-    let repo = reference.repository();
-    let path = format!("/v2/{repo}/manifests/{}", reference.manifest_ref());
-    let resp = client
-        .simple(
-            &host,
-            repo,
-            &[Scope::pull(repo)],
-            method,
-            &path,
-            Some(mediatype::OCI_MANIFEST),
-        )
-        .await
-        .map_err(|e| registry_err(reference, e))?;
-    Ok((path, resp))
-}
-
-/// GETs the cache manifest of `reference`.
+/// GETs the cache manifest of `reference` (an OCI image manifest).
 async fn get_manifest(client: &Client, reference: &Reference) -> Result<Vec<u8>, CacheShareError> {
-    let (path, resp) = manifest_request(client, reference, Method::GET).await?;
-    match resp.status() {
-        StatusCode::OK => {}
-        StatusCode::NOT_FOUND => return Err(registry_err(reference, "no cache manifest (404)")),
-        s => return Err(registry_err(reference, format!("GET {path}: HTTP {s}"))),
-    }
-    let bytes = resp
-        .bytes()
+    match client
+        .get_manifest(reference, mediatype::OCI_MANIFEST)
         .await
-        .map_err(|e| registry_err(reference, format!("GET {path}: {e}")))?;
-    Ok(bytes.to_vec())
-}
-
-/// Streams blob `digest` of `reference`'s repository into `out`.
-async fn get_blob(
-    client: &Client,
-    reference: &Reference,
-    digest: &Digest,
-    out: &mut impl Write,
-) -> Result<(), CacheShareError> {
-    let host = client
-        .host(reference.registry())
-        .await
-        .map_err(|e| registry_err(reference, e))?;
-    let repo = reference.repository();
-    let path = format!("/v2/{repo}/blobs/{digest}");
-    let mut resp = client
-        .simple(&host, repo, &[Scope::pull(repo)], Method::GET, &path, None)
-        .await
-        .map_err(|e| registry_err(reference, e))?;
-    if resp.status() != StatusCode::OK {
-        return Err(registry_err(
-            reference,
-            format!("GET {path}: HTTP {}", resp.status()),
-        ));
-    }
-    while let Some(chunk) = resp
-        .chunk()
-        .await
-        .map_err(|e| registry_err(reference, format!("GET {path}: {e}")))?
     {
-        out.write_all(&chunk).map_err(|e| CacheShareError::Store {
-            digest: digest.clone(),
-            message: e.to_string(),
-        })?;
+        Ok(Some((bytes, _))) => Ok(bytes),
+        Ok(None) => Err(registry_err(reference, "no cache manifest (404)")),
+        Err(e) => Err(registry_err(reference, e)),
     }
-    Ok(())
 }
 
 /// The digest the registry holds under `reference`'s tag, if any (a HEAD request), so an
@@ -287,15 +222,10 @@ pub(crate) async fn head_manifest(
     client: &Client,
     reference: &Reference,
 ) -> Result<Option<Digest>, CacheShareError> {
-    let (_, resp) = manifest_request(client, reference, Method::HEAD).await?;
-    if resp.status() != StatusCode::OK {
-        return Ok(None);
-    }
-    Ok(resp
-        .headers()
-        .get("docker-content-digest")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok()))
+    client
+        .head_manifest(reference, mediatype::OCI_MANIFEST)
+        .await
+        .map_err(|e| registry_err(reference, e))
 }
 
 /// Reads every `--cache-from` of `request` and restores the cache mounts they carry that this
