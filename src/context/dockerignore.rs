@@ -304,6 +304,16 @@ impl IgnoreMatcher {
         matched
     }
 
+    /// Whether any pattern could match something strictly below `dir` (a non-empty path
+    /// relative to the context root). When none can, every path below `dir` gets `dir`'s own
+    /// verdict, so a walk checks the patterns once per directory instead of once per file.
+    /// Errs on the side of `true` (e.g. for bracket expressions, which may match a `/`).
+    pub fn may_match_below(&self, dir: &str) -> bool {
+        self.patterns
+            .iter()
+            .any(|p| p.cleaned.contains('[') || p.could_match_below(dir))
+    }
+
     /// Whether a walk may skip everything below the excluded directory `dir`: true unless some
     /// exception could re-include a path inside it.
     pub fn can_prune(&self, dir: &str) -> bool {
@@ -465,6 +475,20 @@ mod tests {
         assert!(keep.can_prune("vendor/other"));
         let deep = IgnoreMatcher::new(&["build", "!**/important"]).unwrap();
         assert!(!deep.can_prune("build"));
+    }
+
+    #[test]
+    fn may_match_below_only_where_a_pattern_reaches() {
+        let ig = IgnoreMatcher::new(&["gen.sh", "build/*.o", "!keep/x"]).unwrap();
+        assert!(!ig.may_match_below("tree"));
+        assert!(!ig.may_match_below("tree/d1"));
+        assert!(ig.may_match_below("build"));
+        assert!(!ig.may_match_below("build/sub"));
+        assert!(ig.may_match_below("keep"));
+        for anywhere in ["**/*.o", "a/[/]b"] {
+            let ig = IgnoreMatcher::new(&[anywhere]).unwrap();
+            assert!(ig.may_match_below("tree/d1"), "{anywhere}");
+        }
     }
 
     #[test]

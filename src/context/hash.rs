@@ -20,13 +20,61 @@ const MEMO_DIR: &str = "context-hash-v3";
 /// First bytes of a memo file.
 const MEMO_MAGIC: &[u8] = b"rbuild-context-hash-v3\n";
 
+/// A content digest as its 64 lower-case hex characters: what cache-key lines hash, kept
+/// without a heap allocation per remembered file.
+type Hex = [u8; 64];
+
+fn hex_of(digest: &Digest) -> Hex {
+    let mut hex = [0u8; 64];
+    hex.copy_from_slice(digest.hex().as_bytes());
+    hex
+}
+
+fn digest_of(hex: &Hex) -> Digest {
+    let text = std::str::from_utf8(hex).expect("hex digits");
+    format!("sha256:{text}")
+        .parse()
+        .expect("checked when stored")
+}
+
+/// The `sha256:<hex>` text of a memo record as a [`Hex`], if it is one.
+fn parse_hex(text: &[u8]) -> Option<Hex> {
+    let hex = text.strip_prefix(b"sha256:")?;
+    if hex.len() != 64 || !hex.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    hex.try_into().ok()
+}
+
+/// FxHash-style hashing for memo paths: they come from the user's own context, so the
+/// DoS-resistant default (SipHash) only costs time on 20,000 lookups per build.
+#[derive(Debug, Default, Clone, Copy)]
+struct PathHasher(u64);
+
+impl std::hash::Hasher for PathHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type PathMap<V> = HashMap<String, V, std::hash::BuildHasherDefault<PathHasher>>;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Record {
     size: u64,
     mtime_ns: i128,
     ino: u64,
     ctime_ns: i128,
-    digest: Digest,
+    digest: Hex,
 }
 
 impl Record {
@@ -44,7 +92,7 @@ fn ns(secs: i64, nsec: i64) -> i128 {
 
 /// Memo file bytes: the magic, then per record the path (u32 length + UTF-8), size (u64),
 /// mtime (i128 ns), inode (u64), ctime (i128 ns) and digest (u8 length + text), little endian.
-fn encode_records(records: &HashMap<String, Record>) -> Vec<u8> {
+fn encode_records(records: &PathMap<Record>) -> Vec<u8> {
     let mut out = Vec::with_capacity(MEMO_MAGIC.len() + records.len() * 160);
     out.extend_from_slice(MEMO_MAGIC);
     for (path, r) in records {
@@ -54,15 +102,15 @@ fn encode_records(records: &HashMap<String, Record>) -> Vec<u8> {
         out.extend_from_slice(&r.mtime_ns.to_le_bytes());
         out.extend_from_slice(&r.ino.to_le_bytes());
         out.extend_from_slice(&r.ctime_ns.to_le_bytes());
-        let digest = r.digest.to_string();
-        out.push(digest.len() as u8);
-        out.extend_from_slice(digest.as_bytes());
+        out.push(b"sha256:".len() as u8 + 64);
+        out.extend_from_slice(b"sha256:");
+        out.extend_from_slice(&r.digest);
     }
     out
 }
 
 /// The records of a memo file, or `None` when it is not one (or is cut short).
-fn decode_records(bytes: &[u8]) -> Option<HashMap<String, Record>> {
+fn decode_records(bytes: &[u8]) -> Option<PathMap<Record>> {
     struct Cursor<'a>(&'a [u8]);
     impl<'a> Cursor<'a> {
         fn take(&mut self, n: usize) -> Option<&'a [u8]> {
@@ -75,7 +123,8 @@ fn decode_records(bytes: &[u8]) -> Option<HashMap<String, Record>> {
         }
     }
     let mut c = Cursor(bytes.strip_prefix(MEMO_MAGIC)?);
-    let mut records = HashMap::new();
+    // Records are at least 120 bytes: reserve once instead of rehashing as the map grows.
+    let mut records = PathMap::with_capacity_and_hasher(c.0.len() / 120, Default::default());
     while !c.0.is_empty() {
         let len = u32::from_le_bytes(c.array()?) as usize;
         let path = std::str::from_utf8(c.take(len)?).ok()?.to_string();
@@ -84,7 +133,7 @@ fn decode_records(bytes: &[u8]) -> Option<HashMap<String, Record>> {
         let ino = u64::from_le_bytes(c.array()?);
         let ctime_ns = i128::from_le_bytes(c.array()?);
         let dlen = c.take(1)?[0] as usize;
-        let digest = std::str::from_utf8(c.take(dlen)?).ok()?.parse().ok()?;
+        let digest = parse_hex(c.take(dlen)?)?;
         records.insert(
             path,
             Record {
@@ -112,7 +161,7 @@ pub struct MemoStats {
 
 #[derive(Debug, Default)]
 struct RootMemo {
-    records: HashMap<String, Record>,
+    records: PathMap<Record>,
     dirty: bool,
 }
 
@@ -124,7 +173,7 @@ pub struct HashMemo {
     stats: MemoStats,
     /// Digests computed in this process by (device, inode, size, mtime, ctime), so the names
     /// of one hard-linked file are read once, not once per link (busybox's 300 applets).
-    by_inode: HashMap<(u64, u64, u64, i128, i128), Digest>,
+    by_inode: HashMap<(u64, u64, u64, i128, i128), Hex>,
 }
 
 fn inode_key(meta: &std::fs::Metadata) -> (u64, u64, u64, i128, i128) {
@@ -194,24 +243,34 @@ impl HashMemo {
         rel: &str,
         meta: &std::fs::Metadata,
     ) -> Result<Digest, ContextError> {
+        self.file_hex(root, rel, meta).map(|hex| digest_of(&hex))
+    }
+
+    /// [`Self::file_digest`] as hex digits, without allocating on a memo hit.
+    fn file_hex(
+        &mut self,
+        root: &Path,
+        rel: &str,
+        meta: &std::fs::Metadata,
+    ) -> Result<Hex, ContextError> {
         if let Some(rec) = self.root_memo(root).records.get(rel)
             && rec.matches(meta)
         {
-            let digest = rec.digest.clone();
+            let digest = rec.digest;
             self.stats.hits += 1;
             return Ok(digest);
         }
-        let record = |digest: &Digest, after: &std::fs::Metadata| Record {
+        let record = |digest: Hex, after: &std::fs::Metadata| Record {
             size: after.len(),
             mtime_ns: ns(after.mtime(), after.mtime_nsec()),
             ino: after.ino(),
             ctime_ns: ns(after.ctime(), after.ctime_nsec()),
-            digest: digest.clone(),
+            digest,
         };
-        if let Some(digest) = self.by_inode.get(&inode_key(meta)).cloned() {
+        if let Some(&digest) = self.by_inode.get(&inode_key(meta)) {
             self.stats.hits += 1;
             let memo = self.root_memo(root);
-            memo.records.insert(rel.to_string(), record(&digest, meta));
+            memo.records.insert(rel.to_string(), record(digest, meta));
             memo.dirty = true;
             return Ok(digest);
         }
@@ -234,13 +293,14 @@ impl HashMemo {
             // Files without xattrs keep the plain content digest (and their cache keys).
             digest = hash_xattrs(b"content+xattrs\0", &digest.to_string(), &xattrs);
         }
+        let digest = hex_of(&digest);
         // Re-stat: a file changing while read must not be remembered with the new stamp.
         let after = std::fs::symlink_metadata(&path).map_err(|e| ContextError::io(&path, e))?;
         self.stats.misses += 1;
         self.stats.bytes_read += read;
-        let record = record(&digest, &after);
+        let record = record(digest, &after);
         if record.matches(meta) {
-            self.by_inode.insert(inode_key(meta), digest.clone());
+            self.by_inode.insert(inode_key(meta), digest);
             let memo = self.root_memo(root);
             memo.records.insert(rel.to_string(), record);
             memo.dirty = true;
@@ -299,48 +359,60 @@ fn hash_xattrs(tag: &[u8], base: &str, xattrs: &BTreeMap<String, Vec<u8>>) -> Di
 
 /// The digest of one selected item: relative path, kind, mode, owner, link target, content
 /// (and xattrs, for files and for the directories a copy recreates).
-fn item_line(root: &Path, sel: &Selected, memo: &mut HashMemo) -> Result<String, ContextError> {
+fn item_line(
+    root: &Path,
+    sel: &Selected,
+    memo: &mut HashMemo,
+    line: &mut Vec<u8>,
+) -> Result<(), ContextError> {
+    use std::io::Write as _;
     let meta = &sel.meta;
     let path = sel.root_path();
     let ft = meta.file_type();
-    let (kind, detail) = if ft.is_dir() {
-        // A source's top directory is not copied itself (its contents are), so only the
-        // directories below it carry their xattrs into the layer. None: the old key line.
-        let xattrs = if sel.rel.is_empty() {
-            BTreeMap::new()
-        } else {
-            super::source_xattrs(&sel.host)?
-        };
-        let detail = if xattrs.is_empty() {
-            String::new()
-        } else {
-            hash_xattrs(b"dir-xattrs\0", "", &xattrs).to_string()
-        };
-        ("dir", detail)
+    line.clear();
+    write!(line, "{}\0{path}\0", sel.source_index).expect("writing to memory");
+    if ft.is_dir() {
+        line.extend_from_slice(b"dir");
     } else if ft.is_symlink() {
-        let t = match &sel.link_target {
-            Some(t) => t.clone(),
-            None => std::fs::read_link(&sel.host)
-                .map_err(|e| ContextError::io(&sel.host, e))?
-                .to_string_lossy()
-                .into_owned(),
-        };
-        ("symlink", t)
+        line.extend_from_slice(b"symlink");
     } else if ft.is_file() {
-        ("file", memo.file_digest(root, &path, meta)?.to_string())
+        line.extend_from_slice(b"file");
     } else {
-        ("special", String::new())
-    };
-    Ok(format!(
-        "{}\0{}\0{}\0{:o}\0{}\0{}\0{}\n",
-        sel.source_index,
-        path,
-        kind,
+        line.extend_from_slice(b"special");
+    }
+    write!(
+        line,
+        "\0{:o}\0{}\0{}\0",
         meta.mode(),
         meta.uid(),
-        meta.gid(),
-        detail
-    ))
+        meta.gid()
+    )
+    .expect("writing to memory");
+    if ft.is_dir() {
+        // A source's top directory is not copied itself (its contents are), so only the
+        // directories below it carry their xattrs into the layer. None: an empty detail.
+        if !sel.rel.is_empty() {
+            let xattrs = super::source_xattrs(&sel.host)?;
+            if !xattrs.is_empty() {
+                let d = hash_xattrs(b"dir-xattrs\0", "", &xattrs);
+                write!(line, "{d}").expect("writing to memory");
+            }
+        }
+    } else if ft.is_symlink() {
+        match &sel.link_target {
+            Some(t) => line.extend_from_slice(t.as_bytes()),
+            None => {
+                let t =
+                    std::fs::read_link(&sel.host).map_err(|e| ContextError::io(&sel.host, e))?;
+                line.extend_from_slice(t.to_string_lossy().as_bytes());
+            }
+        }
+    } else if ft.is_file() {
+        line.extend_from_slice(b"sha256:");
+        line.extend_from_slice(&memo.file_hex(root, &path, meta)?);
+    }
+    line.push(b'\n');
+    Ok(())
 }
 
 /// The cache-key digest of exactly what a COPY/ADD selects from its source root: sources after
@@ -358,8 +430,10 @@ pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest
     let mut scratch = HashMemo::in_memory();
     let memo = if req.from_context { memo } else { &mut scratch };
     let mut h = Hasher::new();
+    let mut line = Vec::with_capacity(256);
     for sel in &selected {
-        h.update(item_line(&req.source_root, sel, memo)?.as_bytes());
+        item_line(&req.source_root, sel, memo, &mut line)?;
+        h.update(&line);
     }
     for url in req.sources.iter().filter(|s| !local.contains(s)) {
         let key = super::fetch::url_cache_key(url, req.checksum.as_deref())?;
@@ -374,7 +448,7 @@ mod tests {
 
     #[test]
     fn memo_file_round_trips_and_rejects_garbage() {
-        let mut records = HashMap::new();
+        let mut records = PathMap::default();
         for (i, name) in ["a", "dir/ünï code", ""].iter().enumerate() {
             records.insert(
                 name.to_string(),
@@ -383,7 +457,7 @@ mod tests {
                     mtime_ns: -5 + i as i128 * 1_700_000_000_123_456_789,
                     ino: 42 + i as u64,
                     ctime_ns: 1_700_000_000_000_000_001,
-                    digest: Digest::of(name.as_bytes()),
+                    digest: hex_of(&Digest::of(name.as_bytes())),
                 },
             );
         }

@@ -7,8 +7,6 @@ use std::fs::Metadata;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use walkdir::WalkDir;
-
 use super::dockerignore::{IgnoreMatcher, clean_path};
 use super::{ContextError, pathmatch};
 
@@ -276,6 +274,19 @@ pub fn walk_context(
     select_sources(root, &[".".to_string()], &opts)
 }
 
+/// What every directory of one walk shares.
+struct Walk<'a, 'o> {
+    index: usize,
+    matched: &'a str,
+    top: &'a str,
+    opts: &'a SelectOptions<'o>,
+    excludes: &'a IgnoreMatcher,
+}
+
+/// Below this many subdirectories a directory's children are walked on one thread: spawning
+/// costs more than it saves.
+const PARALLEL_MIN_DIRS: usize = 8;
+
 fn walk_dir(
     root: &Path,
     (matched, top): (&str, &str),
@@ -285,64 +296,164 @@ fn walk_dir(
     out: &mut Vec<Selected>,
 ) -> Result<(), ContextError> {
     let top_host = root.join(top);
-    // Directories excluded but kept open for exceptions are listed only once something below
-    // them is included, as the context transfer would carry them.
-    let mut pending: Vec<(usize, Selected)> = Vec::new();
-    let mut walker = WalkDir::new(&top_host)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-        .into_iter();
-    while let Some(entry) = walker.next() {
-        let entry = entry.map_err(|e| {
-            let path = e.path().map(Path::to_path_buf).unwrap_or(top_host.clone());
-            ContextError::io(path, e.into())
-        })?;
-        let depth = entry.depth();
-        let rel = entry
-            .path()
-            .strip_prefix(&top_host)
-            .map(|p| p.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let root_rel = join_rel(top, &rel);
-        let meta = entry
-            .metadata()
-            .map_err(|e| ContextError::io(entry.path(), e.into()))?;
-        pending.retain(|(d, _)| *d < depth);
-        let ignored = opts.ignore.is_some_and(|ig| ig.is_excluded(&root_rel));
-        let excluded = !excludes.is_empty() && excludes.is_excluded(&rel);
-        let link_target = if meta.file_type().is_symlink() {
-            let t =
-                std::fs::read_link(entry.path()).map_err(|e| ContextError::io(entry.path(), e))?;
-            Some(t.to_string_lossy().into_owned())
-        } else {
-            None
-        };
-        let sel = Selected {
-            source_index: index,
-            matched: matched.to_string(),
-            top: top.to_string(),
-            rel,
-            host: entry.path().to_path_buf(),
-            meta,
-            link_target,
-        };
-        if ignored || excluded {
-            if sel.is_dir() {
-                let prunable = (!ignored || opts.ignore.is_some_and(|ig| ig.can_prune(&root_rel)))
-                    && (!excluded || excludes.can_prune(&sel.rel));
-                if prunable {
-                    walker.skip_current_dir();
-                } else {
-                    pending.push((depth, sel));
-                }
-            }
-            continue;
-        }
-        out.extend(pending.drain(..).map(|(_, s)| s));
-        out.push(sel);
-    }
+    let walk = Walk {
+        index,
+        matched,
+        top,
+        opts,
+        excludes,
+    };
+    // The top-level source was selected, so whether it is ignored only matters for what the
+    // walk inherits (an ignored top is walked only when an exception may re-include below it).
+    let top_ignored = opts
+        .ignore
+        .is_some_and(|ig| !top.is_empty() && ig.is_excluded(top));
+    out.extend(walk.children(&top_host, "", (top_ignored, false), true)?);
     Ok(())
+}
+
+/// One entry of a directory being walked, with its verdicts.
+struct Item {
+    sel: Selected,
+    /// `.dockerignore` excludes it.
+    ignored: bool,
+    /// `--exclude` excludes it.
+    excluded: bool,
+    /// A directory whose contents are walked (not pruned).
+    descend: bool,
+}
+
+impl Walk<'_, '_> {
+    /// Everything below `dir` (host path; `rel` relative to the top source), in sorted
+    /// pre-order. `ignored`/`excluded` are the directory's own verdicts, which its entries
+    /// share when no pattern can match below it (the common case: patterns are checked once
+    /// per directory, not per file). Directories excluded but kept open for exceptions are
+    /// listed only when something below them is included, as the context transfer carries them.
+    fn children(
+        &self,
+        dir: &Path,
+        rel: &str,
+        (ignored, excluded): (bool, bool),
+        may_fork: bool,
+    ) -> Result<Vec<Selected>, ContextError> {
+        let io_err = |path: &Path, e| ContextError::io(path, e);
+        let mut entries: Vec<std::fs::DirEntry> = std::fs::read_dir(dir)
+            .and_then(|rd| rd.collect::<std::io::Result<Vec<_>>>())
+            .map_err(|e| io_err(dir, e))?;
+        // Byte order of the names, as walkdir's sort_by_file_name and BuildKit's walk.
+        entries.sort_unstable_by(|a, b| {
+            use std::os::unix::ffi::OsStrExt;
+            a.file_name().as_bytes().cmp(b.file_name().as_bytes())
+        });
+        let root_rel_dir = join_rel(self.top, rel);
+        let ignore = self.opts.ignore;
+        let check_ignore =
+            ignore.is_some_and(|ig| root_rel_dir.is_empty() || ig.may_match_below(&root_rel_dir));
+        let check_excludes =
+            !self.excludes.is_empty() && (rel.is_empty() || self.excludes.may_match_below(rel));
+        let mut items = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let host = entry.path();
+            // statx relative to the open directory: no path walk per file.
+            let meta = entry.metadata().map_err(|e| io_err(&host, e))?;
+            let child_rel = join_rel(rel, &name);
+            let root_rel = join_rel(self.top, &child_rel);
+            let is_ignored = if check_ignore {
+                ignore.is_some_and(|ig| ig.is_excluded(&root_rel))
+            } else {
+                ignored
+            };
+            let is_excluded = if check_excludes {
+                self.excludes.is_excluded(&child_rel)
+            } else {
+                excluded
+            };
+            let is_dir = meta.is_dir();
+            let descend = is_dir
+                && (!is_ignored || !ignore.is_some_and(|ig| ig.can_prune(&root_rel)))
+                && (!is_excluded || !self.excludes.can_prune(&child_rel));
+            if (is_ignored || is_excluded) && !descend {
+                continue;
+            }
+            let link_target = if meta.file_type().is_symlink() {
+                let t = std::fs::read_link(&host).map_err(|e| io_err(&host, e))?;
+                Some(t.to_string_lossy().into_owned())
+            } else {
+                None
+            };
+            items.push(Item {
+                sel: Selected {
+                    source_index: self.index,
+                    matched: self.matched.to_string(),
+                    top: self.top.to_string(),
+                    rel: child_rel,
+                    host,
+                    meta,
+                    link_target,
+                },
+                ignored: is_ignored,
+                excluded: is_excluded,
+                descend,
+            });
+        }
+        let dirs: Vec<&Item> = items.iter().filter(|i| i.descend).collect();
+        let below: Vec<Result<Vec<Selected>, ContextError>> =
+            if may_fork && dirs.len() >= PARALLEL_MIN_DIRS && walk_threads() > 1 {
+                self.subtrees_parallel(&dirs)
+            } else {
+                dirs.iter().map(|i| self.subtree(i, may_fork)).collect()
+            };
+        let mut below = below.into_iter();
+        let mut out = Vec::with_capacity(items.len());
+        for item in items {
+            let sub = if item.descend {
+                below.next().expect("one result per directory")?
+            } else {
+                Vec::new()
+            };
+            if !(item.ignored || item.excluded) || !sub.is_empty() {
+                out.push(item.sel);
+            }
+            out.extend(sub);
+        }
+        Ok(out)
+    }
+
+    fn subtree(&self, item: &Item, may_fork: bool) -> Result<Vec<Selected>, ContextError> {
+        let verdicts = (item.ignored, item.excluded);
+        self.children(&item.sel.host, &item.sel.rel, verdicts, may_fork)
+    }
+
+    /// The subtrees of `dirs`, split into contiguous runs walked on scoped threads and joined
+    /// in order, so the result is the sequential one.
+    fn subtrees_parallel(&self, dirs: &[&Item]) -> Vec<Result<Vec<Selected>, ContextError>> {
+        let threads = walk_threads().min(dirs.len());
+        let chunk = dirs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = dirs
+                .chunks(chunk)
+                .map(|run| {
+                    scope.spawn(move || {
+                        run.iter()
+                            .map(|i| self.subtree(i, false))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .flat_map(|h| h.join().expect("walk thread panicked"))
+                .collect()
+        })
+    }
+}
+
+/// How many threads walk a large directory tree: stat calls are cheap but many, and the
+/// kernel serves them in parallel.
+fn walk_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(4))
 }
 
 fn not_found(written: &str, path: &str, ignore: Option<&IgnoreMatcher>) -> ContextError {
