@@ -152,7 +152,7 @@ impl Lexer {
     /// Whether expanding `word` is the identity: no `$`, no quotes, no escape character and
     /// no leading byte-order mark. Most words (paths, package names, flags) are like that,
     /// and skipping the char-by-char walk is what keeps planning a large Dockerfile fast.
-    fn is_plain(&self, word: &str) -> bool {
+    pub(crate) fn is_plain(&self, word: &str) -> bool {
         if word.starts_with('\u{FEFF}') {
             return false;
         }
@@ -233,9 +233,11 @@ struct ShellWord<'a> {
 /// limit; ours are fixed, and no real Dockerfile comes close).
 const MAX_DEPTH: usize = 200;
 
-/// Builds the split-words view alongside the plain result.
+/// Builds the split-words view alongside the plain result, when someone reads it (not for
+/// nested `${...}` words, nor when only the value is wanted).
 #[derive(Default)]
 struct Words {
+    enabled: bool,
     buf: String,
     words: Vec<String>,
     in_word: bool,
@@ -243,6 +245,9 @@ struct Words {
 
 impl Words {
     fn add_char(&mut self, ch: char) {
+        if !self.enabled {
+            return;
+        }
         if ch.is_whitespace() {
             if self.in_word && !self.buf.is_empty() {
                 self.words.push(std::mem::take(&mut self.buf));
@@ -253,15 +258,21 @@ impl Words {
         }
     }
     fn add_raw_char(&mut self, ch: char) {
-        self.buf.push(ch);
-        self.in_word = true;
+        if self.enabled {
+            self.buf.push(ch);
+            self.in_word = true;
+        }
     }
     fn add_string(&mut self, s: &str) {
-        s.chars().for_each(|c| self.add_char(c));
+        if self.enabled {
+            s.chars().for_each(|c| self.add_char(c));
+        }
     }
     fn add_raw_string(&mut self, s: &str) {
-        self.buf.push_str(s);
-        self.in_word = true;
+        if self.enabled {
+            self.buf.push_str(s);
+            self.in_word = true;
+        }
     }
     fn finish(mut self) -> Vec<String> {
         if !self.buf.is_empty() {
@@ -300,7 +311,11 @@ impl ShellWord<'_> {
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
         let mut result = String::new();
-        let mut words = Words::default();
+        let mut words = Words {
+            // Nested words (`${a:-word}`) only need their value.
+            enabled: stop.is_none() && !self.mode.untracked,
+            ..Words::default()
+        };
         while let Some(ch) = self.peek() {
             if stop == Some(ch) {
                 self.next();

@@ -2,7 +2,8 @@
 //! and turned into [`Step`]s, while the image config evolves exactly as BuildKit's
 //! `dockerfile2llb` dispatch changes it (history lines included).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashSet};
 
 use super::args::{self, PROXY_ARGS};
 use super::expand::{self, Vars};
@@ -58,10 +59,11 @@ pub(crate) struct State<'a> {
     pub plan: &'a Plan<'a>,
     pub stage: &'a Stage<'a>,
     pub config: ImageConfig,
-    /// Declared stage ARGs with their values, in declaration order.
+    /// Declared stage ARGs with their values, in declaration order (each name once: a
+    /// redeclaration replaces the earlier entry).
     pub args: Vec<(String, Option<String>)>,
     pub cmd_set: bool,
-    pub predefined: Vars,
+    pub predefined: &'a Vars,
 }
 
 /// Variables for expansion: stage ARGs, overridden by ENV. Looked up in place rather than
@@ -69,6 +71,13 @@ pub(crate) struct State<'a> {
 /// planning quadratic in the number of ARG/ENV lines).
 impl VarLookup for State<'_> {
     fn get(&self, name: &str) -> Option<String> {
+        self.var(name).map(str::to_string)
+    }
+}
+
+impl State<'_> {
+    /// A variable's value, borrowed: ENV first, then the last declaration of a stage ARG.
+    pub(crate) fn var(&self, name: &str) -> Option<&str> {
         // `KEY=value` entries whose key is `name`, compared in place: splitting every entry
         // at its `=` was a search per entry per lookup. A name holding `=` never matches a
         // key (keys end at the first `=`).
@@ -78,35 +87,41 @@ impl VarLookup for State<'_> {
             self.config.config.env.iter().rev().find_map(|e| {
                 let rest = e.strip_prefix(name)?;
                 if rest.is_empty() {
-                    Some(String::new())
+                    Some("")
                 } else {
-                    rest.strip_prefix('=').map(str::to_string)
+                    rest.strip_prefix('=')
                 }
             })
         };
-        // The last declaration of an ARG decides; one without a value leaves it unset.
+        // An ARG without a value leaves it unset.
         env.or_else(|| {
             self.args
                 .iter()
                 .rev()
                 .find(|(k, _)| k == name)
-                .and_then(|(_, v)| v.clone())
+                .and_then(|(_, v)| v.as_deref())
         })
     }
-}
 
-impl State<'_> {
     pub(crate) fn expand(&self, node: &Node, word: &str) -> Result<String, PlanError> {
         expand::expand(word, self, self.plan.escape).map_err(|m| PlanError::invalid(node, m))
     }
 
-    pub(crate) fn workdir(&self) -> String {
-        self.config
-            .config
-            .working_dir
-            .clone()
-            .filter(|w| !w.is_empty())
-            .unwrap_or_else(|| "/".into())
+    /// [`State::expand`], borrowing words that expansion leaves as they are.
+    pub(crate) fn expand_cow<'w>(
+        &self,
+        node: &Node,
+        word: &'w str,
+    ) -> Result<Cow<'w, str>, PlanError> {
+        expand::expand_cow(word, self, self.plan.escape).map_err(|m| PlanError::invalid(node, m))
+    }
+
+    /// The working directory (`/` when unset or empty).
+    pub(crate) fn workdir(&self) -> &str {
+        match self.config.config.working_dir.as_deref() {
+            Some(w) if !w.is_empty() => w,
+            _ => "/",
+        }
     }
 
     /// What `--from=name` (already expanded) means from this stage.
@@ -140,37 +155,36 @@ impl State<'_> {
     /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
     pub(crate) fn run_env(&self) -> Vec<String> {
         let image_env = &self.config.config.env;
-        let mut env = Vec::with_capacity(image_env.len() + self.args.len() + 1);
+        let proxies = || {
+            PROXY_ARGS
+                .iter()
+                .filter_map(|p| Some((*p, self.plan.options.build_args.get(*p)?)))
+        };
+        let mut env = Vec::with_capacity(image_env.len() + self.args.len() + 1 + proxies().count());
         env.extend(image_env.iter().cloned());
-        // Borrowed keys: this runs for every RUN, and owned keys were most of its cost.
-        let mut seen: HashSet<&str> = HashSet::with_capacity(image_env.len() + self.args.len() + 1);
-        seen.extend(image_env.iter().map(|e| env_key(e)));
-        if seen.insert("PATH") {
+        // Which names the environment already holds. A linear scan beats hashing for the
+        // usual few dozen entries; very large environments get a set.
+        let keys: Option<HashSet<&str>> = (image_env.len() * (self.args.len() + 1) > 4096)
+            .then(|| image_env.iter().map(|e| env_key(e)).collect());
+        let in_image = |k: &str| match &keys {
+            Some(set) => set.contains(k),
+            None => image_env.iter().any(|e| env_key(e) == k),
+        };
+        if !in_image("PATH") {
             env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        // An ARG declared twice keeps its first position and its last value, as lookups see it.
-        let mut args: Vec<(&str, &Option<String>)> = Vec::new();
-        let mut position: HashMap<&str, usize> = HashMap::new();
+        // Stage ARG names are unique (see `args`), so only ENV can shadow one.
         for (k, v) in &self.args {
-            match position.get(k.as_str()) {
-                Some(&i) => args[i].1 = v,
-                None => {
-                    position.insert(k, args.len());
-                    args.push((k, v));
-                }
-            }
-        }
-        for (k, v) in args {
             if let Some(v) = v
-                && seen.insert(k)
+                && k != "PATH"
+                && !in_image(k)
             {
                 env.push(format!("{k}={v}"));
             }
         }
-        for p in PROXY_ARGS {
-            if let Some(v) = self.plan.options.build_args.get(p)
-                && seen.insert(p)
-            {
+        for (p, v) in proxies() {
+            let declared = self.args.iter().any(|(k, v)| k == p && v.is_some());
+            if !declared && !in_image(p) {
                 env.push(format!("{p}={v}"));
             }
         }
@@ -226,7 +240,7 @@ impl Plan<'_> {
                 config,
                 args: Vec::new(),
                 cmd_set: false,
-                predefined: predefined.clone(),
+                predefined: &predefined,
             };
             let first_new_history = state.config.history.len();
             let mut steps = Vec::new();
@@ -234,7 +248,7 @@ impl Plan<'_> {
                 // A stage based on a `--build-context` directory starts with its files.
                 steps.push(Step {
                     line: stage.from.start_line,
-                    instruction: "FROM".into(),
+                    instruction: "FROM",
                     op: super::Op::Copy(super::CopyOp {
                         add: false,
                         from: Source::Context(name.clone()),

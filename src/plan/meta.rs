@@ -2,6 +2,8 @@
 //! the history line in BuildKit's exact words (`ENV A=b`, `CMD ["sh" "-c" "x"]`,
 //! `COPY a /b # buildkit`, `RUN |1 A=b /bin/sh -c x # buildkit`).
 
+use std::fmt::Write as _;
+
 use super::args::PROXY_ARGS;
 use super::dispatch::State;
 use super::values::{
@@ -9,9 +11,50 @@ use super::values::{
     parse_port_spec,
 };
 use super::{CopyOp, Op, PlanError, RunOp, Source, Step};
+use crate::dockerfile::Node;
 use crate::dockerfile::instructions::{Instruction, RunMount};
-use crate::dockerfile::{Node, VarLookup};
 use crate::image::EmptyObject;
+
+/// What COPY and RUN history lines end with.
+const BUILDKIT_SUFFIX: &str = " # buildkit";
+
+/// A history line under construction: `NAME` then space-separated parts, in one buffer (the
+/// parts used to be formatted one by one and joined, a few allocations per step).
+struct History {
+    line: String,
+    empty: bool,
+}
+
+impl History {
+    /// `capacity`: about how long the parts will be.
+    fn new(name: &str, capacity: usize) -> History {
+        let mut line = String::with_capacity(name.len() + 1 + capacity + BUILDKIT_SUFFIX.len());
+        line.push_str(name);
+        History { line, empty: true }
+    }
+
+    /// Appends `w` as one part.
+    fn word(&mut self, w: &str) {
+        self.line.push(' ');
+        self.line.push_str(w);
+        self.empty = false;
+    }
+
+    /// Appends `k=v` as one part.
+    fn pair(&mut self, k: &str, v: &str) {
+        self.word(k);
+        self.line.push('=');
+        self.line.push_str(v);
+    }
+
+    /// The line; with no parts it is `NAME ` (as joining nothing after a space gave).
+    fn finish(mut self) -> String {
+        if self.empty {
+            self.line.push(' ');
+        }
+        self.line
+    }
+}
 
 pub(crate) fn dispatch_one(
     st: &mut State<'_>,
@@ -22,41 +65,43 @@ pub(crate) fn dispatch_one(
     let created_by = match instr {
         Instruction::From(_) => return Err(PlanError::invalid(node, "FROM inside a stage")),
         Instruction::Env(pairs) => {
-            let mut parts = Vec::new();
-            let mut expanded = Vec::new();
+            // Every value is expanded before any is set: one ENV line does not see its own
+            // earlier pairs (BuildKit's rule).
+            let mut expanded = Vec::with_capacity(pairs.len());
+            let mut h = History::new("ENV", 16 * pairs.len());
             for (k, v) in pairs {
-                let k = st.expand(node, k)?;
-                let v = st.expand(node, v)?;
-                parts.push(format!("{k}={v}"));
+                let k = st.expand_cow(node, k)?;
+                let v = st.expand_cow(node, v)?;
+                h.pair(&k, &v);
                 expanded.push((k, v));
             }
             for (k, v) in expanded {
                 set_env(&mut st.config.config.env, &k, &v);
             }
-            format!("ENV {}", parts.join(" "))
+            h.finish()
         }
         Instruction::Label(pairs) => {
-            let mut parts = Vec::new();
+            let mut h = History::new("LABEL", 32 * pairs.len());
             for (k, v) in pairs {
                 let k = st.expand(node, k)?;
                 let v = st.expand(node, v)?;
-                parts.push(format!("{k}={v}"));
+                h.pair(&k, &v);
                 st.config.config.labels.insert(k, v);
             }
-            format!("LABEL {}", parts.join(" "))
+            h.finish()
         }
         Instruction::Maintainer(m) => {
             st.config.author = Some(m.clone());
             format!("MAINTAINER {m}")
         }
         Instruction::Arg(a) => {
-            let mut parts = Vec::new();
+            let mut h = History::new("ARG", 16 * a.args.len());
             for (k, default) in &a.args {
                 let default = default.as_deref().map(|d| st.expand(node, d)).transpose()?;
-                parts.push(match &default {
-                    Some(d) => format!("{k}={d}"),
-                    None => k.clone(),
-                });
+                match &default {
+                    Some(d) => h.pair(k, d),
+                    None => h.word(k),
+                }
                 let value = match args_override(st, k, default.is_some()) {
                     Some(v) => v,
                     None => default,
@@ -64,36 +109,39 @@ pub(crate) fn dispatch_one(
                 st.args.retain(|(name, _)| name != k);
                 st.args.push((k.clone(), value));
             }
-            format!("ARG {}", parts.join(" "))
+            h.finish()
         }
         Instruction::User(u) => {
             let u = st.expand(node, u)?;
-            st.config.config.user = Some(u.clone());
-            format!("USER {u}")
+            let msg = format!("USER {u}");
+            st.config.config.user = Some(u);
+            msg
         }
         Instruction::Workdir(w) => {
-            let w = st.expand(node, w)?;
-            let path = normalize_workdir(&st.workdir(), &w);
-            st.config.config.working_dir = Some(path.clone());
+            let w = st.expand_cow(node, w)?;
+            let path = normalize_workdir(st.workdir(), &w);
+            let msg = format!("WORKDIR {path}");
             if path != "/" {
                 op = Op::Mkdir {
                     path: path.clone(),
                     user: st.config.config.user.clone().filter(|u| !u.is_empty()),
                 };
             }
-            format!("WORKDIR {path}")
+            st.config.config.working_dir = Some(path);
+            msg
         }
         Instruction::Expose(ports) => {
-            let mut words = Vec::new();
+            let mut h = History::new("EXPOSE", 8 * ports.len());
             for p in ports {
-                words.extend(st.expand(node, p)?.split_whitespace().map(str::to_string));
-            }
-            for w in &words {
-                for spec in parse_port_spec(w).map_err(|m| PlanError::invalid(node, m))? {
-                    st.config.config.exposed_ports.insert(spec, EmptyObject {});
+                let expanded = st.expand_cow(node, p)?;
+                for w in expanded.split_whitespace() {
+                    h.word(w);
+                    for spec in parse_port_spec(w).map_err(|m| PlanError::invalid(node, m))? {
+                        st.config.config.exposed_ports.insert(spec, EmptyObject {});
+                    }
                 }
             }
-            format!("EXPOSE {}", words.join(" "))
+            h.finish()
         }
         Instruction::Volume(vols) => {
             let mut out = Vec::new();
@@ -113,8 +161,9 @@ pub(crate) fn dispatch_one(
         Instruction::StopSignal(s) => {
             let s = st.expand(node, s)?;
             check_signal(&s).map_err(|m| PlanError::invalid(node, m))?;
-            st.config.config.stop_signal = Some(s.clone());
-            format!("STOPSIGNAL {s}")
+            let msg = format!("STOPSIGNAL {s}");
+            st.config.config.stop_signal = Some(s);
+            msg
         }
         Instruction::Shell(sh) => {
             st.config.config.shell = sh.clone();
@@ -126,21 +175,19 @@ pub(crate) fn dispatch_one(
         }
         Instruction::Cmd(c) => {
             let argv = with_shell(st, &c.args, c.prepend_shell);
-            st.config.config.cmd = Some(argv.clone());
+            let msg = format!("CMD {}", go_quote_list(&argv));
+            st.config.config.cmd = Some(argv);
             st.cmd_set = true;
-            format!("CMD {}", go_quote_list(&argv))
+            msg
         }
         Instruction::Entrypoint(c) => {
             let argv = with_shell(st, &c.args, c.prepend_shell);
-            st.config.config.entrypoint = if argv.is_empty() {
-                None
-            } else {
-                Some(argv.clone())
-            };
+            let msg = format!("ENTRYPOINT {}", go_quote_list(&argv));
+            st.config.config.entrypoint = if argv.is_empty() { None } else { Some(argv) };
             if !st.cmd_set {
                 st.config.config.cmd = None;
             }
-            format!("ENTRYPOINT {}", go_quote_list(&argv))
+            msg
         }
         Instruction::Healthcheck(h) => {
             let hc = healthcheck_config(h);
@@ -151,18 +198,18 @@ pub(crate) fn dispatch_one(
         Instruction::Copy(c) => {
             let from = match &c.from {
                 Some(f) => {
-                    let f = st.expand(node, f)?;
+                    let f = st.expand_cow(node, f)?;
                     st.resolve_from(node, &f)?
                 }
                 None => Source::MainContext,
             };
-            let dest = st.expand(node, &c.dest)?;
+            let dest = st.expand_cow(node, &c.dest)?;
             let copy = CopyOp {
                 add: false,
                 from,
                 sources: expand_all(st, node, &c.sources)?,
                 heredocs: heredocs(st, node)?,
-                dest: dest_path(&st.workdir(), &dest),
+                dest: dest_path(st.workdir(), &dest),
                 chown: opt_expand(st, node, &c.chown)?,
                 chmod: chmod(st, node, &c.chmod)?,
                 link: c.link,
@@ -177,13 +224,13 @@ pub(crate) fn dispatch_one(
             msg
         }
         Instruction::Add(a) => {
-            let dest = st.expand(node, &a.dest)?;
+            let dest = st.expand_cow(node, &a.dest)?;
             let copy = CopyOp {
                 add: true,
                 from: Source::MainContext,
                 sources: expand_all(st, node, &a.sources)?,
                 heredocs: heredocs(st, node)?,
-                dest: dest_path(&st.workdir(), &dest),
+                dest: dest_path(st.workdir(), &dest),
                 chown: opt_expand(st, node, &a.chown)?,
                 chmod: chmod(st, node, &a.chmod)?,
                 link: a.link,
@@ -200,8 +247,8 @@ pub(crate) fn dispatch_one(
         Instruction::Run(r) => {
             let argv = with_shell(st, &r.cmd.args, r.cmd.prepend_shell);
             let escape = st.plan.escape;
-            let mut mounts = Vec::new();
-            let mut mount_sources = Vec::new();
+            let mut mounts = Vec::with_capacity(r.mount_specs.len());
+            let mut mount_sources = Vec::with_capacity(r.mount_specs.len());
             for (i, spec) in r.mount_specs.iter().enumerate() {
                 // A spec with no `$`, quote or escape character expands to itself, so the
                 // mount parsed with the instruction is already the answer.
@@ -222,21 +269,28 @@ pub(crate) fn dispatch_one(
                 });
                 mounts.push(m);
             }
-            let mut history_args = Vec::new();
-            for (k, v) in &st.args {
-                if PROXY_ARGS.contains(&k.as_str()) {
-                    continue;
+            // `RUN |N A=1 B=2 argv...`: the stage's ARGs (proxies left out) with their values
+            // as the command sees them (ENV wins over ARG).
+            let history_args = || {
+                st.args
+                    .iter()
+                    .filter(|(k, _)| !PROXY_ARGS.contains(&k.as_str()))
+            };
+            let args_len: usize = history_args().map(|(k, _)| k.len() + 16).sum();
+            let argv_len: usize = argv.iter().map(|a| a.len() + 1).sum();
+            let mut h = History::new("RUN", 4 + args_len + argv_len);
+            let n = history_args().count();
+            if n > 0 {
+                let _ = write!(h.line, " |{n}");
+                h.empty = false;
+                for (k, v) in history_args() {
+                    let value = st.var(k).or(v.as_deref()).unwrap_or_default();
+                    h.pair(k, value);
                 }
-                let env_value = VarLookup::get(st, k);
-                let value = env_value.or_else(|| v.clone()).unwrap_or_default();
-                history_args.push(format!("{k}={value}"));
             }
-            let mut parts = Vec::new();
-            if !history_args.is_empty() {
-                parts.push(format!("|{}", history_args.len()));
-                parts.extend(history_args);
+            for a in &argv {
+                h.word(a);
             }
-            parts.extend(argv.iter().cloned());
             let run_heredocs: Vec<(String, String)> = node
                 .heredocs
                 .iter()
@@ -254,7 +308,7 @@ pub(crate) fn dispatch_one(
             op = Op::Run(RunOp {
                 argv,
                 env: st.run_env(),
-                cwd: st.workdir(),
+                cwd: st.workdir().to_string(),
                 user: st.config.config.user.clone().filter(|u| !u.is_empty()),
                 mounts,
                 mount_sources,
@@ -262,17 +316,17 @@ pub(crate) fn dispatch_one(
                 security: r.security,
                 heredocs: run_heredocs,
             });
-            format!("RUN {}", parts.join(" "))
+            h.finish()
         }
     };
     let layered = !matches!(op, Op::Metadata);
     let mut created_by = created_by;
     if matches!(op, Op::Copy(_) | Op::Run(_)) {
-        created_by.push_str(" # buildkit");
+        created_by.push_str(BUILDKIT_SUFFIX);
     }
     Ok(Step {
         line: node.start_line,
-        instruction: instr.name().to_string(),
+        instruction: instr.name(),
         op,
         created_by,
         empty_layer: !layered,
@@ -348,14 +402,13 @@ fn heredoc_script(cmd: &str, heredocs: &[crate::dockerfile::Heredoc]) -> String 
 
 /// BuildKit's COPY/ADD history: sources (heredocs as `<<NAME`) and the destination as written.
 fn copy_message(name: &str, c: &CopyOp, dest: &str) -> String {
-    let mut msg = name.to_string();
+    let len: usize = c.sources.iter().map(|s| s.len() + 1).sum();
+    let mut h = History::new(name, len + dest.len());
     for s in &c.sources {
-        msg.push(' ');
-        msg.push_str(s);
+        h.word(s);
     }
-    msg.push(' ');
-    msg.push_str(dest);
-    msg
+    h.word(dest);
+    h.finish()
 }
 
 fn with_shell(st: &State<'_>, args: &[String], prepend: bool) -> Vec<String> {
@@ -372,11 +425,16 @@ fn with_shell(st: &State<'_>, args: &[String], prepend: bool) -> Vec<String> {
 }
 
 fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
-    let entry = format!("{key}={value}");
-    match env
-        .iter_mut()
-        .find(|e| e.split_once('=').map_or(e.as_str(), |p| p.0) == key)
-    {
+    let mut entry = String::with_capacity(key.len() + 1 + value.len());
+    entry.push_str(key);
+    entry.push('=');
+    entry.push_str(value);
+    // The entry whose key (text up to its first `=`) is `key`.
+    let same_key = |e: &String| match e.strip_prefix(key) {
+        Some(rest) => rest.is_empty() || (rest.starts_with('=') && !key.contains('=')),
+        None => false,
+    };
+    match env.iter_mut().find(|e| same_key(e)) {
         Some(e) => *e = entry,
         None => env.push(entry),
     }

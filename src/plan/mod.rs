@@ -199,7 +199,7 @@ pub struct Step {
     /// Source line.
     pub line: usize,
     /// Instruction name.
-    pub instruction: String,
+    pub instruction: &'static str,
     /// What it does to the filesystem.
     pub op: Op,
     /// The history line BuildKit writes for it.

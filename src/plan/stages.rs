@@ -94,7 +94,7 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
         }
         for (cnode, instr) in &commands {
             for from in from_refs(instr) {
-                let from = expand::expand(&from, &scope, escape)
+                let from = expand::expand(from, &scope, escape)
                     .map_err(|m| PlanError::invalid(cnode, m))?;
                 if let Source::Stage(s) = resolver.resolve(&from, index, cnode, false)? {
                     deps.insert(s);
@@ -124,13 +124,19 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
 }
 
 /// `COPY --from` and `RUN --mount from=` values of an instruction (unexpanded).
-pub(crate) fn from_refs(instr: &Instruction) -> Vec<String> {
-    match instr {
-        Instruction::Copy(c) => c.from.iter().cloned().collect(),
-        // The mounts parsed with the instruction are the specs read without expansion.
-        Instruction::Run(r) => r.mounts.iter().filter_map(|m| m.from.clone()).collect(),
-        _ => Vec::new(),
-    }
+pub(crate) fn from_refs(instr: &Instruction) -> impl Iterator<Item = &str> {
+    let copy_from = match instr {
+        Instruction::Copy(c) => c.from.as_deref(),
+        _ => None,
+    };
+    // The mounts parsed with the instruction are the specs read without expansion.
+    let mounts = match instr {
+        Instruction::Run(r) => r.mounts.as_slice(),
+        _ => &[],
+    };
+    copy_from
+        .into_iter()
+        .chain(mounts.iter().filter_map(|m| m.from.as_deref()))
 }
 
 fn pick_target(

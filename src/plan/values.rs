@@ -1,52 +1,71 @@
 //! Values as BuildKit and docker format or validate them: clean paths, WORKDIR and COPY
 //! destinations, port specs, stop signals, and Go's `%q`/`Duration` formatting used in history.
 
+use std::fmt::Write as _;
 use std::time::Duration;
 
 use crate::dockerfile::instructions::Healthcheck;
 
-/// Lexical `path.Clean` for absolute paths.
-pub(crate) fn clean_path(p: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for c in p.split('/') {
+/// Lexical `path.Clean` of `base/rel` (or of `rel` alone when `base` is `None`), made
+/// absolute: the cleaned path is written straight into one string.
+fn clean_joined(base: Option<&str>, rel: &str, extra: usize) -> String {
+    let mut out = String::with_capacity(base.map_or(0, str::len) + rel.len() + 1 + extra);
+    let parts = base
+        .into_iter()
+        .flat_map(|b| b.split('/'))
+        .chain(rel.split('/'));
+    for c in parts {
         match c {
             "" | "." => {}
             ".." => {
-                parts.pop();
+                let cut = out.rfind('/').unwrap_or(0);
+                out.truncate(cut);
             }
-            c => parts.push(c),
+            c => {
+                out.push('/');
+                out.push_str(c);
+            }
         }
     }
-    format!("/{}", parts.join("/"))
+    if out.is_empty() {
+        out.push('/');
+    }
+    out
 }
 
 /// BuildKit's `NormalizeWorkdir`: relative paths join the current one; the result is clean.
 pub(crate) fn normalize_workdir(current: &str, new: &str) -> String {
+    normalize_with_room(current, new, 0)
+}
+
+fn normalize_with_room(current: &str, new: &str, extra: usize) -> String {
     if new.starts_with('/') {
-        clean_path(new)
+        clean_joined(None, new, extra)
     } else {
-        clean_path(&format!("{current}/{new}"))
+        clean_joined(Some(current), new, extra)
     }
 }
 
 /// COPY/ADD destination made absolute; a trailing `/` (or `.`) means "into this directory".
 pub(crate) fn dest_path(workdir: &str, dest: &str) -> String {
-    let abs = normalize_workdir(workdir, dest);
+    let mut abs = normalize_with_room(workdir, dest, 1);
     let into_dir = dest.is_empty() || dest.ends_with('/') || dest == "." || dest.ends_with("/.");
     if into_dir && abs != "/" {
-        format!("{abs}/")
-    } else {
-        abs
+        abs.push('/');
     }
+    abs
 }
 
 /// docker's `nat.ParsePortSpec`: `80`, `80/udp`, `8000-8002/tcp` → `80/tcp`...
 pub(crate) fn parse_port_spec(spec: &str) -> Result<Vec<String>, String> {
     let (ports, proto) = match spec.split_once('/') {
-        Some((p, proto)) => (p, proto.to_lowercase()),
-        None => (spec, "tcp".to_string()),
+        Some((p, proto)) if proto.bytes().any(|b| !b.is_ascii_lowercase()) => {
+            (p, std::borrow::Cow::Owned(proto.to_lowercase()))
+        }
+        Some((p, proto)) => (p, std::borrow::Cow::Borrowed(proto)),
+        None => (spec, std::borrow::Cow::Borrowed("tcp")),
     };
-    if !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+    if !matches!(proto.as_ref(), "tcp" | "udp" | "sctp") {
         return Err(format!("invalid proto: {proto}"));
     }
     let parse = |p: &str| {
@@ -120,9 +139,9 @@ pub(crate) fn healthcheck_config(h: &Healthcheck) -> crate::image::Healthcheck {
     }
 }
 
-/// Go's `%q` of a string.
-pub(crate) fn go_quote(s: &str) -> String {
-    let mut out = String::from("\"");
+/// Appends Go's `%q` of `s` to `out`.
+fn go_quote_into(out: &mut String, s: &str) {
+    out.push('"');
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -134,18 +153,31 @@ pub(crate) fn go_quote(s: &str) -> String {
             '\x08' => out.push_str("\\b"),
             '\x0c' => out.push_str("\\f"),
             '\x0b' => out.push_str("\\v"),
-            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if (c as u32) < 0x20 || c == '\x7f' => {
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
             c => out.push(c),
         }
     }
     out.push('"');
-    out
 }
 
 /// Go's `%q` of a `[]string`: `["a" "b"]`.
 pub(crate) fn go_quote_list(v: &[String]) -> String {
-    let items: Vec<String> = v.iter().map(|s| go_quote(s)).collect();
-    format!("[{}]", items.join(" "))
+    let mut out = String::with_capacity(2 + v.iter().map(|s| s.len() + 3).sum::<usize>());
+    go_quote_list_into(&mut out, v);
+    out
+}
+
+fn go_quote_list_into(out: &mut String, v: &[String]) {
+    out.push('[');
+    for (i, s) in v.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        go_quote_into(out, s);
+    }
+    out.push(']');
 }
 
 /// Go's `Duration.String()`.
@@ -195,15 +227,17 @@ pub(crate) fn go_quote_health(h: &crate::image::Healthcheck) -> String {
             _ => format!("'\\x{n:02x}'"),
         },
     };
-    format!(
-        "&{{{} {} {} {} {} {}}}",
-        go_quote_list(&h.test),
-        go_quote(&go_duration(h.interval)),
-        go_quote(&go_duration(h.timeout)),
-        go_quote(&go_duration(h.start_period)),
-        go_quote(&go_duration(h.start_interval)),
-        retries
-    )
+    let mut out = String::with_capacity(64 + h.test.iter().map(|t| t.len() + 3).sum::<usize>());
+    out.push_str("&{");
+    go_quote_list_into(&mut out, &h.test);
+    for d in [h.interval, h.timeout, h.start_period, h.start_interval] {
+        out.push(' ');
+        go_quote_into(&mut out, &go_duration(d));
+    }
+    out.push(' ');
+    out.push_str(&retries);
+    out.push('}');
+    out
 }
 
 #[cfg(test)]
@@ -219,6 +253,10 @@ mod tests {
         assert_eq!(dest_path("/app", "sub/"), "/app/sub/");
         assert_eq!(dest_path("/app", "f.txt"), "/app/f.txt");
         assert_eq!(dest_path("/", "/"), "/");
+        assert_eq!(dest_path("/", "."), "/");
+        assert_eq!(normalize_workdir("/a", "../../.."), "/");
+        assert_eq!(normalize_workdir("/a/b", "..//c/../d/"), "/a/d");
+        assert_eq!(normalize_workdir("", "x"), "/x");
     }
 
     #[test]

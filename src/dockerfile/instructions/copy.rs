@@ -79,19 +79,15 @@ fn split_sources(args: &[String], name: &str) -> Result<(Vec<String>, String), S
     Ok((sources.to_vec(), dest.clone()))
 }
 
-fn non_empty(v: Option<String>) -> Option<String> {
-    v.filter(|s| !s.is_empty())
-}
-
 pub(crate) fn parse_copy(flag_words: &[String], args: &[String]) -> Result<CopyInstr, String> {
     let flags = Flags::parse(flag_words, COPY_FLAGS)?;
     let (sources, dest) = split_sources(args, "COPY")?;
-    let chmod = non_empty(flags.string("chmod"));
+    let chmod = flags.non_empty("chmod");
     Ok(CopyInstr {
         sources,
         dest,
-        from: non_empty(flags.string("from")),
-        chown: non_empty(flags.string("chown")),
+        from: flags.non_empty("from"),
+        chown: flags.non_empty("chown"),
         chmod,
         link: flags.bool("link").unwrap_or(false),
         parents: flags.bool("parents").unwrap_or(false),
@@ -102,8 +98,8 @@ pub(crate) fn parse_copy(flag_words: &[String], args: &[String]) -> Result<CopyI
 pub(crate) fn parse_add(flag_words: &[String], args: &[String]) -> Result<AddInstr, String> {
     let flags = Flags::parse(flag_words, ADD_FLAGS)?;
     let (sources, dest) = split_sources(args, "ADD")?;
-    let chmod = non_empty(flags.string("chmod"));
-    let checksum = non_empty(flags.string("checksum"));
+    let chmod = flags.non_empty("chmod");
+    let checksum = flags.non_empty("checksum");
     if let Some(c) = checksum.as_deref().filter(|c| !c.contains('$')) {
         let ok = c.split_once(':').is_some_and(|(alg, hex)| {
             matches!(alg, "sha256" | "sha384" | "sha512")
@@ -117,7 +113,7 @@ pub(crate) fn parse_add(flag_words: &[String], args: &[String]) -> Result<AddIns
     Ok(AddInstr {
         sources,
         dest,
-        chown: non_empty(flags.string("chown")),
+        chown: flags.non_empty("chown"),
         chmod,
         link: flags.bool("link").unwrap_or(false),
         checksum,

@@ -15,24 +15,23 @@ pub(crate) enum FlagKind {
     Strings,
 }
 
-/// The flags one instruction used, by name.
+/// The flags one instruction used, by name. Values borrow the node's flag words.
 #[derive(Debug, Default)]
-pub(crate) struct Flags {
+pub(crate) struct Flags<'w> {
     // Small vectors rather than maps: an instruction has a handful of flags at most, and
     // this runs for every instruction of a Dockerfile.
-    strings: Vec<(&'static str, Vec<String>)>,
+    strings: Vec<(&'static str, Vec<&'w str>)>,
     bools: Vec<(&'static str, bool)>,
 }
 
-impl Flags {
+impl<'w> Flags<'w> {
     /// Parses `words` against the declared `spec`. Errors are BuildKit's messages, with the
     /// flag written as the user wrote it (`--name`).
     pub(crate) fn parse(
-        words: &[String],
+        words: &'w [String],
         spec: &[(&'static str, FlagKind)],
-    ) -> Result<Flags, String> {
+    ) -> Result<Flags<'w>, String> {
         let mut flags = Flags::default();
-        let mut seen: Vec<&'static str> = Vec::new();
         for word in words {
             let Some(body) = word.strip_prefix("--") else {
                 return Err(format!("arg should start with -- : {word}"));
@@ -52,36 +51,34 @@ impl Flags {
                 )
                 .replace("(did you mean ", "(did you mean --"));
             };
-            if seen.contains(&name) && kind != FlagKind::Strings {
+            let seen = flags.list(name).is_some() || flags.bool(name).is_some();
+            if seen && kind != FlagKind::Strings {
                 return Err(format!("duplicate flag specified: --{name}"));
             }
-            seen.push(name);
             match kind {
                 FlagKind::Bool => {
-                    let v = match value.map(str::to_lowercase).as_deref() {
+                    let v = match value {
                         None => true,
                         Some("") => return Err(format!("missing a value on flag: --{name}")),
-                        Some("true") => true,
-                        Some("false") => false,
-                        Some(_) => {
+                        Some(v) if v.eq_ignore_ascii_case("true") => true,
+                        Some(v) if v.eq_ignore_ascii_case("false") => false,
+                        // Unicode case folding (the Kelvin sign folds to `k`) cannot make
+                        // `true`/`false` from anything else, so ASCII comparison is exact.
+                        Some(v) => {
                             return Err(format!(
-                                "expecting boolean value for flag --{name}, not: {}",
-                                value.unwrap_or_default()
+                                "expecting boolean value for flag --{name}, not: {v}"
                             ));
                         }
                     };
-                    match flags.bools.iter_mut().find(|(n, _)| *n == name) {
-                        Some(b) => b.1 = v,
-                        None => flags.bools.push((name, v)),
-                    }
+                    flags.bools.push((name, v));
                 }
                 FlagKind::String | FlagKind::Strings => {
                     let Some(v) = value else {
                         return Err(format!("missing a value on flag: --{name}"));
                     };
                     match flags.strings.iter_mut().find(|(n, _)| *n == name) {
-                        Some(list) => list.1.push(v.to_string()),
-                        None => flags.strings.push((name, vec![v.to_string()])),
+                        Some(list) => list.1.push(v),
+                        None => flags.strings.push((name, vec![v])),
                     }
                 }
             }
@@ -89,14 +86,21 @@ impl Flags {
         Ok(flags)
     }
 
-    /// The value of a string flag, if given.
-    pub(crate) fn string(&self, name: &str) -> Option<String> {
-        self.list(name).and_then(|v| v.last().cloned())
+    /// The value of a string flag, if given and not empty.
+    pub(crate) fn non_empty(&self, name: &str) -> Option<String> {
+        self.str(name).filter(|v| !v.is_empty()).map(str::to_string)
+    }
+
+    /// The value of a string flag, borrowed.
+    pub(crate) fn str(&self, name: &str) -> Option<&'w str> {
+        self.list(name).and_then(|v| v.last().copied())
     }
 
     /// Every value of a repeatable flag, in order.
     pub(crate) fn strings(&self, name: &str) -> Vec<String> {
-        self.list(name).map(<[String]>::to_vec).unwrap_or_default()
+        self.list(name)
+            .map(|v| v.iter().map(|s| s.to_string()).collect())
+            .unwrap_or_default()
     }
 
     /// A boolean flag: `None` when not given.
@@ -104,7 +108,7 @@ impl Flags {
         self.bools.iter().find(|(n, _)| *n == name).map(|b| b.1)
     }
 
-    fn list(&self, name: &str) -> Option<&[String]> {
+    fn list(&self, name: &str) -> Option<&[&'w str]> {
         self.strings
             .iter()
             .find(|(n, _)| *n == name)
@@ -128,17 +132,15 @@ mod tests {
 
     #[test]
     fn parses_each_kind() {
-        let f = Flags::parse(
-            &words(&["--from=a", "--link", "--exclude=x", "--exclude=y"]),
-            SPEC,
-        )
-        .unwrap();
-        assert_eq!(f.string("from").as_deref(), Some("a"));
+        let w = words(&["--from=a", "--link", "--exclude=x", "--exclude=y"]);
+        let f = Flags::parse(&w, SPEC).unwrap();
+        assert_eq!(f.str("from"), Some("a"));
         assert_eq!(f.bool("link"), Some(true));
         assert_eq!(f.strings("exclude"), ["x", "y"]);
-        let f = Flags::parse(&words(&["--link=FALSE"]), SPEC).unwrap();
+        let w = words(&["--link=FALSE"]);
+        let f = Flags::parse(&w, SPEC).unwrap();
         assert_eq!(f.bool("link"), Some(false));
-        assert_eq!(f.string("from"), None);
+        assert_eq!(f.str("from"), None);
     }
 
     #[test]

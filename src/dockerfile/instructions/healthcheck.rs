@@ -72,16 +72,16 @@ pub(crate) fn parse(
     let mut test = vec![if json { "CMD" } else { "CMD-SHELL" }.to_string()];
     test.extend(cmd);
     let interval = |name: &str| -> Result<Duration, String> {
-        let Some(v) = flags.string(name).filter(|v| !v.is_empty()) else {
+        let Some(v) = flags.str(name).filter(|v| !v.is_empty()) else {
             return Ok(Duration::ZERO);
         };
-        let d = parse_go_duration(&v).map_err(|e| format!("--{name}: {e}"))?;
+        let d = parse_go_duration(v).map_err(|e| format!("--{name}: {e}"))?;
         if d < Duration::from_millis(1) {
             return Err(format!("Interval \"{name}\" cannot be less than 1ms"));
         }
         Ok(d)
     };
-    let retries = match flags.string("retries").filter(|v| !v.is_empty()) {
+    let retries = match flags.str("retries").filter(|v| !v.is_empty()) {
         None => 0,
         Some(v) => {
             let n: i64 = v

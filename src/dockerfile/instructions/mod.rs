@@ -219,8 +219,17 @@ const RUN_FLAGS: &[(&str, FlagKind)] = &[
 ];
 
 fn parse_node(node: &Node) -> Result<Instruction, String> {
-    let name = node.instruction.to_uppercase();
-    Ok(match name.as_str() {
+    // The parser already upper-cases names; only hand-made nodes need the conversion.
+    let name = if node
+        .instruction
+        .bytes()
+        .any(|b| b.is_ascii_lowercase() || !b.is_ascii())
+    {
+        std::borrow::Cow::Owned(node.instruction.to_uppercase())
+    } else {
+        std::borrow::Cow::Borrowed(node.instruction.as_str())
+    };
+    Ok(match name.as_ref() {
         "FROM" => {
             let flags = Flags::parse(&node.flags, &[("platform", FlagKind::String)])?;
             let stage = match node.args.as_slice() {
@@ -243,7 +252,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
             Instruction::From(FromInstr {
                 image: node.args[0].clone(),
                 name: stage,
-                platform: flags.string("platform").filter(|p| !p.is_empty()),
+                platform: flags.non_empty("platform"),
             })
         }
         "RUN" => {
@@ -257,14 +266,8 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
                 cmd: command_line(node),
                 mount_specs,
                 mounts,
-                network: flags
-                    .string("network")
-                    .map(|v| NetworkMode::parse(&v))
-                    .transpose()?,
-                security: flags
-                    .string("security")
-                    .map(|v| SecurityMode::parse(&v))
-                    .transpose()?,
+                network: flags.str("network").map(NetworkMode::parse).transpose()?,
+                security: flags.str("security").map(SecurityMode::parse).transpose()?,
                 heredocs: node.heredocs.clone(),
             })
         }

@@ -1,9 +1,21 @@
 //! `RUN --mount` values (bind, cache, tmpfs, secret, ssh) parsed and validated as BuildKit's
 //! `commands_runmount.go` does: CSV fields, key aliases, per-type rules and defaults.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 use super::suggest;
+
+/// Go's `strings.ToLower`, borrowing when there is nothing to change (the common case: this
+/// runs for every key of every mount).
+fn lower(s: &str) -> Cow<'_, str> {
+    if !s.bytes().any(|b| b.is_ascii_uppercase() || !b.is_ascii()) {
+        Cow::Borrowed(s)
+    } else {
+        Cow::Owned(s.to_lowercase())
+    }
+}
 
 /// What kind of filesystem a `RUN --mount` provides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,7 +37,7 @@ impl MountKind {
     const NAMES: [&'static str; 5] = ["bind", "cache", "tmpfs", "secret", "ssh"];
 
     fn parse(value: &str) -> Result<MountKind, String> {
-        Ok(match value.to_lowercase().as_str() {
+        Ok(match lower(value).as_ref() {
             "bind" => MountKind::Bind,
             "cache" => MountKind::Cache,
             "tmpfs" => MountKind::Tmpfs,
@@ -147,10 +159,10 @@ impl RunMount {
         let mut ro_auto = true;
         for field in &fields {
             let (key, raw) = match field.split_once('=') {
-                Some((k, v)) => (k.to_lowercase(), v),
+                Some((k, v)) => (lower(k), v),
                 None => {
-                    let key = field.to_lowercase();
-                    match key.as_str() {
+                    let key = lower(field);
+                    match key.as_ref() {
                         "readonly" | "ro" => {
                             m.read_only = true;
                             ro_auto = false;
@@ -181,12 +193,12 @@ impl RunMount {
             };
             let value = match expand.as_mut() {
                 Some(f) => f(raw)?,
-                None if raw.contains('$') && key != "from" => continue,
+                None if raw.contains('$') && key.as_ref() != "from" => continue,
                 None => raw.to_string(),
             };
             let bool_value =
                 |v: &str| parse_go_bool(v).ok_or_else(|| format!("invalid value for {key}: {v}"));
-            match key.as_str() {
+            match key.as_ref() {
                 "type" => m.kind = MountKind::parse(&value)?,
                 "from" => m.from = Some(value),
                 "source" | "src" => m.source = Some(value),
@@ -210,7 +222,7 @@ impl RunMount {
                 }
                 "id" => m.id = Some(value),
                 "sharing" => {
-                    m.sharing = Some(match value.to_lowercase().as_str() {
+                    m.sharing = Some(match lower(&value).as_ref() {
                         "shared" => CacheSharing::Shared,
                         "private" => CacheSharing::Private,
                         "locked" => CacheSharing::Locked,
@@ -347,10 +359,25 @@ fn parse_size(v: &str) -> Option<u64> {
     Some((num * mult as f64) as u64)
 }
 
-/// Splits one CSV record as Go's `encoding/csv` does for a single line.
-fn split_csv(s: &str) -> Result<Vec<String>, String> {
+/// Splits one CSV record as Go's `encoding/csv` does for a single line. Unquoted fields
+/// borrow from `s`.
+fn split_csv(s: &str) -> Result<Vec<Cow<'_, str>>, String> {
     let mut fields = Vec::new();
-    let mut chars = s.chars().peekable();
+    let mut rest = s;
+    // Unquoted fields, the usual kind, are slices up to the next comma.
+    while !rest.starts_with('"') {
+        let end = rest.find(',').unwrap_or(rest.len());
+        let field = &rest[..end];
+        if field.contains('"') {
+            return Err("bare \" in non-quoted-field".into());
+        }
+        fields.push(Cow::Borrowed(field));
+        if end == rest.len() {
+            return Ok(fields);
+        }
+        rest = &rest[end + 1..];
+    }
+    let mut chars = rest.chars().peekable();
     loop {
         let mut field = String::new();
         if chars.peek() == Some(&'"') {
@@ -368,7 +395,7 @@ fn split_csv(s: &str) -> Result<Vec<String>, String> {
             }
             match chars.next() {
                 None => {
-                    fields.push(field);
+                    fields.push(Cow::Owned(field));
                     return Ok(fields);
                 }
                 Some(',') => {}
@@ -381,13 +408,13 @@ fn split_csv(s: &str) -> Result<Vec<String>, String> {
                     Some('"') => return Err("bare \" in non-quoted-field".into()),
                     Some(c) => field.push(c),
                     None => {
-                        fields.push(field);
+                        fields.push(Cow::Owned(field));
                         return Ok(fields);
                     }
                 }
             }
         }
-        fields.push(field);
+        fields.push(Cow::Owned(field));
     }
 }
 
