@@ -651,3 +651,21 @@ fn pane_until_match(socket: &str, session: &str, re: &regex::Regex) -> String {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn copy_from_an_image_loads_its_metadata_first() {
+    let registry = common::Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = Context::new().dockerfile(&format!(
+        "FROM scratch\nCOPY --from={base} /etc/passwd /passwd\n"
+    ));
+    let root = TestRoot::new();
+    let out = stderr(&build(&root, &ctx, &["--progress=plain"]));
+    assert!(
+        out.starts_with(&format!("#1 [internal] load metadata for {base}\n#1 DONE ")),
+        "{out}"
+    );
+    assert!(out.contains("#2 [2/2] COPY --from="), "{out}");
+    // Its layers are fetched before the stages start, under no vertex: no `#0` lines.
+    assert!(!out.lines().any(|l| l.starts_with("#0")), "{out}");
+}

@@ -250,9 +250,10 @@ impl<'a> StoreResolver<'a> {
     }
 
     /// Downloads the missing layers of `reference` (if it was resolved on its registry and not
-    /// fetched yet), reporting bytes under `vertex`. Returns whether any blob was downloaded.
+    /// fetched yet), reporting bytes under `vertex` (none without one). Returns whether any
+    /// blob was downloaded.
     /// A second caller for the same image waits for the first one's fetch.
-    fn fetch_layers(&self, reference: &str, vertex: u64) -> Result<bool, String> {
+    fn fetch_layers(&self, reference: &str, vertex: Option<u64>) -> Result<bool, String> {
         let slots: Vec<PendingFetch> = (self.pending.lock().expect("resolver lock").iter())
             .filter(|(r, _)| r == reference)
             .map(|(_, slot)| slot.clone())
@@ -264,9 +265,12 @@ impl<'a> StoreResolver<'a> {
                 continue;
             };
             let (rt, client) = self.network()?;
-            let progress = Progress {
-                reporter: self.reporter,
-                vertex,
+            let progress = match vertex {
+                Some(vertex) => Progress {
+                    reporter: self.reporter,
+                    vertex,
+                },
+                None => Progress::none(),
             };
             let pulled = rt
                 .block_on(crate::registry::fetch_remote_with_progress(
@@ -308,7 +312,7 @@ impl<'a> StoreResolver<'a> {
             if is_base && !read.contains_key(&reference) {
                 continue;
             }
-            self.fetch_layers(&reference, 0).map_err(|message| {
+            self.fetch_layers(&reference, None).map_err(|message| {
                 SolveError::Plan(PlanError::Base {
                     line: 0,
                     image: reference.clone(),
@@ -329,7 +333,7 @@ impl<'a> StoreResolver<'a> {
         line: usize,
     ) -> Result<(), SolveError> {
         shared.emit(v.started());
-        match self.fetch_layers(reference, v.id) {
+        match self.fetch_layers(reference, Some(v.id)) {
             Ok(true) => shared.emit(Event::Finished { id: v.id }),
             Ok(false) => shared.emit(Event::Cached { id: v.id }),
             Err(message) => {
