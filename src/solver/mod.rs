@@ -190,8 +190,6 @@ pub(crate) struct Shared<'a> {
     pub views: source::Views,
     /// Content-free copies of layers, so skeletons and views skip decompressing them.
     pub layer_indexes: layer_index::LayerIndexes,
-    /// Content-free copies of layers, so skeletons and views skip decompressing them.
-    pub layer_indexes: layer_index::LayerIndexes,
     pub reporter: &'a dyn crate::progress::Reporter,
     pub vertices: events::Vertices,
     pub cache: cache::BuildCache,
@@ -448,7 +446,6 @@ pub fn build(
         scratch,
         outputs: Mutex::new(BTreeMap::new()),
         views: source::Views::default(),
-        layer_indexes: layer_index::LayerIndexes::new(store.dir()),
         layer_indexes: layer_index::LayerIndexes::new(store.dir()),
         reporter,
         vertices: events::Vertices::number_after(&plan, &dispatched, metadata_vertices),
