@@ -467,3 +467,104 @@ fn registry_cache_behind_token_auth() {
         anonymous.stderr
     );
 }
+
+/// A plain-HTTP proxy on 127.0.0.1 in front of `upstream`, one request per connection (it
+/// forces `Connection: close`), that answers `503` to the first GET of a manifest and the
+/// first two GETs of blobs, and counts the faults it injected.
+fn start_flaky_proxy(upstream: String) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let injected = Arc::new(AtomicUsize::new(0));
+    let counts = Arc::new(Mutex::new((0usize, 0usize)));
+    let seen = injected.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            let (upstream, counts, seen) = (upstream.clone(), counts.clone(), seen.clone());
+            std::thread::spawn(move || {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    match client.read(&mut byte) {
+                        // A TLS ClientHello: this proxy speaks plain HTTP only.
+                        Ok(1) if head.is_empty() && byte[0] == 0x16 => return,
+                        Ok(1) => head.push(byte[0]),
+                        _ => return,
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let mut lines = text.split("\r\n");
+                let request_line = lines.next().unwrap_or_default().to_string();
+                let fail = {
+                    let mut c = counts.lock().unwrap();
+                    if request_line.starts_with("GET ") && request_line.contains("/manifests/") {
+                        c.0 += 1;
+                        c.0 == 1
+                    } else if request_line.starts_with("GET ") && request_line.contains("/blobs/") {
+                        c.1 += 1;
+                        c.1 <= 2
+                    } else {
+                        false
+                    }
+                };
+                if fail {
+                    seen.fetch_add(1, Ordering::SeqCst);
+                    let _ = client.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                    );
+                    return;
+                }
+                let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let mut forwarded = format!("{request_line}\r\n");
+                for h in lines.filter(|l| !l.is_empty()) {
+                    if !h.to_ascii_lowercase().starts_with("connection:") {
+                        forwarded.push_str(h);
+                        forwarded.push_str("\r\n");
+                    }
+                }
+                forwarded.push_str("Connection: close\r\n\r\n");
+                if up.write_all(forwarded.as_bytes()).is_ok() {
+                    let _ = std::io::copy(&mut up, &mut client);
+                }
+                let _ = client.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    });
+    (addr, injected)
+}
+
+#[test]
+fn registry_cache_import_retries_transient_registry_errors() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let ctx = two_stage(&base);
+    let cache = registry.repo("app/cache:flaky");
+    let first = build(
+        &TestRoot::new(),
+        &ctx,
+        &["--cache-to", &format!("type=registry,ref={cache},mode=max")],
+    );
+    assert!(first.cached().is_empty(), "{:?}", first.steps);
+
+    // The cache manifest, its config and a layer each fail once with 503 on the way in.
+    let (proxy, injected) = start_flaky_proxy(registry.addr());
+    let from = format!("type=registry,ref={proxy}/app/cache:flaky");
+    let second = build(&TestRoot::new(), &ctx, &["--cache-from", &from]);
+    assert_eq!(
+        injected.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "the proxy saw the manifest and blob GETs:\n{}",
+        second.stderr
+    );
+    assert!(
+        second.rebuilt().is_empty(),
+        "every step should be CACHED despite the 503s: {:?}\n{}",
+        second.steps,
+        second.stderr
+    );
+    assert_eq!(second.digest, first.digest);
+}
