@@ -35,8 +35,9 @@ fn split_re_ws(s: &str, limit_two: bool) -> Vec<String> {
     }
 }
 
-/// Splits a joined line into the instruction name, its `--flags` and the trimmed rest.
-pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
+/// Splits a joined line into the instruction name, its `--flags` and the trimmed rest
+/// (borrowed from `line` unless a flag ended mid-character).
+pub(crate) fn split_command(line: &str) -> (&str, Vec<String>, Cow<'_, str>) {
     let trimmed = line.trim();
     let (cmd, rest) = match trimmed.find(is_re_ws) {
         Some(i) => (
@@ -49,7 +50,11 @@ pub(crate) fn split_command(line: &str) -> (String, Vec<String>, String) {
         Some(rest) => extract_builder_flags(rest),
         None => (Cow::Borrowed(""), Vec::new()),
     };
-    (cmd.to_string(), flags, args.trim().to_string())
+    let args = match args {
+        Cow::Borrowed(a) => Cow::Borrowed(a.trim()),
+        Cow::Owned(a) => Cow::Owned(a.trim().to_string()),
+    };
+    (cmd, flags, args)
 }
 
 /// Go's `unicode.IsSpace(rune(b))` on a single byte: the ASCII spaces plus 0x85 and 0xA0.
@@ -90,6 +95,24 @@ fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
             }
             if ch != b'-' || pos + 1 == b.len() || b[pos + 1] != b'-' {
                 return (rest_at(pos), words);
+            }
+            // The usual flag (ASCII, no quotes or escapes) is the bytes up to the next space:
+            // take it whole instead of byte by byte.
+            let end = b[pos..]
+                .iter()
+                .position(|&c| byte_is_space(c))
+                .map_or(b.len(), |n| pos + n);
+            let simple = b[pos..end]
+                .iter()
+                .all(|&c| c.is_ascii() && !matches!(c, b'\'' | b'"' | b'\\'));
+            if simple && end < b.len() {
+                let flag = &line[pos..end];
+                if flag == "--" {
+                    return (rest_at(end), words);
+                }
+                words.push(flag.to_string());
+                pos = end;
+                continue;
             }
             phase = Phase::Word;
         }
@@ -156,71 +179,63 @@ fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
 }
 
 /// BuildKit's `parseWords`: splits on whitespace, keeping quotes and escapes in the words.
-/// Walks the characters once with an iterator (the escape looks one character ahead).
-pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<String> {
+/// Every character is kept (whitespace inside quotes or after an escape included), so each
+/// word is a slice of `rest`; only an escape as the very last character is dropped.
+pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<&str> {
     #[derive(PartialEq)]
     enum Phase {
         Spaces,
         Word,
         Quote,
     }
-    let mut chars = rest.chars();
+    let mut chars = rest.char_indices();
     let mut words = Vec::new();
     let mut phase = Phase::Spaces;
-    let mut word = String::new();
+    let mut start = 0;
     let mut quote = '\0';
-    let mut blank_ok = false;
+    // Length of a final escape that escapes nothing (dropped).
+    let mut dropped = 0;
     loop {
         let cur = chars.next();
         if phase == Phase::Spaces {
-            let Some(c) = cur else { break };
+            let Some((i, c)) = cur else { break };
             if c.is_whitespace() {
                 continue;
             }
+            start = i;
             phase = Phase::Word;
         }
-        let Some(mut ch) = cur else {
-            if blank_ok || !word.is_empty() {
-                words.push(std::mem::take(&mut word));
+        let Some((i, ch)) = cur else {
+            let end = rest.len() - dropped;
+            if end > start {
+                words.push(&rest[start..end]);
             }
             break;
         };
         if phase == Phase::Word {
             if ch.is_whitespace() {
                 phase = Phase::Spaces;
-                if blank_ok || !word.is_empty() {
-                    words.push(std::mem::take(&mut word));
-                }
-                blank_ok = false;
+                words.push(&rest[start..i]);
                 continue;
             }
             if ch == '\'' || ch == '"' {
                 quote = ch;
-                blank_ok = true;
                 phase = Phase::Quote;
             }
-            if ch == escape {
-                // An escape as the last character is dropped.
-                let Some(next) = chars.next() else { continue };
-                word.push(ch);
-                ch = next;
+            // An escape takes the next character into the word, whatever it is.
+            if ch == escape && chars.next().is_none() {
+                dropped = ch.len_utf8();
             }
-            word.push(ch);
             continue;
         }
         // Phase::Quote
         if ch == quote {
             phase = Phase::Word;
         }
-        if ch == escape && quote != '\'' {
-            let Some(next) = chars.next() else {
-                phase = Phase::Word;
-                continue;
-            };
-            word.push(ch);
-            ch = next;
+        if ch == escape && quote != '\'' && chars.next().is_none() {
+            dropped = ch.len_utf8();
+            phase = Phase::Word;
         }
-        word.push(ch);
     }
     words
 }
@@ -297,7 +312,10 @@ pub(crate) fn single_string(rest: &str) -> Parsed {
 /// `ARG`: words, quotes kept.
 pub(crate) fn name_or_name_val(rest: &str, escape: char) -> Parsed {
     Parsed {
-        args: parse_words(rest, escape),
+        args: parse_words(rest, escape)
+            .into_iter()
+            .map(str::to_string)
+            .collect(),
         json: false,
     }
 }
@@ -324,7 +342,7 @@ pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, S
         let Some((k, v)) = word.split_once('=') else {
             return Err(format!(
                 "Syntax error - can't find = in {}. Must be of the form: name=value",
-                super::dump::go_quote(&word)
+                super::dump::go_quote(word)
             ));
         };
         args.push(k.to_string());

@@ -36,7 +36,14 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         if eol && first.is_empty() {
             continue;
         }
-        let mut line = first.to_string();
+        // Room for a few continuation lines up front: growing by doubling was several
+        // reallocations per long RUN.
+        let mut line = String::with_capacity(if eol {
+            first.len()
+        } else {
+            (first.len() * 4).max(256)
+        });
+        line.push_str(first);
         let mut empty_continuation = false;
         while !eol {
             let Some(raw) = lines.next() else { break };
@@ -332,7 +339,7 @@ fn node_from_line(
                     depth: at.depth + 1,
                     ..at
                 };
-                let inner = node_from_line(rest.clone(), escape, inner_at, deferred)?;
+                let inner = node_from_line(rest.to_string(), escape, inner_at, deferred)?;
                 let trigger_error = match inner.instruction.as_str() {
                     "ONBUILD" => {
                         Some("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
@@ -349,7 +356,11 @@ fn node_from_line(
                 onbuild = Some(Box::new(inner));
             }
             Parsed {
-                args: if rest.is_empty() { vec![] } else { vec![rest] },
+                args: if rest.is_empty() {
+                    vec![]
+                } else {
+                    vec![rest.into_owned()]
+                },
                 json: false,
             }
         }
@@ -359,7 +370,7 @@ fn node_from_line(
                 line: at.start,
                 column,
                 suggestion: suggest_instruction(&cmd),
-                instruction: cmd,
+                instruction: cmd.to_string(),
             });
             Parsed::default()
         }
