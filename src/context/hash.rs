@@ -424,11 +424,19 @@ fn item_line(
 /// the memo for the next build.
 pub fn selection_digest(req: &CopyRequest, memo: &mut HashMemo) -> Result<Digest, ContextError> {
     let local = req.local_sources();
-    let selected = select_sources(&req.source_root, &local, &req.select_options())?;
     // Stage and image roots are temporary directories: remembering them on disk would only
     // grow the memo, so they get a memo for this call alone.
     let mut scratch = HashMemo::in_memory();
     let memo = if req.from_context { memo } else { &mut scratch };
+    // Reading the memo of a large context overlaps with the walk.
+    let selected = std::thread::scope(|scope| {
+        let loading = scope.spawn(|| {
+            memo.root_memo(&req.source_root);
+        });
+        let selected = select_sources(&req.source_root, &local, &req.select_options());
+        loading.join().expect("memo loading panicked");
+        selected
+    })?;
     let mut h = Hasher::new();
     let mut line = Vec::with_capacity(256);
     for sel in &selected {

@@ -58,7 +58,14 @@ pub(crate) fn join_rel(a: &str, b: &str) -> String {
     match (a.is_empty() || a == ".", b.is_empty()) {
         (true, _) => b.to_string(),
         (false, true) => a.to_string(),
-        (false, false) => format!("{a}/{b}"),
+        (false, false) => {
+            // Called once or twice per walked file: no formatting machinery.
+            let mut out = String::with_capacity(a.len() + 1 + b.len());
+            out.push_str(a);
+            out.push('/');
+            out.push_str(b);
+            out
+        }
     }
 }
 
@@ -359,9 +366,10 @@ impl Walk<'_, '_> {
             // statx relative to the open directory: no path walk per file.
             let meta = entry.metadata().map_err(|e| io_err(&host, e))?;
             let child_rel = join_rel(rel, &name);
-            let root_rel = join_rel(self.top, &child_rel);
+            // Only needed when patterns are checked here (rarely, below the top directory).
+            let root_rel = || join_rel(self.top, &child_rel);
             let is_ignored = if check_ignore {
-                ignore.is_some_and(|ig| ig.is_excluded(&root_rel))
+                ignore.is_some_and(|ig| ig.is_excluded(&root_rel()))
             } else {
                 ignored
             };
@@ -372,7 +380,7 @@ impl Walk<'_, '_> {
             };
             let is_dir = meta.is_dir();
             let descend = is_dir
-                && (!is_ignored || !ignore.is_some_and(|ig| ig.can_prune(&root_rel)))
+                && (!is_ignored || !ignore.is_some_and(|ig| ig.can_prune(&root_rel())))
                 && (!is_excluded || !self.excludes.can_prune(&child_rel));
             if (is_ignored || is_excluded) && !descend {
                 continue;

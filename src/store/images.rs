@@ -143,16 +143,23 @@ impl Store {
             id,
             updated_at: now(),
         };
-        self.update_tag_index(|images| {
+        let named = self.update_tag_index(|images| {
+            // Naming the same manifest again (a no-change rebuild) changes nothing, not even
+            // the time: docker keeps such an image's age too, and the index is not rewritten.
+            if let Some(same) = images.iter().find(|r| {
+                r.name.as_deref() == Some(name) && r.target == record.target && r.id == record.id
+            }) {
+                return Ok(same.clone());
+            }
             images.retain(|r| {
                 r.name.as_deref() != Some(name)
                     && !(r.name.is_none() && r.target.digest == *manifest_digest)
             });
             images.push(record.clone());
-            Ok(())
+            Ok(record.clone())
         })?;
         tracing::debug!(name, digest = %manifest_digest, "image named");
-        Ok(record)
+        Ok(named)
     }
 
     /// Records a build result that has no name (`<none>:<none>`), so it can be found by ID and
