@@ -952,3 +952,78 @@ fn cache_mount_from_a_stage_or_image_is_seeded_once() {
     );
     assert!(!first.is_empty() && !second.is_empty());
 }
+
+/// Skeleton roots on tmpfs that hold the file `marker` (a killed build's).
+fn skeletons_with(marker: &str) -> Vec<PathBuf> {
+    fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| {
+                    e.file_name()
+                        .to_string_lossy()
+                        .starts_with("rbuild-skeleton-")
+                })
+                .map(|e| e.path())
+                .filter(|p| p.join(marker).exists())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// SIGKILL gives rbuild no chance to clean up: its RUN scratch dir and tmpfs skeleton root
+/// stay. The next build removes them (their locks died with the process), once they are
+/// older than a just-created dir could be.
+#[test]
+fn temp_dirs_of_a_killed_build_are_removed_by_the_next_build() {
+    let marker = format!(
+        "killed-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos()
+    );
+    let ctx = busybox_context(&format!(
+        "FROM scratch\nCOPY rootfs/ /\nCOPY {marker} /{marker}\nRUN echo running && sleep 600\n"
+    ));
+    fs::write(ctx.path().join(&marker), b"x").unwrap();
+    let root = tempfile::tempdir().unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = rbuild_build(root.path(), tmp.path(), ctx.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !leftovers(tmp.path())
+        .iter()
+        .any(|n| n.starts_with("rbuild-run-"))
+        && start.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let runs: Vec<PathBuf> = leftovers(tmp.path())
+        .iter()
+        .filter(|n| n.starts_with("rbuild-run-"))
+        .map(|n| tmp.path().join(n))
+        .collect();
+    assert!(!runs.is_empty(), "the RUN step never started");
+    let skeletons = skeletons_with(&marker);
+    // Leftovers younger than 30 s are not touched (their creator may still be locking them).
+    let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
+    for dir in runs.iter().chain(&skeletons) {
+        filetime::set_file_mtime(dir, old).unwrap();
+    }
+    // The sandbox died with rbuild (PDEATHSIG); give the kernel a moment to reap it.
+    std::thread::sleep(Duration::from_millis(200));
+
+    fs::write(
+        ctx.path().join("Dockerfile"),
+        format!("FROM scratch\nCOPY rootfs/ /\nCOPY {marker} /again\nRUN true\n"),
+    )
+    .unwrap();
+    build_ok(root.path(), tmp.path(), ctx.path(), &[]);
+    for dir in &runs {
+        assert!(!dir.exists(), "{} was left behind", dir.display());
+    }
+    assert_eq!(skeletons_with(&marker), Vec::<PathBuf>::new());
+}

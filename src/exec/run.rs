@@ -34,13 +34,19 @@ pub(crate) fn run_then(
     after: Option<(crate::snapshot::NsJob, std::os::fd::OwnedFd)>,
 ) -> Result<Ran, Error> {
     let scratch = tempfile::Builder::new()
-        .prefix("rbuild-run-")
+        .prefix(crate::snapshot::RUN_SCRATCH_PREFIX)
         .tempdir()
         .map_err(|e| Error::Host {
             action: "creating a scratch dir in",
             path: std::env::temp_dir(),
             source: e,
         })?;
+    // Locked while in use, so the next rbuild removes it if this process is killed.
+    let _lock = crate::snapshot::lock_dir(scratch.path()).map_err(|e| Error::Host {
+        action: "locking",
+        path: scratch.path().to_path_buf(),
+        source: e,
+    })?;
     prepare_scratch(scratch.path(), spec)?;
     for path in host_paths(spec) {
         make_traversable(&path)?;

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, Sender, SyncSender, channel, sync_channel};
 use std::thread::JoinHandle;
 
 use tar::EntryType;
@@ -37,12 +37,121 @@ pub struct LayerSummary<W> {
 }
 
 /// Collects the uncompressed stream into chunks, hands each to the compressor and then to
-/// the hash thread, and counts the bytes.
+/// the hash stage, and counts the bytes.
 pub(super) struct DiffIdTee<W: Write> {
     chunk: Vec<u8>,
     size: u64,
-    encoder: Encoder<W>,
-    hash: HashStage,
+    stages: Stages<W>,
+}
+
+enum Stages<W: Write> {
+    /// The writer's thread compresses; hashing moves to a thread once the layer is big.
+    Inline {
+        encoder: Encoder<W>,
+        hash: HashStage,
+    },
+    /// Compression and hashing each on a thread of their own, so reading files, compressing
+    /// and hashing overlap (see [`LayerWriter::new_pipelined`]).
+    Threads(Pipeline<W>),
+}
+
+/// writer → compressor thread → hash thread → back to the writer as an empty buffer.
+struct Pipeline<W: Write> {
+    to_compress: Option<SyncSender<Vec<u8>>>,
+    empty: Receiver<Vec<u8>>,
+    allocated: usize,
+    compressor: Option<JoinHandle<io::Result<Encoder<W>>>>,
+    hasher: JoinHandle<Hasher>,
+}
+
+impl<W: Write + Send + 'static> Pipeline<W> {
+    fn start(mut encoder: Encoder<W>) -> io::Result<Self> {
+        let (to_compress, compress_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let (to_hash, hash_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let (empty_tx, empty) = channel::<Vec<u8>>();
+        let hasher = std::thread::Builder::new()
+            .name("rbuild-diffid".into())
+            .spawn(move || hash_chunks(Hasher::new(), hash_rx, empty_tx))?;
+        let compressor = std::thread::Builder::new()
+            .name("rbuild-compress".into())
+            .spawn(move || {
+                for chunk in compress_rx {
+                    encoder.write_all(&chunk)?;
+                    if to_hash.send(chunk).is_err() {
+                        break;
+                    }
+                }
+                Ok(encoder)
+            })?;
+        Ok(Pipeline {
+            to_compress: Some(to_compress),
+            empty,
+            allocated: 1,
+            compressor: Some(compressor),
+            hasher,
+        })
+    }
+}
+
+impl<W: Write> Pipeline<W> {
+    /// Queues `chunk` and returns a buffer for the next one.
+    fn take(&mut self, chunk: Vec<u8>) -> io::Result<Vec<u8>> {
+        let sent = match &self.to_compress {
+            Some(tx) => tx.send(chunk).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(self.failure());
+        }
+        if let Ok(buf) = self.empty.try_recv() {
+            return Ok(buf);
+        }
+        if self.allocated < CHUNKS_IN_FLIGHT + 2 {
+            self.allocated += 1;
+            return Ok(Vec::with_capacity(CHUNK));
+        }
+        self.empty.recv().map_err(|_| self.failure())
+    }
+
+    /// The compressor's error, once it stopped taking chunks.
+    fn failure(&mut self) -> io::Error {
+        self.to_compress = None;
+        match self.compressor.take().map(JoinHandle::join) {
+            Some(Ok(Err(e))) => e,
+            Some(Err(_)) => io::Error::other("the layer compressor thread panicked"),
+            _ => io::Error::other("the layer compressor thread ended early"),
+        }
+    }
+
+    fn finish(mut self, last: Vec<u8>) -> io::Result<(Digest, Encoder<W>)> {
+        if !self
+            .to_compress
+            .take()
+            .is_some_and(|tx| tx.send(last).is_ok())
+        {
+            return Err(self.failure());
+        }
+        let encoder = match self.compressor.take().map(JoinHandle::join) {
+            Some(Ok(result)) => result?,
+            _ => return Err(io::Error::other("the layer compressor thread panicked")),
+        };
+        let hasher = self
+            .hasher
+            .join()
+            .map_err(|_| io::Error::other("the layer hash thread panicked"))?;
+        Ok((hasher.finish(), encoder))
+    }
+}
+
+/// The hash thread's loop: hashes chunks in order and returns their buffers.
+fn hash_chunks(mut hasher: Hasher, chunks: Receiver<Vec<u8>>, empty: Sender<Vec<u8>>) -> Hasher {
+    for mut buf in chunks {
+        hasher.update(&buf);
+        buf.clear();
+        // The writer may be gone (finished or failed); the buffer then just drops.
+        let _ = empty.send(buf);
+    }
+    hasher
 }
 
 /// SHA-256 of the uncompressed stream: inline until the first full chunk, then on a thread
@@ -59,20 +168,12 @@ enum HashStage {
 
 impl HashStage {
     /// Moves hashing to a thread, starting from the state of the inline hasher.
-    fn spawn(mut hasher: Hasher) -> io::Result<HashStage> {
+    fn spawn(hasher: Hasher) -> io::Result<HashStage> {
         let (full, full_rx) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
-        let (empty_tx, empty) = sync_channel::<Vec<u8>>(CHUNKS_IN_FLIGHT);
+        let (empty_tx, empty) = channel::<Vec<u8>>();
         let handle = std::thread::Builder::new()
             .name("rbuild-diffid".into())
-            .spawn(move || {
-                for mut buf in full_rx {
-                    hasher.update(&buf);
-                    buf.clear();
-                    // The writer may be gone (finished or failed); the buffer then just drops.
-                    let _ = empty_tx.try_send(buf);
-                }
-                hasher
-            })?;
+            .spawn(move || hash_chunks(hasher, full_rx, empty_tx))?;
         Ok(HashStage::Thread {
             full,
             empty,
@@ -129,30 +230,50 @@ impl HashStage {
 }
 
 impl<W: Write> DiffIdTee<W> {
+    fn new_threaded(pipeline: Pipeline<W>) -> Self {
+        DiffIdTee {
+            chunk: Vec::with_capacity(CHUNK),
+            size: 0,
+            stages: Stages::Threads(pipeline),
+        }
+    }
+
     fn new(encoder: Encoder<W>) -> Self {
         DiffIdTee {
             chunk: Vec::with_capacity(CHUNK),
             size: 0,
-            encoder,
-            hash: HashStage::Inline(Hasher::new()),
+            stages: Stages::Inline {
+                encoder,
+                hash: HashStage::Inline(Hasher::new()),
+            },
         }
     }
 
-    /// Compresses the full chunk, then gives it to the hash stage.
+    /// Hands the full chunk on (compressed then hashed) and starts the next.
     fn pass_on(&mut self) -> io::Result<()> {
-        self.encoder.write_all(&self.chunk)?;
         self.size += self.chunk.len() as u64;
         let full = std::mem::take(&mut self.chunk);
-        self.chunk = self.hash.take(full)?;
+        self.chunk = match &mut self.stages {
+            Stages::Inline { encoder, hash } => {
+                encoder.write_all(&full)?;
+                hash.take(full)?
+            }
+            Stages::Threads(pipeline) => pipeline.take(full)?,
+        };
         Ok(())
     }
 
     /// Compresses and hashes what is left; returns the diffID, the size and the encoder.
     fn finish(mut self) -> io::Result<(Digest, u64, Encoder<W>)> {
-        self.encoder.write_all(&self.chunk)?;
         self.size += self.chunk.len() as u64;
-        let digest = self.hash.finish(&self.chunk)?;
-        Ok((digest, self.size, self.encoder))
+        let (digest, encoder) = match self.stages {
+            Stages::Inline { mut encoder, hash } => {
+                encoder.write_all(&self.chunk)?;
+                (hash.finish(&self.chunk)?, encoder)
+            }
+            Stages::Threads(pipeline) => pipeline.finish(self.chunk)?,
+        };
+        Ok((digest, self.size, encoder))
     }
 }
 
@@ -166,9 +287,13 @@ impl<W: Write> Write for DiffIdTee<W> {
         Ok(n)
     }
 
-    /// Only flushes what already reached the compressor; the chunk boundaries stay fixed.
+    /// Only flushes what the writer's thread already compressed; the chunk boundaries stay
+    /// fixed (so the output does not depend on flushes).
     fn flush(&mut self) -> io::Result<()> {
-        self.encoder.flush()
+        match &mut self.stages {
+            Stages::Inline { encoder, .. } => encoder.flush(),
+            Stages::Threads(_) => Ok(()),
+        }
     }
 }
 
@@ -181,16 +306,31 @@ pub struct LayerWriter<W: Write> {
     pub(super) inodes: HashMap<(u64, u64), Vec<u8>>,
 }
 
-impl<W: Write> LayerWriter<W> {
-    /// Starts a layer that is compressed with `compression` into `sink`.
-    pub fn new(sink: W, compression: Compression) -> Result<LayerWriter<W>> {
+impl<W: Write + Send + 'static> LayerWriter<W> {
+    /// Like [`new`](Self::new), but compression and hashing run on threads of their own, so
+    /// they overlap the caller's reading of files: for big layers (a RUN step's diff). The
+    /// bytes written are the same.
+    pub fn new_pipelined(sink: W, compression: Compression) -> Result<LayerWriter<W>> {
         let encoder = Encoder::new(sink, compression)?;
-        Ok(LayerWriter {
-            out: DiffIdTee::new(encoder),
+        let pipeline = Pipeline::start(encoder).map_err(|source| LayerError::Sink { source })?;
+        Ok(LayerWriter::with_tee(DiffIdTee::new_threaded(pipeline)))
+    }
+}
+
+impl<W: Write> LayerWriter<W> {
+    fn with_tee(out: DiffIdTee<W>) -> LayerWriter<W> {
+        LayerWriter {
+            out,
             header_buf: Vec::with_capacity(4 * BLOCK),
             copy_buf: vec![0; STREAM_BUFFER],
             inodes: HashMap::new(),
-        })
+        }
+    }
+
+    /// Starts a layer that is compressed with `compression` into `sink`.
+    pub fn new(sink: W, compression: Compression) -> Result<LayerWriter<W>> {
+        let encoder = Encoder::new(sink, compression)?;
+        Ok(LayerWriter::with_tee(DiffIdTee::new(encoder)))
     }
 
     /// Appends a directory; its name is written with the trailing `/` docker uses.
@@ -482,5 +622,54 @@ mod tests {
         assert!(s.sink.len() > CHUNK * (CHUNKS_IN_FLIGHT + 2));
         assert_eq!(s.uncompressed_size, s.sink.len() as u64);
         assert_eq!(s.diff_id, Digest::of(&s.sink));
+    }
+
+    #[test]
+    fn pipelined_writer_writes_the_same_bytes() {
+        let body: Vec<u8> = (0..5 * CHUNK as u32 + 777)
+            .map(|b| (b % 97) as u8)
+            .collect();
+        for c in [
+            Compression::Gzip { level: 6 },
+            Compression::Zstd { level: 3 },
+            Compression::Uncompressed,
+        ] {
+            let write = |mut w: LayerWriter<Vec<u8>>| {
+                w.append_dir("d", &EntryMeta::with_mode(0o755)).unwrap();
+                w.append_file(
+                    "d/f",
+                    &EntryMeta::with_mode(0o644),
+                    &body[..],
+                    body.len() as u64,
+                )
+                .unwrap();
+                w.finish().unwrap()
+            };
+            let plain = write(LayerWriter::new(Vec::new(), c).unwrap());
+            let piped = write(LayerWriter::new_pipelined(Vec::new(), c).unwrap());
+            assert_eq!(plain.diff_id, piped.diff_id, "{c}");
+            assert_eq!(plain.uncompressed_size, piped.uncompressed_size, "{c}");
+            assert!(plain.sink == piped.sink, "{c}");
+        }
+    }
+
+    #[test]
+    fn pipelined_writer_reports_the_sink_error() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::BrokenPipe, "sink closed"))
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let mut w = LayerWriter::new_pipelined(Broken, Compression::Uncompressed).unwrap();
+        let body = vec![1u8; 8 * CHUNK];
+        let err = w
+            .append_file("f", &EntryMeta::default(), &body[..], body.len() as u64)
+            .and_then(|_| w.finish().map(drop))
+            .unwrap_err();
+        assert!(err.to_string().contains("sink closed"), "{err}");
     }
 }

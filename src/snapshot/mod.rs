@@ -15,6 +15,7 @@
 
 mod copy;
 mod diff;
+mod leftovers;
 mod nsjob;
 mod step;
 mod unpack;
@@ -26,6 +27,7 @@ use crate::exec::{self, Job, Response, RootSpec, hand_over, make_traversable};
 use crate::image::Digest;
 use crate::layer::Compression;
 
+pub(crate) use leftovers::{RUN_SCRATCH_PREFIX, lock_dir, tmpfs_dir};
 pub(crate) use nsjob::{NsJob, run_ns_job};
 pub use step::{LayerOutput, StepOutcome};
 
@@ -173,6 +175,7 @@ impl Snapshotter {
         };
         snap.backend = backend;
         snap.prune_stale()?;
+        leftovers::sweep_once();
         Ok(snap)
     }
 
@@ -472,19 +475,6 @@ impl Snapshotter {
             _ => Ok(()),
         }
     }
-}
-
-/// A fresh temp dir in `/dev/shm` when that is a writable tmpfs, else `None`. For scratch
-/// trees of empty files (COPY's skeleton roots): creating thousands of inodes costs 150-300 µs
-/// each on a busy disk and a few µs on tmpfs, and without file data they take little memory.
-pub(crate) fn tmpfs_dir(prefix: &str) -> Option<tempfile::TempDir> {
-    const TMPFS_MAGIC: i64 = 0x0102_1994;
-    let shm = Path::new("/dev/shm");
-    let fs = rustix::fs::statfs(shm).ok()?;
-    if fs.f_type as i64 != TMPFS_MAGIC {
-        return None;
-    }
-    tempfile::Builder::new().prefix(prefix).tempdir_in(shm).ok()
 }
 
 fn call(job: NsJob, data: Option<std::os::fd::OwnedFd>) -> Result<serde_json::Value, Error> {

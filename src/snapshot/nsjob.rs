@@ -177,8 +177,9 @@ fn write_layer(
     let out = File::from(data.ok_or("diff job without an output file")?);
     let compression = Compression::from_name(compression, level)
         .ok_or_else(|| format!("unknown compression {compression}"))?;
-    let mut writer =
-        LayerWriter::new(out, compression).map_err(|e| format!("starting the layer: {e}"))?;
+    // Reading the tree, compressing and hashing overlap on three threads.
+    let mut writer = LayerWriter::new_pipelined(out, compression)
+        .map_err(|e| format!("starting the layer: {e}"))?;
     body(&mut writer)?;
     let summary = writer
         .finish()
