@@ -1054,18 +1054,19 @@ fn build_insecure_registry_applies_to_from_pulls_and_push() {
     assert!(ok, "{err}");
     assert!(registry.has_tag("built/app", "1"));
     let bytes = rawjson_bytes(&err);
-    // The FROM vertex (#1) shows the base layer pulled; the exporting vertex the pushed blobs.
+    // The FROM vertex (#2, after #1 loading the base's metadata) shows the base layer
+    // pulled; the exporting vertex the pushed blobs.
     let pulled: Vec<_> = bytes.iter().filter(|b| b.1 == "pull").collect();
     assert!(
         pulled
             .iter()
-            .any(|b| b.0 == 1 && b.2 == layer.digest.to_string() && b.3 == layer.size),
+            .any(|b| b.0 == 2 && b.2 == layer.digest.to_string() && b.3 == layer.size),
         "{err}"
     );
     let pushed: Vec<_> = bytes.iter().filter(|b| b.1 == "push").collect();
     assert!(!pushed.is_empty(), "{err}");
     let export_vertex = pushed[0].0;
-    assert!(export_vertex > 1, "{err}");
+    assert!(export_vertex > 2, "{err}");
     // The new COPY layer and the config went up; the base layer was mounted from base/img.
     for b in &pushed {
         assert_eq!(b.0, export_vertex, "{err}");
