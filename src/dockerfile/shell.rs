@@ -310,7 +310,12 @@ impl ShellWord<'_> {
     }
 
     fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
-        let mut result = String::new();
+        // The value is about as long as the rest of the word (one allocation, not a few).
+        let mut result = String::with_capacity(if stop.is_none() {
+            self.chars.len() - self.pos
+        } else {
+            0
+        });
         let mut words = Words {
             // Nested words (`${a:-word}`) only need their value.
             enabled: stop.is_none() && !self.mode.untracked,
@@ -478,7 +483,9 @@ impl ShellWord<'_> {
         let name = self.process_name();
         let first = self.next();
         let mut modifier = first.unwrap_or(EOF_CHAR);
-        let mut chs = modifier.to_string();
+        // The modifier as written (`-` or `:-`); an array, since only errors print it.
+        let mut chs = ['\0', modifier];
+        let chs_text = |chs: [char; 2]| chs.iter().filter(|c| **c != '\0').collect::<String>();
         let mut null_is_unset = false;
         match first {
             Some('}') => {
@@ -491,14 +498,18 @@ impl ShellWord<'_> {
             Some(':') => {
                 null_is_unset = true;
                 modifier = self.next().unwrap_or(EOF_CHAR);
-                chs.push(modifier);
+                chs = [':', modifier];
             }
             Some('+' | '-' | '?' | '#' | '%') => {}
             Some('/') => return self.process_replace(&name),
-            _ => return Err(format!("unsupported modifier ({chs}) in substitution")),
+            _ => {
+                let chs = chs_text(chs);
+                return Err(format!("unsupported modifier ({chs}) in substitution"));
+            }
         }
         let raw = modifier == '#' || modifier == '%';
         if null_is_unset && raw {
+            let chs = chs_text(chs);
             return Err(format!("unsupported modifier ({chs}) in substitution"));
         }
         let word = match self.process_stop_on(Some('}'), raw) {
@@ -511,6 +522,7 @@ impl ShellWord<'_> {
         };
         let value = self.lookup(&name);
         if self.mode.skip_unset_env && value.is_none() {
+            let chs = chs_text(chs);
             return Ok(format!("${{{name}{chs}{word}}}"));
         }
         let unset_or_null = match &value {
@@ -550,7 +562,10 @@ impl ShellWord<'_> {
                     pattern.trim_prefix(&value, greedy)
                 })
             }
-            _ => Err(format!("unsupported modifier ({chs}) in substitution")),
+            _ => {
+                let chs = chs_text(chs);
+                Err(format!("unsupported modifier ({chs}) in substitution"))
+            }
         }
     }
 
@@ -583,7 +598,7 @@ impl ShellWord<'_> {
     }
 
     fn process_name(&mut self) -> String {
-        let mut name = String::new();
+        let mut name = String::with_capacity(16);
         while let Some(ch) = self.peek() {
             if name.is_empty() && ch.is_ascii_digit() {
                 while let Some(d) = self.peek().filter(char::is_ascii_digit) {

@@ -20,7 +20,7 @@ pub(crate) enum FlagKind {
 pub(crate) struct Flags<'w> {
     // Small vectors rather than maps: an instruction has a handful of flags at most, and
     // this runs for every instruction of a Dockerfile.
-    strings: Vec<(&'static str, Vec<&'w str>)>,
+    strings: Vec<(&'static str, &'w str)>,
     bools: Vec<(&'static str, bool)>,
 }
 
@@ -51,7 +51,7 @@ impl<'w> Flags<'w> {
                 )
                 .replace("(did you mean ", "(did you mean --"));
             };
-            let seen = flags.list(name).is_some() || flags.bool(name).is_some();
+            let seen = flags.str(name).is_some() || flags.bool(name).is_some();
             if seen && kind != FlagKind::Strings {
                 return Err(format!("duplicate flag specified: --{name}"));
             }
@@ -76,10 +76,7 @@ impl<'w> Flags<'w> {
                     let Some(v) = value else {
                         return Err(format!("missing a value on flag: --{name}"));
                     };
-                    match flags.strings.iter_mut().find(|(n, _)| *n == name) {
-                        Some(list) => list.1.push(v),
-                        None => flags.strings.push((name, vec![v])),
-                    }
+                    flags.strings.push((name, v));
                 }
             }
         }
@@ -93,14 +90,12 @@ impl<'w> Flags<'w> {
 
     /// The value of a string flag, borrowed.
     pub(crate) fn str(&self, name: &str) -> Option<&'w str> {
-        self.list(name).and_then(|v| v.last().copied())
+        self.values(name).last()
     }
 
     /// Every value of a repeatable flag, in order.
     pub(crate) fn strings(&self, name: &str) -> Vec<String> {
-        self.list(name)
-            .map(|v| v.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_default()
+        self.values(name).map(str::to_string).collect()
     }
 
     /// A boolean flag: `None` when not given.
@@ -108,11 +103,12 @@ impl<'w> Flags<'w> {
         self.bools.iter().find(|(n, _)| *n == name).map(|b| b.1)
     }
 
-    fn list(&self, name: &str) -> Option<&[&'w str]> {
+    /// The values given to a string flag, in order (repeatable flags appear once per use).
+    fn values(&self, name: &str) -> impl DoubleEndedIterator<Item = &'w str> {
         self.strings
             .iter()
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.as_slice())
+            .filter(move |(n, _)| *n == name)
+            .map(|(_, v)| *v)
     }
 }
 
