@@ -199,6 +199,17 @@ mod tests {
     }
 
     #[test]
+    fn numbers_continue_after_the_metadata_vertices() {
+        let df = crate::dockerfile::parse("FROM alpine\nCOPY a /a\n").unwrap();
+        let plan = Plan::new(&df, BuildOptions::host()).unwrap();
+        let dispatched = plan.dispatch(&Fixed, &super::super::parse_trigger).unwrap();
+        let v = Vertices::number_after(&plan, &dispatched, 2);
+        assert_eq!(v.from(0).unwrap().id, 3);
+        assert_eq!(v.step(0, 0).unwrap().id, 4);
+        assert_eq!(v.count(), 4, "the next free id is 5");
+    }
+
+    #[test]
     fn single_stage_has_no_stage_name() {
         let (v, _) = number("FROM scratch\nCOPY a /a\n");
         assert_eq!(v.step(0, 0).unwrap().name, "[2/2] COPY a /a");
