@@ -335,3 +335,33 @@ fn build_stage(
     b.diff_ids = base_diff_ids;
     b.run(keep_root)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stopping_cancels_running_and_later_sandboxes_only_of_this_build() {
+        let (this, other) = (Sandboxes::default(), Sandboxes::default());
+        let running = this.track();
+        let unrelated = other.track();
+        let finished = this.track();
+        drop(finished);
+        assert_eq!(
+            this.running.lock().unwrap().len(),
+            1,
+            "a dropped sandbox leaves the list"
+        );
+        this.stop_all();
+        assert!(running.handle().is_cancelled());
+        assert!(
+            !unrelated.handle().is_cancelled(),
+            "another build is untouched"
+        );
+        let late = this.track();
+        assert!(
+            late.handle().is_cancelled(),
+            "a sandbox started after the failure stops at once"
+        );
+    }
+}
