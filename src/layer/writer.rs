@@ -124,10 +124,10 @@ impl<W: Write> Pipeline<W> {
     }
 
     fn finish(mut self, last: Vec<u8>) -> io::Result<(Digest, Encoder<W>)> {
-        if !self
+        if self
             .to_compress
             .take()
-            .is_some_and(|tx| tx.send(last).is_ok())
+            .is_none_or(|tx| tx.send(last).is_err())
         {
             return Err(self.failure());
         }
