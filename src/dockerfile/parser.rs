@@ -369,7 +369,7 @@ fn node_from_line(
             deferred.get_or_insert(ParseError::UnknownInstruction {
                 line: at.start,
                 column,
-                suggestion: suggest_instruction(&cmd),
+                suggestion: suggest_instruction(cmd),
                 instruction: cmd.to_string(),
             });
             Parsed::default()

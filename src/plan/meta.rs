@@ -339,7 +339,7 @@ fn args_override(st: &State<'_>, key: &str, has_default: bool) -> Option<Option<
         has_default,
         &st.plan.options.build_args,
         &st.plan.global_args,
-        &st.predefined,
+        st.predefined,
     )
 }
 
