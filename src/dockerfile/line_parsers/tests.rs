@@ -33,6 +33,38 @@ fn words_keep_quotes() {
 }
 
 #[test]
+fn words_are_slices_without_a_dangling_escape() {
+    // A final escape that escapes nothing is dropped, inside or outside quotes.
+    assert_eq!(parse_words("a b\\", '\\'), ["a", "b"]);
+    assert_eq!(parse_words("a \"b\\", '\\'), ["a", "\"b"]);
+    assert_eq!(parse_words("a \\", '\\'), ["a"]);
+    // An escaped escape at the end stays; in single quotes the escape is plain text.
+    assert_eq!(parse_words("a\\\\", '\\'), ["a\\\\"]);
+    assert_eq!(parse_words("'a\\", '\\'), ["'a\\"]);
+    assert_eq!(parse_words("k=`` v`", '`'), ["k=``", "v"]);
+    assert_eq!(parse_words("x\\\ty  é\u{85}", '\\'), ["x\\\ty", "é"]);
+    assert!(parse_words(" \t ", '\\').is_empty());
+}
+
+#[test]
+fn plain_flags_are_taken_whole() {
+    let (cmd, flags, rest) =
+        split_command("run  --mount=type=cache,target=/x --network=none  echo");
+    assert_eq!(cmd, "run");
+    assert_eq!(flags, ["--mount=type=cache,target=/x", "--network=none"]);
+    assert_eq!(rest, "echo");
+    // A flag running to the end of the line, `--` and quoted flags take the byte walk.
+    let (_, flags, rest) = split_command("COPY --link");
+    assert_eq!(flags, ["--link"]);
+    assert_eq!(rest, "");
+    let (_, flags, rest) = split_command("RUN --a=b -- --c");
+    assert_eq!(flags, ["--a=b"]);
+    assert_eq!(rest, "--c");
+    let (_, flags, _) = split_command("RUN --a=\"x y\" --b=c\\d z");
+    assert_eq!(flags, ["--a=x y", "--b=cd"]);
+}
+
+#[test]
 fn json_or_shell() {
     assert_eq!(
         maybe_json("[\"a\", \"b\"]").unwrap(),
