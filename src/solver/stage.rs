@@ -521,7 +521,9 @@ impl<'a> StageBuilder<'a> {
             }
             (heredoc_dir, false, sources)
         } else {
-            let (root, is_ctx) = (self.shared).copy_source_root(line, &c.from, Some(&c.sources))?;
+            let (root, is_ctx) = self
+                .shared
+                .copy_source_root(line, &c.from, Some(&c.sources))?;
             (root, is_ctx, c.sources.clone())
         };
         Ok(CopyRequest {
