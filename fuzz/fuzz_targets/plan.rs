@@ -33,7 +33,9 @@ fuzz_target!(|data: &[u8]| {
     let Ok(df) = parse(&text) else { return };
     let mut options = BuildOptions::host();
     options.build_args.insert("A".into(), "1".into());
-    options.build_args.insert("HTTP_PROXY".into(), "http://proxy".into());
+    options
+        .build_args
+        .insert("HTTP_PROXY".into(), "http://proxy".into());
     let plan = match Plan::new(&df, options) {
         Ok(p) => p,
         Err(e) => {
@@ -47,7 +49,10 @@ fuzz_target!(|data: &[u8]| {
     match plan.dispatch(&EmptyImages, &parse_trigger) {
         Ok(dispatched) => {
             for (i, d) in &dispatched {
-                assert!(plan.order.contains(i), "stage {i} dispatched but not needed");
+                assert!(
+                    plan.order.contains(i),
+                    "stage {i} dispatched but not needed"
+                );
                 assert_eq!(d.config.history.len(), d.first_new_history + d.steps.len());
             }
             let _ = plan.render(Some(&dispatched));
