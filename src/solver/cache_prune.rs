@@ -1,8 +1,9 @@
 //! What `rbuild prune` removes from the build cache beside the store's blobs: cache index
 //! entries (`<root>/cache/index-v1/`) whose layer is gone or that are older than `until`,
 //! cache-miss explanations (`cache/explain-v1/`) of steps whose entry went, in-flight step
-//! locks (`cache/locks/`), and `RUN --mount=type=cache` directories (`<root>/cache-mounts/`),
-//! as `docker builder prune --all` removes BuildKit's cache mounts.
+//! locks (`cache/locks/`), layer indexes (`cache/layer-index-v1/`) of deleted blobs, and
+//! `RUN --mount=type=cache` directories (`<root>/cache-mounts/`), as `docker builder prune
+//! --all` removes BuildKit's cache mounts.
 //!
 //! Everything here runs under the store's exclusive gc lock (see
 //! [`crate::store::Store::prune_locked`]), so no build is reading or writing these files.
@@ -43,6 +44,8 @@ pub struct CachePruneReport {
     pub explain_records: usize,
     /// Cache mount directories removed.
     pub cache_mounts: usize,
+    /// Layer indexes (content-free copies of layers) removed with their blobs.
+    pub layer_indexes: usize,
     /// Bytes freed (metadata files and cache mount contents).
     pub reclaimed_bytes: u64,
 }
@@ -117,6 +120,9 @@ pub fn drop_cache_entries(store: &Store, until: Option<SystemTime>) -> usize {
     removed
 }
 
+/// Where `layer_index.rs` keeps its indexes, under `<root>/cache/`.
+const LAYER_INDEX_DIR: &str = "layer-index-v1";
+
 /// The gc root set `BuildCache::protect` writes.
 const BUILD_CACHE_ROOTS: &str = "build-cache";
 
@@ -173,6 +179,11 @@ pub fn prune_cache(
         report.reclaimed_bytes += bytes;
     }
     report.reclaimed_bytes += remove_dir(&cache.join("locks"));
+    let indexes = super::layer_index::LayerIndexes::new(store.dir());
+    let before = tree_size(&cache.join(LAYER_INDEX_DIR));
+    report.layer_indexes = indexes.prune(|blob| store.has_blob(blob));
+    let after = tree_size(&cache.join(LAYER_INDEX_DIR));
+    report.reclaimed_bytes += before.saturating_sub(after);
     if all {
         prune_mounts(store, root, until, keep_bytes, &mut report);
     }
@@ -343,7 +354,16 @@ mod tests {
         fs::create_dir_all(root.path().join("cache/locks")).unwrap();
         fs::write(root.path().join("cache/locks").join(gone.hex()), "").unwrap();
 
+        let indexes = root.path().join("cache").join(LAYER_INDEX_DIR);
+        fs::create_dir_all(&indexes).unwrap();
+        let kept_index = indexes.join(format!("{}.tar.zst", kept_blob.hex()));
+        let gone_index = indexes.join(format!("{}.tar.zst", Digest::of(b"pruned blob").hex()));
+        fs::write(&kept_index, "index").unwrap();
+        fs::write(&gone_index, "index").unwrap();
+
         let report = prune_cache(&store, false, None, None);
+        assert_eq!(report.layer_indexes, 1);
+        assert!(kept_index.exists() && !gone_index.exists());
         assert_eq!(report.index_entries, 1);
         assert_eq!(report.explain_records, 1);
         assert!(index_dir(root.path()).join(kept.hex()).exists());
