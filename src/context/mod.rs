@@ -18,10 +18,12 @@ mod entry;
 mod fetch;
 mod hash;
 mod layout;
+mod memo;
 mod owner;
 mod pathmatch;
 mod remote;
 mod select;
+mod walk;
 
 use std::path::PathBuf;
 
@@ -31,8 +33,9 @@ pub use copy::{CopyPlan, CopyRequest, plan_copy};
 pub use dockerignore::{IgnoreMatcher, Pattern, parse_dockerignore};
 pub use emit::{EmitTimes, source_xattrs};
 pub use entry::{EntryKind, LayerEntry, Mtime};
-pub use hash::{HashMemo, MemoStats, selection_digest};
+pub use hash::selection_digest;
 pub use layout::{OCI_LAYOUT_SCHEME, OciLayoutRef, import_oci_layout};
+pub use memo::{HashMemo, MemoStats};
 pub use owner::{Chown, ChownSpec};
 pub use remote::{fetch_remote_context, is_git_url, is_remote_tarball};
 pub use select::{SelectOptions, Selected, select_sources, walk_context};
