@@ -220,6 +220,11 @@ impl Render for Tty {
                     },
                 );
             }
+            // A step stopped because another one failed: it ends here, like BuildKit's
+            // `CANCELED` line, instead of ticking on until the build's error is printed.
+            Event::Status { id, text } if text == crate::progress::CANCELED => {
+                self.close(&mut st, *id, "CANCELED ", false);
+            }
             Event::Log { id, text, .. } | Event::Status { id, text } => {
                 if let Some(b) = st.bars.get_mut(id) {
                     b.tail.push_back(text.clone());
@@ -352,6 +357,30 @@ mod tests {
         );
         tty.event(&Event::Finished { id: 1 }, t);
         assert!(tty.state.lock().unwrap().bars.is_empty());
+    }
+
+    #[test]
+    fn a_canceled_step_collapses() {
+        let tty = Tty::with_target(ProgressDrawTarget::hidden());
+        let t = Duration::ZERO;
+        tty.event(
+            &Event::Started {
+                id: 7,
+                name: "[a 1/1] RUN sleep 600".into(),
+                step: None,
+            },
+            t,
+        );
+        tty.event(
+            &Event::Status {
+                id: 7,
+                text: crate::progress::CANCELED.into(),
+            },
+            t,
+        );
+        let st = tty.state.lock().unwrap();
+        assert!(st.bars.is_empty());
+        assert_eq!(st.done, 1);
     }
 
     #[test]
