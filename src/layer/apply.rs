@@ -15,6 +15,7 @@ use std::path::Path;
 use rustix::fs::{AtFlags, FileType, Mode, OFlags, Timestamps, XattrFlags};
 use tar::EntryType;
 
+use super::owners::OwnerTable;
 use super::rootfd::{self, Root};
 use super::skeleton::{Content, link_placeholder};
 use super::tar_meta::{Attrs, clean_components, gid, read_attrs, timespec, timestamps, uid};
@@ -70,7 +71,34 @@ pub struct ApplyStats {
 /// whiteouts delete what they name in `dest`, opaque markers empty their directory of
 /// everything this layer did not write.
 pub fn apply<R: Read + Send>(layer: R, dest: &Path, options: &ApplyOptions) -> Result<ApplyStats> {
-    run(layer, dest, options, WhiteoutMode::Delete, Content::All)
+    run(
+        layer,
+        dest,
+        options,
+        WhiteoutMode::Delete,
+        Content::All,
+        None,
+    )
+}
+
+/// Applies `layer` onto `dest` like [`apply`], and records in `owners` the owner every entry
+/// has in the image (from its tar header, whatever `options.chown` did on disk), forgetting
+/// what whiteouts and opaque directories delete: `owners` then describes `dest` if it
+/// described it before.
+pub fn apply_recording_owners<R: Read + Send>(
+    layer: R,
+    dest: &Path,
+    options: &ApplyOptions,
+    owners: &mut OwnerTable,
+) -> Result<ApplyStats> {
+    run(
+        layer,
+        dest,
+        options,
+        WhiteoutMode::Delete,
+        Content::All,
+        Some(owners),
+    )
 }
 
 /// Unpacks `layer` into the empty directory `dest` as an overlayfs lower layer: whiteouts
@@ -88,6 +116,7 @@ pub fn apply_as_overlay_lower<R: Read + Send>(
         options,
         WhiteoutMode::Overlay(xattrs),
         Content::All,
+        None,
     )
 }
 
@@ -97,6 +126,7 @@ pub(super) fn run<R: Read + Send>(
     options: &ApplyOptions,
     whiteouts: WhiteoutMode,
     content: Content,
+    owners: Option<&mut OwnerTable>,
 ) -> Result<ApplyStats> {
     let root = Root::open(dest).map_err(|source| LayerError::Destination {
         path: dest.to_path_buf(),
@@ -112,6 +142,7 @@ pub(super) fn run<R: Read + Send>(
         stats: ApplyStats::default(),
         created: HashSet::new(),
         deferred_dirs: Vec::new(),
+        owners,
     };
     let entries = archive
         .entries()
@@ -137,6 +168,8 @@ pub(super) struct State<'o> {
     /// Directory modes and mtimes, set at the end: later entries would change the mtime, and
     /// a read-only mode would stop a non-root applier from filling the directory.
     deferred_dirs: Vec<(Vec<u8>, u32, i64, u32)>,
+    /// Where the image's owners of applied paths are recorded, if wanted.
+    owners: Option<&'o mut OwnerTable>,
 }
 
 impl State<'_> {
@@ -167,12 +200,17 @@ impl State<'_> {
                 self.set_owner_and_xattrs(&fd, &attrs, &shown)?;
                 self.deferred_dirs
                     .push((Vec::new(), attrs.mode, attrs.mtime, attrs.mtime_nsec));
+                if let Some(owners) = self.owners.as_deref_mut() {
+                    owners.set(b"", (attrs.uid, attrs.gid));
+                }
             }
             return Ok(());
         };
 
         if base.starts_with(WHITEOUT_PREFIX) {
-            return self.apply_whiteout(parents, base, &shown);
+            self.apply_whiteout(parents, base, &shown)?;
+            self.forget_whited_out(parents, base);
+            return Ok(());
         }
 
         let parent = self
@@ -181,11 +219,16 @@ impl State<'_> {
             .map_err(fail("create parent directories"))?;
         let existing = rootfd::file_type_at(&parent, base).map_err(fail("stat"))?;
         let keep_dir = kind == EntryType::Directory && existing == Some(FileType::Directory);
+        let rel = comps.join(&b'/');
         if existing.is_some() && !keep_dir {
             rootfd::remove_at(&parent, base).map_err(fail("remove existing"))?;
+            if let Some(owners) = self.owners.as_deref_mut() {
+                owners.remove_tree(&rel);
+            }
         }
         let name = OsStr::from_bytes(base);
-        let rel = comps.join(&b'/');
+        // A hard link shares its target's inode, so its owner is the target's.
+        let mut owner = (attrs.uid, attrs.gid);
 
         match kind {
             EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse
@@ -295,6 +338,11 @@ impl State<'_> {
                 )
                 .map_err(|e| fail("hard link")(e.into()))?;
                 self.stats.hardlinks += 1;
+                let target_owner =
+                    (self.owners.as_deref()).and_then(|t| t.get_raw(&tcomps.join(&b'/')));
+                if let Some(o) = target_owner {
+                    owner = o;
+                }
             }
             EntryType::Char | EntryType::Block | EntryType::Fifo => {
                 if !self.make_node(&parent, name, kind, &entry, &attrs, &shown)? {
@@ -308,8 +356,39 @@ impl State<'_> {
                 });
             }
         }
+        if let Some(owners) = self.owners.as_deref_mut() {
+            owners.set(&rel, owner);
+        }
         self.created.insert(rel);
         Ok(())
+    }
+
+    /// Forgets in the owner table what whiteout entry `parents/base` deleted (nothing for
+    /// overlay lower layers, whose whiteouts delete nothing yet, and for aufs metadata).
+    fn forget_whited_out(&mut self, parents: &[&[u8]], base: &[u8]) {
+        if self.whiteouts != WhiteoutMode::Delete {
+            return;
+        }
+        let Some(owners) = self.owners.as_deref_mut() else {
+            return;
+        };
+        let dir = parents.join(&b'/');
+        let target = &base[WHITEOUT_PREFIX.len()..];
+        if base == b".wh..wh..opq" {
+            let created = &self.created;
+            owners.remove_below(&dir, |p| created.contains(p));
+        } else if !(target.is_empty()
+            || target == b"."
+            || target == b".."
+            || target.starts_with(WHITEOUT_PREFIX))
+        {
+            let mut path = dir;
+            if !path.is_empty() {
+                path.push(b'/');
+            }
+            path.extend_from_slice(target);
+            owners.remove_tree(&path);
+        }
     }
 
     /// Creates a device node or FIFO; returns false when a device was skipped for lack of

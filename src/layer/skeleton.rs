@@ -15,6 +15,7 @@ use rustix::fs::{AtFlags, Mode, OFlags};
 
 use super::Result;
 use super::apply::{ApplyOptions, ApplyStats, run};
+use super::owners::OwnerTable;
 use super::whiteout::WhiteoutMode;
 
 /// Which regular files get their content written.
@@ -54,6 +55,26 @@ pub fn apply_skeleton<R: Read + Send>(
         options,
         WhiteoutMode::Delete,
         Content::Skeleton,
+        None,
+    )
+}
+
+/// Applies `layer` as a skeleton like [`apply_skeleton`], recording the image's owners in
+/// `owners` as [`super::apply_recording_owners`] does: a skeleton's files have no inode of
+/// their own, so the table is the only place their owners are.
+pub fn apply_skeleton_recording_owners<R: Read + Send>(
+    layer: R,
+    dest: &Path,
+    options: &ApplyOptions,
+    owners: &mut OwnerTable,
+) -> Result<ApplyStats> {
+    run(
+        layer,
+        dest,
+        options,
+        WhiteoutMode::Delete,
+        Content::Skeleton,
+        Some(owners),
     )
 }
 
