@@ -580,3 +580,69 @@ fn prune_all_removes_cache_mounts_and_dangling_cache_entries() {
         "the cache mount was not emptied"
     );
 }
+
+#[test]
+fn a_failed_build_stops_waiting_for_a_step_another_build_is_running() {
+    let registry = Registry::start();
+    let base = common::fixtures::busybox(&registry);
+    let root = TestRoot::new();
+    build(
+        &root,
+        &Context::new().dockerfile(&format!("FROM {base}\nRUN true\n")),
+        &[],
+    );
+    let marker = format!("50.{}", 700_000 + std::process::id() % 100_000);
+    let slow = format!("RUN sleep {marker} && echo done > /marker");
+    // Build A runs the slow step and so holds its in-flight lock.
+    let a_ctx = Context::new().dockerfile(&format!("FROM {base}\n{slow}\n"));
+    let mut a = build_cmd(&root, &a_ctx, &[])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while processes_with_arg(&marker) == 0 {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "build A never started its step"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The shell and its sleep both carry the marker.
+    let of_a = processes_with_arg(&marker);
+    // Build B needs the same step (it waits for A) and fails in another stage meanwhile.
+    let b_ctx = Context::new().dockerfile(&format!(
+        "FROM {base} AS same\n{slow}\n\
+         FROM {base} AS bad\nRUN sleep 1; exit 4\n\
+         FROM scratch\nCOPY --from=same /marker /a\nCOPY --from=bad /etc/passwd /b\n"
+    ));
+    let b = build_cmd(&root, &b_ctx, &[]).output().unwrap();
+    let still_running = a.try_wait().unwrap().is_none();
+    let sleeps = processes_with_arg(&marker);
+    let _ = Command::new("kill")
+        .args(["-TERM", &a.id().to_string()])
+        .status();
+    let _ = a.wait();
+    let stderr = String::from_utf8_lossy(&b.stderr);
+    assert!(!b.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("exit code: 4"),
+        "B fails with its own error: {stderr}"
+    );
+    assert!(
+        still_running,
+        "B ended only after A's step: it should stop waiting when it fails"
+    );
+    assert_eq!(sleeps, of_a, "B ran the shared step itself instead of waiting");
+    let ev: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let id = vertex(&ev, &format!("[same 2/2] {slow}"));
+    assert!(
+        ev.iter()
+            .any(|e| e["id"] == id && e["kind"] == "status" && e["text"] == "CANCELED"),
+        "the waiting step shows CANCELED: {stderr}"
+    );
+}

@@ -114,7 +114,15 @@ impl Drop for StepLock {
 /// Waits until no other build or stage is running the step with cache key `key`, then holds
 /// its lock. Lock files are never removed while rbuild runs: deleting one another process has
 /// open would let a third process lock a fresh file and run the step twice.
-pub(crate) fn lock_step(store: &Store, key: &Digest) -> Result<StepLock, SolveError> {
+///
+/// While another build holds it, this polls instead of blocking, so that `stop` (this build
+/// failed elsewhere, or was interrupted) ends the wait with `Err(SolveError::Canceled)`.
+pub(crate) fn lock_step(
+    store: &Store,
+    key: &Digest,
+    line: usize,
+    stop: &dyn Fn() -> bool,
+) -> Result<StepLock, SolveError> {
     let dir = store
         .dir()
         .parent()
@@ -141,7 +149,21 @@ pub(crate) fn lock_step(store: &Store, key: &Digest) -> Result<StepLock, SolveEr
     };
     if !free {
         tracing::info!("waiting for another build running the same step ({key})");
-        FileExt::lock_exclusive(&file).map_err(io(&path))?;
+        loop {
+            if stop() {
+                return Err(SolveError::Canceled {
+                    line,
+                    reason: "stopped while waiting for another build running the same step".into(),
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            match FileExt::try_lock_exclusive(&file) {
+                Ok(true) => break,
+                Ok(false) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(io(&path)(e)),
+            }
+        }
     }
     Ok(StepLock { file })
 }

@@ -125,7 +125,9 @@ impl<'a> StageBuilder<'a> {
         // Another build (or stage) may be running this very step: wait for it, then look again.
         let _in_flight = match (&step_key, &hit) {
             (Some(k), None) if self.use_cache => {
-                let lock = super::schedule::lock_step(self.shared.store, k)?;
+                let shared = self.shared;
+                let stop = || shared.has_failed() || crate::exec::interrupted().is_some();
+                let lock = super::schedule::lock_step(shared.store, k, step.line, &stop)?;
                 hit = self.shared.cache.lookup(self.shared.store, k);
                 Some(lock)
             }
