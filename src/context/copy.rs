@@ -48,6 +48,13 @@ pub struct CopyRequest {
     pub unpack: Option<bool>,
     /// ADD `--checksum`.
     pub checksum: Option<String>,
+    /// The image's owners of the paths of `source_root` when it is a stage or image root
+    /// unpacked without them (rootless): copied files keep these, not the on-disk owners.
+    /// A path the table lacks is 0:0. Never used for a build context.
+    pub source_owners: Option<std::sync::Arc<crate::layer::OwnerTable>>,
+    /// The image's owners of the paths of `dest_root` (existing parent directories the
+    /// layer lists keep these); `None`: the owners on disk are the image's.
+    pub dest_owners: Option<std::sync::Arc<crate::layer::OwnerTable>>,
 }
 
 impl CopyRequest {
@@ -196,7 +203,8 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         );
     }
 
-    let mut set = EntrySet::new(req.dest_root.as_deref(), owner);
+    let mut set =
+        EntrySet::new(req.dest_root.as_deref(), owner).with_dest_owners(req.dest_owners.as_deref());
     let mut staging: Option<TempDir> = None;
     // Hard links are kept within one source's copy only: BuildKit copies each source in its own
     // action, so `COPY a b /d/` with a and b linked writes two files.
@@ -208,7 +216,10 @@ pub fn plan_copy(req: &CopyRequest) -> Result<CopyPlan, ContextError> {
         let (uid, gid) = match chown {
             Some(c) => (c.uid, c.gid),
             None if req.from_context => (0, 0),
-            None => (sel.meta.uid(), sel.meta.gid()),
+            None => match &req.source_owners {
+                Some(t) => (t.get_host(&req.source_root, &sel.host)).unwrap_or((0, 0)),
+                None => (sel.meta.uid(), sel.meta.gid()),
+            },
         };
         let is_dir = sel.meta.is_dir();
         let target = if sel.rel.is_empty() {

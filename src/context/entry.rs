@@ -92,6 +92,8 @@ pub(crate) struct EntrySet<'a> {
     index: HashMap<String, usize>,
     dest_root: Option<&'a Path>,
     owner: Chown,
+    /// The image's owners of `dest_root`'s paths, when the disk does not have them.
+    dest_owners: Option<&'a crate::layer::OwnerTable>,
 }
 
 impl<'a> EntrySet<'a> {
@@ -101,7 +103,15 @@ impl<'a> EntrySet<'a> {
             index: HashMap::new(),
             dest_root,
             owner,
+            dest_owners: None,
         }
+    }
+
+    /// Takes existing parents' owners from `owners` (a path it lacks is 0:0) instead of
+    /// from `dest_root` on disk, which belongs to whoever unpacked it.
+    pub(crate) fn with_dest_owners(mut self, owners: Option<&'a crate::layer::OwnerTable>) -> Self {
+        self.dest_owners = owners;
+        self
     }
 
     /// Ensures every ancestor of `path` is listed: existing directories of the destination root
@@ -126,8 +136,8 @@ impl<'a> EntrySet<'a> {
                     path: dir.clone(),
                     kind: EntryKind::Dir,
                     mode: m.mode() & 0o7777,
-                    uid: m.uid(),
-                    gid: m.gid(),
+                    uid: self.existing_owner(&dir, &m).0,
+                    gid: self.existing_owner(&dir, &m).1,
                     mtime: Some(Mtime::of(&m)),
                     existing_parent: true,
                     xattrs_from: None,
@@ -179,6 +189,14 @@ impl<'a> EntrySet<'a> {
             }
         }
         Ok(())
+    }
+
+    /// The image's owner of `path`, which exists in the destination root with metadata `m`.
+    fn existing_owner(&self, path: &str, m: &std::fs::Metadata) -> (u32, u32) {
+        match self.dest_owners {
+            Some(t) => t.get(path).unwrap_or((0, 0)),
+            None => (m.uid(), m.gid()),
+        }
     }
 
     pub(crate) fn existing_dir(&self, path: &str) -> bool {

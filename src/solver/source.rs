@@ -10,6 +10,9 @@
 //! and to the target of a hard link inside the view. Views are kept per (root, prefix set) for
 //! the rest of the build.
 //!
+//! Each view keeps the [`OwnerTable`] of what it holds: it is applied as the user running the
+//! build, so rootless its files belong to that user on disk, not to the image's owners.
+//!
 //! `RBUILD_COPY_FROM_UNPACK_ALL=1` makes every view a full unpack, as before views existed:
 //! the tests build both ways and compare image digests.
 
@@ -18,7 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::image::{Descriptor, Digest};
-use crate::layer::{ApplyOptions, apply, apply_skeleton, open_decompressed};
+use crate::layer::{
+    ApplyOptions, OwnerTable, apply_recording_owners, apply_skeleton_recording_owners,
+    open_decompressed,
+};
 
 use super::tar_select::{Finds, Index, SelectingReader, Subtrees, normalize, within};
 use super::{Shared, SolveError};
@@ -139,12 +145,19 @@ fn resolve_target(link: &[u8], target: &[u8]) -> Vec<u8> {
 pub(crate) struct Views {
     slots: Mutex<std::collections::BTreeMap<String, Arc<Mutex<Option<PathBuf>>>>>,
     count: std::sync::atomic::AtomicUsize,
+    /// The image's owners of each view's paths, by view directory.
+    owners: Mutex<std::collections::BTreeMap<PathBuf, Arc<OwnerTable>>>,
 }
 
 impl Views {
     fn slot(&self, key: &str) -> Arc<Mutex<Option<PathBuf>>> {
         let mut slots = self.slots.lock().expect("views lock");
         slots.entry(key.to_string()).or_default().clone()
+    }
+
+    /// The owners the image gives the paths of view `dir` (`None`: `dir` is not a view).
+    pub(crate) fn owners_of(&self, dir: &Path) -> Option<Arc<OwnerTable>> {
+        self.owners.lock().expect("views lock").get(dir).cloned()
     }
 }
 
@@ -241,20 +254,28 @@ impl Shared<'_> {
             .count
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = self.scratch_dir(&format!("view-{n}"))?;
+        let mut owners = OwnerTable::new();
         for l in layers {
             match &mut filter {
-                None => self.apply_whole(&l.digest, &dir, Fill::Content)?,
-                Some((subtrees, finds)) => {
-                    self.apply_selected(&l.digest, &dir, subtrees, finds, Fill::Content)?
-                }
+                None => self.apply_whole(&l.digest, &dir, Fill::Content, &mut owners)?,
+                Some((subtrees, finds)) => self.apply_selected(
+                    &l.digest,
+                    &dir,
+                    subtrees,
+                    finds,
+                    Fill::Content,
+                    &mut owners,
+                )?,
             }
         }
+        (self.views.owners.lock().expect("views lock")).insert(dir.clone(), Arc::new(owners));
         Ok(dir)
     }
 
     /// Applies layer blob `layer` onto `dir`, only the entries `subtrees` wants. Read from the
     /// layer's index when that holds all it needs (for a skeleton, or when no file with content
     /// is wanted), else from the blob, writing the index on the way if there is none yet.
+    /// `owners` (describing `dir`) gets the image's owners of what is applied.
     pub(crate) fn apply_selected(
         &self,
         layer: &Digest,
@@ -262,6 +283,7 @@ impl Shared<'_> {
         subtrees: &Subtrees,
         finds: &mut Finds,
         fill: Fill,
+        owners: &mut OwnerTable,
     ) -> Result<(), SolveError> {
         let layer_err = |source| SolveError::Layer { line: 0, source };
         let opts = ApplyOptions::default();
@@ -275,8 +297,8 @@ impl Shared<'_> {
             if enough {
                 let r = SelectingReader::new(&index[..], subtrees, finds);
                 match fill {
-                    Fill::Skeleton => apply_skeleton(r, dir, &opts),
-                    Fill::Content => apply(r, dir, &opts),
+                    Fill::Skeleton => apply_skeleton_recording_owners(r, dir, &opts, owners),
+                    Fill::Content => apply_recording_owners(r, dir, &opts, owners),
                 }
                 .map_err(layer_err)?;
                 return Ok(());
@@ -290,8 +312,8 @@ impl Shared<'_> {
             r = r.with_index(&mut written);
         }
         match fill {
-            Fill::Skeleton => apply_skeleton(r, dir, &opts),
-            Fill::Content => apply(r, dir, &opts),
+            Fill::Skeleton => apply_skeleton_recording_owners(r, dir, &opts, owners),
+            Fill::Content => apply_recording_owners(r, dir, &opts, owners),
         }
         .map_err(layer_err)?;
         if index.is_none() && written.complete && !written.tar.is_empty() {
@@ -301,15 +323,17 @@ impl Shared<'_> {
     }
 
     /// Applies all of layer blob `layer` onto `dir`, through its index where possible: a
-    /// skeleton needs no file content.
+    /// skeleton needs no file content. `owners` (describing `dir`) gets the image's owners.
     pub(crate) fn apply_whole(
         &self,
         layer: &Digest,
         dir: &Path,
         fill: Fill,
+        owners: &mut OwnerTable,
     ) -> Result<(), SolveError> {
         let everything = Subtrees::new([""]);
-        let selected = self.apply_selected(layer, dir, &everything, &mut Finds::default(), fill);
+        let selected =
+            self.apply_selected(layer, dir, &everything, &mut Finds::default(), fill, owners);
         match selected {
             Err(SolveError::Layer { source, .. }) => {
                 // Something the filter cannot read (GNU sparse members): the layer as it is.
@@ -320,8 +344,8 @@ impl Shared<'_> {
                     (self.store.open_blob(layer)).map_err(|source| SolveError::Store { source })?;
                 let opts = ApplyOptions::default();
                 match fill {
-                    Fill::Skeleton => apply_skeleton(blob, dir, &opts),
-                    Fill::Content => apply(blob, dir, &opts),
+                    Fill::Skeleton => apply_skeleton_recording_owners(blob, dir, &opts, owners),
+                    Fill::Content => apply_recording_owners(blob, dir, &opts, owners),
                 }
                 .map_err(layer_err)?;
                 Ok(())

@@ -29,6 +29,9 @@ pub(crate) struct StageBuilder<'a> {
     applied: usize,
     /// Owns `rootfs` when it lives on tmpfs (see `crate::snapshot::tmpfs_dir`).
     skeleton_dir: Option<tempfile::TempDir>,
+    /// The image's owners of `rootfs`'s paths (its applied layers' tar headers): the
+    /// skeleton's files have no inode of their own, and rootless none of it has them on disk.
+    owners: std::sync::Arc<crate::layer::OwnerTable>,
     /// Cache key of the stage so far.
     key: Digest,
     /// Whether cache lookups are allowed for this stage (`--no-cache`, `--no-cache-filter`).
@@ -54,6 +57,7 @@ impl<'a> StageBuilder<'a> {
             rootfs: None,
             applied: 0,
             skeleton_dir: None,
+            owners: Default::default(),
             key: base_key,
             use_cache,
             vertex: 0,
@@ -291,7 +295,8 @@ impl<'a> StageBuilder<'a> {
             }
         };
         for layer in &self.layers[self.applied..] {
-            apply_skeleton_layer(self.shared, &layer.digest, &dir)?;
+            let owners = std::sync::Arc::make_mut(&mut self.owners);
+            apply_skeleton_layer(self.shared, &layer.digest, &dir, owners)?;
         }
         self.applied = self.layers.len();
         Ok(dir)
@@ -528,6 +533,10 @@ impl<'a> StageBuilder<'a> {
                 .copy_source_root(line, &c.from, Some(&c.sources))?;
             (root, is_ctx, c.sources.clone())
         };
+        // A stage or image view is unpacked by this user: its owners on disk are not the image's.
+        let source_owners = (!from_context)
+            .then(|| self.shared.views.owners_of(&source_root))
+            .flatten();
         Ok(CopyRequest {
             is_add: c.add,
             source_root,
@@ -540,6 +549,7 @@ impl<'a> StageBuilder<'a> {
             sources,
             dest: c.dest.clone(),
             workdir: "/".into(),
+            dest_owners: dest_root.as_ref().map(|_| self.owners.clone()),
             dest_root,
             chown: match (&c.chown, c.heredocs.is_empty()) {
                 (None, false) => Some("0:0".to_string()),
@@ -550,6 +560,7 @@ impl<'a> StageBuilder<'a> {
             excludes: c.excludes.clone(),
             unpack: c.unpack,
             checksum: c.checksum.clone(),
+            source_owners,
         })
     }
 
@@ -629,6 +640,7 @@ fn apply_skeleton_layer(
     shared: &Shared<'_>,
     digest: &Digest,
     dir: &Path,
+    owners: &mut crate::layer::OwnerTable,
 ) -> Result<(), SolveError> {
-    shared.apply_whole(digest, dir, super::source::Fill::Skeleton)
+    shared.apply_whole(digest, dir, super::source::Fill::Skeleton, owners)
 }
