@@ -90,6 +90,8 @@ impl BuildCache {
         if let Some(stored) = local
             && store.has_blob(&stored.entry.layer.digest)
         {
+            // The entry file's mtime is its last use: `prune --filter until=` ages entries by it.
+            touch(&self.dir.join(key.hex()));
             return Some(self.use_entry(key, stored));
         }
         for imported in &self.imported {
@@ -188,6 +190,18 @@ impl BuildCache {
         if let Err(e) = store.set_gc_roots("build-cache", &layers) {
             tracing::warn!("cannot register build cache layers as gc roots: {e}");
         }
+    }
+}
+
+/// Marks a cache entry as used now (best effort: a failure only makes `prune --filter until=`
+/// see the entry as older than it is).
+fn touch(path: &std::path::Path) {
+    let done = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+    if let Err(e) = done {
+        tracing::debug!("could not mark cache entry {} as used: {e}", path.display());
     }
 }
 

@@ -95,7 +95,7 @@ pub fn cache_mount_usage(root: &Path) -> Vec<CacheMountUsage> {
     out
 }
 
-/// Removes cache index entries recorded before `until` (every entry when `until` is `None`)
+/// Removes cache index entries last used before `until` (every entry when `until` is `None`)
 /// and registers what is left as the build cache's gc roots, so the removed entries' layers
 /// go with the blob prune that follows. Returns how many entries went. Call under the gc lock,
 /// before the blob prune.
