@@ -223,7 +223,7 @@ impl<'a> StageBuilder<'a> {
             self.dispatch.index,
             name.as_deref(),
             index,
-            &step.instruction,
+            step.instruction,
         );
         let base_image = match &self.dispatch.base {
             Source::Image(r) => Some(
