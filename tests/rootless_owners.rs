@@ -1,0 +1,207 @@
+//! COPY writes the owners files have in the image, not the owners of the roots rbuild unpacks
+//! on disk to read them: those belong to whoever runs the build (rootless, `rbuild-test`), and
+//! a stage skeleton's files have no inode of their own.
+//!
+//! The `rootless_` name makes `scripts/test` run this binary again as the unprivileged test
+//! user; every check here must hold both as root and as that user. The layer tars of the built
+//! image are read as written (`-o type=oci,tar=false`), not unpacked.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::image::{LayerEntry, read_layer};
+use common::{Context, TestRoot, run_ok};
+use rbuild::image::Digest;
+use rbuild::layer::{Compression, EntryMeta, LayerWriter};
+
+const EPOCH: &str = "1700000000";
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
+    layout
+        .join("blobs/sha256")
+        .join(digest.trim_start_matches("sha256:"))
+}
+
+/// Builds `ctx` (extra `args` before it) into an OCI layout directory; returns the entries of
+/// each layer of the image, base layers first, by path.
+fn build_layers(ctx: &Context, args: &[String]) -> Vec<BTreeMap<String, LayerEntry>> {
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("oci");
+    let root = TestRoot::new();
+    run_ok(
+        root.rbuild()
+            .env("SOURCE_DATE_EPOCH", EPOCH)
+            .args(["build", "--progress", "plain"])
+            .args(args)
+            .arg("-o")
+            .arg(format!("type=oci,tar=false,dest={}", out.display()))
+            .arg(ctx.path()),
+    );
+    let index = read_json(&out.join("index.json"));
+    let manifest_digest = index["manifests"][0]["digest"].as_str().unwrap();
+    let manifest = read_json(&blob_path(&out, manifest_digest));
+    (manifest["layers"].as_array().unwrap().iter())
+        .map(|l| {
+            let path = blob_path(&out, l["digest"].as_str().unwrap());
+            read_layer(&path, l["mediaType"].as_str().unwrap())
+                .into_iter()
+                .map(|e| (e.path.clone(), e))
+                .collect()
+        })
+        .collect()
+}
+
+fn owner(layer: &BTreeMap<String, LayerEntry>, path: &str) -> (u64, u64) {
+    let e = layer
+        .get(path)
+        .unwrap_or_else(|| panic!("{path} is not in the layer: {:?}", layer.keys()));
+    (e.uid, e.gid)
+}
+
+/// A stage whose files a RUN created as root and chowned to 1000: `COPY --from` writes those
+/// owners into the next image (BuildKit keeps a `--from` source's owners), not the building
+/// user's, for named files and for a directory's contents.
+#[test]
+fn copy_from_a_stage_keeps_the_owners_its_run_gave() {
+    let busybox = common::fixtures::busybox_layout();
+    let ctx = Context::new().dockerfile(
+        "FROM busybox AS build\n\
+         RUN mkdir -p /src/sub && echo root > /src/root-file && echo app > /src/app-file \
+         && echo deep > /src/sub/deep && chown 1000:1000 /src/app-file /src/sub \
+         && chown 1000:1001 /src/sub/deep\n\
+         FROM scratch\n\
+         COPY --from=build /src/root-file /src/app-file /one/\n\
+         COPY --from=build /src/ /all/\n",
+    );
+    let layers = build_layers(
+        &ctx,
+        &[
+            "--build-context".into(),
+            format!("busybox=oci-layout://{}:latest", busybox.display()),
+        ],
+    );
+    assert_eq!(layers.len(), 2, "two COPY layers on scratch");
+    let one = &layers[0];
+    assert_eq!(owner(one, "one"), (0, 0));
+    assert_eq!(owner(one, "one/root-file"), (0, 0));
+    assert_eq!(owner(one, "one/app-file"), (1000, 1000));
+    assert_eq!(one["one/app-file"].content, b"app\n");
+    let all = &layers[1];
+    assert_eq!(owner(all, "all/root-file"), (0, 0));
+    assert_eq!(owner(all, "all/app-file"), (1000, 1000));
+    assert_eq!(owner(all, "all/sub"), (1000, 1000));
+    assert_eq!(owner(all, "all/sub/deep"), (1000, 1001));
+}
+
+fn meta(mode: u32, id: u32) -> EntryMeta {
+    let mut m = EntryMeta::with_mode(mode);
+    m.mtime = 1_600_000_000;
+    m.uid = id;
+    m.gid = id;
+    m
+}
+
+fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
+    let digest = Digest::of(bytes);
+    std::fs::write(layout.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
+    (digest.to_string(), bytes.len())
+}
+
+/// An OCI layout at `layout`, tagged `v1`: one layer with `home/` (0:0) and `home/app/`
+/// (1000:1000, 0750) holding a file of 1000's, and a `/srv` owned by 1000 that a second
+/// layer's opaque marker and files owned by 7 replace.
+fn base_layout(layout: &Path) {
+    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
+    let mut w = LayerWriter::new(Vec::new(), Compression::Gzip { level: 1 }).unwrap();
+    w.append_dir("home", &meta(0o755, 0)).unwrap();
+    w.append_dir("home/app", &meta(0o750, 1000)).unwrap();
+    w.append_file("home/app/.profile", &meta(0o644, 1000), &b"x"[..], 1)
+        .unwrap();
+    w.append_dir("srv", &meta(0o755, 1000)).unwrap();
+    w.append_dir("srv/data", &meta(0o700, 1000)).unwrap();
+    let lower = w.finish().unwrap();
+    let mut w = LayerWriter::new(Vec::new(), Compression::Gzip { level: 1 }).unwrap();
+    w.append_dir("srv", &meta(0o755, 7)).unwrap();
+    w.append_opaque("srv").unwrap();
+    w.append_dir("srv/data", &meta(0o711, 7)).unwrap();
+    let upper = w.finish().unwrap();
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for layer in [lower, upper] {
+        let (digest, size) = write_blob(layout, &layer.sink);
+        descs.push(serde_json::json!({
+            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": digest, "size": size,
+        }));
+        diff_ids.push(layer.diff_id.to_string());
+    }
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": {},
+        "rootfs": {"type": "layers", "diff_ids": diff_ids},
+    });
+    let (cdigest, csize) = write_blob(layout, &serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
+        "layers": descs,
+    });
+    let (mdigest, msize) = write_blob(layout, &serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": mdigest, "size": msize,
+            "annotations": {"org.opencontainers.image.ref.name": "v1"},
+        }],
+    });
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+}
+
+/// A COPY into existing directories of the base image lists them in its layer (as BuildKit's
+/// does) with the image's owner, mode and mtime, not the unpacked skeleton's owners; the same
+/// for a directory an opaque marker of a later layer replaced.
+#[test]
+fn copy_into_existing_base_directories_keeps_their_image_metadata() {
+    let work = tempfile::tempdir().unwrap();
+    let layout = work.path().join("base");
+    base_layout(&layout);
+    let ctx = Context::new()
+        .dockerfile("FROM base\nCOPY f /home/app/\nCOPY f /srv/data/\n")
+        .file("f", "f\n");
+    let layers = build_layers(
+        &ctx,
+        &[
+            "--build-context".into(),
+            format!("base=oci-layout://{}:v1", layout.display()),
+        ],
+    );
+    assert_eq!(layers.len(), 4, "two base layers and two COPY layers");
+    let home = &layers[2];
+    assert_eq!(owner(home, "home"), (0, 0));
+    assert_eq!(owner(home, "home/app"), (1000, 1000));
+    assert_eq!(home["home/app"].mode, 0o750);
+    assert_eq!(owner(home, "home/app/f"), (0, 0));
+    let srv = &layers[3];
+    assert_eq!(owner(srv, "srv"), (7, 7));
+    assert_eq!(owner(srv, "srv/data"), (7, 7));
+    assert_eq!(srv["srv/data"].mode, 0o711);
+    assert_eq!(owner(srv, "srv/data/f"), (0, 0));
+}
