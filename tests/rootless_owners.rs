@@ -31,6 +31,17 @@ fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
 /// Builds `ctx` (extra `args` before it) into an OCI layout directory; returns the entries of
 /// each layer of the image, base layers first, by path.
 fn build_layers(ctx: &Context, args: &[String]) -> Vec<BTreeMap<String, LayerEntry>> {
+    build_layers_with_mtimes(ctx, args).0
+}
+
+/// [`build_layers`], with each layer's entry mtimes as well.
+fn build_layers_with_mtimes(
+    ctx: &Context,
+    args: &[String],
+) -> (
+    Vec<BTreeMap<String, LayerEntry>>,
+    Vec<BTreeMap<String, u64>>,
+) {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("oci");
     let root = TestRoot::new();
@@ -49,10 +60,34 @@ fn build_layers(ctx: &Context, args: &[String]) -> Vec<BTreeMap<String, LayerEnt
     (manifest["layers"].as_array().unwrap().iter())
         .map(|l| {
             let path = blob_path(&out, l["digest"].as_str().unwrap());
-            read_layer(&path, l["mediaType"].as_str().unwrap())
+            let media_type = l["mediaType"].as_str().unwrap();
+            let entries = read_layer(&path, media_type)
                 .into_iter()
                 .map(|e| (e.path.clone(), e))
-                .collect()
+                .collect();
+            (entries, mtimes(&path, media_type))
+        })
+        .unzip()
+}
+
+/// The mtime each entry of the (gzip or zstd) layer at `path` has in its header.
+fn mtimes(path: &Path, media_type: &str) -> BTreeMap<String, u64> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader: Box<dyn std::io::Read> = if media_type.ends_with("zstd") {
+        Box::new(zstd::stream::read::Decoder::new(file).unwrap())
+    } else {
+        Box::new(flate2::read::GzDecoder::new(file))
+    };
+    let mut archive = tar::Archive::new(reader);
+    (archive.entries().unwrap())
+        .map(|e| {
+            let e = e.unwrap();
+            let name = e.path().unwrap().to_string_lossy().into_owned();
+            let name = name
+                .trim_start_matches("./")
+                .trim_end_matches('/')
+                .to_string();
+            (name, e.header().mtime().unwrap())
         })
         .collect()
 }
@@ -186,7 +221,7 @@ fn copy_into_existing_base_directories_keeps_their_image_metadata() {
     let ctx = Context::new()
         .dockerfile("FROM base\nCOPY f /home/app/\nCOPY f /srv/data/\n")
         .file("f", "f\n");
-    let layers = build_layers(
+    let (layers, times) = build_layers_with_mtimes(
         &ctx,
         &[
             "--build-context".into(),
@@ -199,9 +234,11 @@ fn copy_into_existing_base_directories_keeps_their_image_metadata() {
     assert_eq!(owner(home, "home/app"), (1000, 1000));
     assert_eq!(home["home/app"].mode, 0o750);
     assert_eq!(owner(home, "home/app/f"), (0, 0));
+    assert_eq!(times[2]["home/app"], 1_600_000_000, "{:?}", times[2]);
     let srv = &layers[3];
     assert_eq!(owner(srv, "srv"), (7, 7));
     assert_eq!(owner(srv, "srv/data"), (7, 7));
     assert_eq!(srv["srv/data"].mode, 0o711);
+    assert_eq!(times[3]["srv/data"], 1_600_000_000, "{:?}", times[3]);
     assert_eq!(owner(srv, "srv/data/f"), (0, 0));
 }
