@@ -1008,9 +1008,16 @@ fn temp_dirs_of_a_killed_build_are_removed_by_the_next_build() {
         .collect();
     assert!(!runs.is_empty(), "the RUN step never started");
     let skeletons = skeletons_with(&marker);
+    let store_tmp = root.path().join("store").join("tmp");
+    let scratches: Vec<PathBuf> = leftovers(&store_tmp)
+        .iter()
+        .filter(|n| n.starts_with("build-"))
+        .map(|n| store_tmp.join(n))
+        .collect();
+    assert!(!scratches.is_empty(), "the build's scratch dir was not found");
     // Leftovers younger than 30 s are not touched (their creator may still be locking them).
     let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
-    for dir in runs.iter().chain(&skeletons) {
+    for dir in runs.iter().chain(&skeletons).chain(&scratches) {
         filetime::set_file_mtime(dir, old).unwrap();
     }
     // The sandbox died with rbuild (PDEATHSIG); give the kernel a moment to reap it.
@@ -1022,7 +1029,7 @@ fn temp_dirs_of_a_killed_build_are_removed_by_the_next_build() {
     )
     .unwrap();
     build_ok(root.path(), tmp.path(), ctx.path(), &[]);
-    for dir in &runs {
+    for dir in runs.iter().chain(&scratches) {
         assert!(!dir.exists(), "{} was left behind", dir.display());
     }
     assert_eq!(skeletons_with(&marker), Vec::<PathBuf>::new());

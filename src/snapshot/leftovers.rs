@@ -59,6 +59,21 @@ pub(crate) fn tmpfs_dir(prefix: &str) -> Option<tempfile::TempDir> {
     Some(dir)
 }
 
+/// A fresh temp dir `parent/<prefix>*`, locked while it exists, after removing this user's
+/// stale ones there (left by killed rbuild processes). For scratch space on the store's disk.
+pub(crate) fn locked_tempdir_in(parent: &Path, prefix: &str) -> std::io::Result<tempfile::TempDir> {
+    let removed = sweep(parent, prefix, MIN_AGE);
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed scratch dirs left by killed rbuild processes"
+        );
+    }
+    let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(parent)?;
+    hold_lock(dir.path());
+    Ok(dir)
+}
+
 /// Locks for dirs handed out as plain `TempDir`s: kept until the dir is gone. Entries of
 /// deleted dirs are dropped whenever another lock is added, so a long-lived process holds no
 /// more descriptors than it has such dirs.

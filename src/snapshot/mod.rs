@@ -27,7 +27,7 @@ use crate::exec::{self, Job, Response, RootSpec, hand_over, make_traversable};
 use crate::image::Digest;
 use crate::layer::Compression;
 
-pub(crate) use leftovers::{RUN_SCRATCH_PREFIX, lock_dir, tmpfs_dir};
+pub(crate) use leftovers::{RUN_SCRATCH_PREFIX, lock_dir, locked_tempdir_in, tmpfs_dir};
 pub(crate) use nsjob::{NsJob, run_ns_job};
 pub use step::{LayerOutput, StepOutcome};
 

@@ -424,13 +424,12 @@ pub fn build(
         path: tmp_root.clone(),
         source,
     })?;
-    let scratch = tempfile::Builder::new()
-        .prefix("build-")
-        .tempdir_in(&tmp_root)
-        .map_err(|source| SolveError::Io {
+    let scratch = crate::snapshot::locked_tempdir_in(&tmp_root, "build-").map_err(|source| {
+        SolveError::Io {
             path: tmp_root.clone(),
             source,
-        })?;
+        }
+    })?;
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
