@@ -12,6 +12,7 @@
 //! assert_eq!(lex.process_words("a 'b c' $V", &env).unwrap(), ["a", "b c", "1.2.3"]);
 //! ```
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::hash::BuildHasher;
 
@@ -20,34 +21,35 @@ use super::shell_pattern::Pattern;
 /// Where the lexer looks variables up. `None` means unset (which differs from empty for
 /// `${a-b}`, `${a+b}` and `${a?m}`).
 pub trait VarLookup {
-    /// The value of `name`, if set.
-    fn get(&self, name: &str) -> Option<String>;
+    /// The value of `name`, if set; borrowed when the lookup holds it as text (expanding a
+    /// word then copies the value once, into the result).
+    fn get(&self, name: &str) -> Option<Cow<'_, str>>;
 }
 
 impl<S: BuildHasher> VarLookup for HashMap<String, String, S> {
-    fn get(&self, name: &str) -> Option<String> {
-        HashMap::get(self, name).cloned()
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        HashMap::get(self, name).map(|v| Cow::Borrowed(v.as_str()))
     }
 }
 
 impl VarLookup for BTreeMap<String, String> {
-    fn get(&self, name: &str) -> Option<String> {
-        BTreeMap::get(self, name).cloned()
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        BTreeMap::get(self, name).map(|v| Cow::Borrowed(v.as_str()))
     }
 }
 
 /// An ordered env list: a later entry overrides an earlier one with the same name.
 impl VarLookup for [(String, String)] {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         self.iter()
             .rev()
             .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+            .map(|(_, v)| Cow::Borrowed(v.as_str()))
     }
 }
 
 impl VarLookup for Vec<(String, String)> {
-    fn get(&self, name: &str) -> Option<String> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         VarLookup::get(self.as_slice(), name)
     }
 }
@@ -186,11 +188,8 @@ impl Lexer {
                 unmatched: BTreeSet::new(),
             });
         }
-        let mut chars: Vec<char> = word.chars().collect();
         // Go's text/scanner drops a leading byte-order mark.
-        if chars.first() == Some(&'\u{FEFF}') {
-            chars.remove(0);
-        }
+        let chars = word.strip_prefix('\u{FEFF}').unwrap_or(word);
         let mut sw = ShellWord {
             chars,
             pos: 0,
@@ -218,7 +217,10 @@ impl Lexer {
 }
 
 struct ShellWord<'a> {
-    chars: Vec<char>,
+    /// The word, walked in place (collecting it into a `Vec<char>` was an allocation per
+    /// expanded word).
+    chars: &'a str,
+    /// Byte offset of the next character in `chars`.
     pos: usize,
     env: &'a dyn VarLookup,
     escape: char,
@@ -285,14 +287,14 @@ impl Words {
 /// What Go prints for `string(scanner.EOF)`.
 const EOF_CHAR: char = '\u{FFFD}';
 
-impl ShellWord<'_> {
+impl<'a> ShellWord<'a> {
     fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
+        self.chars[self.pos..].chars().next()
     }
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
-        if c.is_some() {
-            self.pos += 1;
+        if let Some(c) = c {
+            self.pos += c.len_utf8();
         }
         c
     }
@@ -438,8 +440,9 @@ impl ShellWord<'_> {
         }
     }
 
-    fn lookup(&mut self, name: &str) -> Option<String> {
-        let v = self.env.get(name);
+    fn lookup(&mut self, name: &str) -> Option<Cow<'a, str>> {
+        let env = self.env;
+        let v = env.get(name);
         if self.mode.untracked {
             return v;
         }
@@ -451,7 +454,7 @@ impl ShellWord<'_> {
         v
     }
 
-    fn process_dollar(&mut self) -> Result<String, String> {
+    fn process_dollar(&mut self) -> Result<Cow<'a, str>, String> {
         if self.depth >= MAX_DEPTH {
             return Err("syntax error: substitutions nested too deeply".into());
         }
@@ -461,17 +464,17 @@ impl ShellWord<'_> {
         out
     }
 
-    fn process_dollar_inner(&mut self) -> Result<String, String> {
+    fn process_dollar_inner(&mut self) -> Result<Cow<'a, str>, String> {
         self.next();
         if self.peek() != Some('{') {
             let name = self.process_name();
             if name.is_empty() {
-                return Ok("$".into());
+                return Ok(Cow::Borrowed("$"));
             }
             return Ok(match self.lookup(&name) {
                 Some(v) => v,
-                None if self.mode.skip_unset_env => format!("${name}"),
-                None => String::new(),
+                None if self.mode.skip_unset_env => Cow::Owned(format!("${name}")),
+                None => Cow::Borrowed(""),
             });
         }
         self.next();
@@ -491,8 +494,8 @@ impl ShellWord<'_> {
             Some('}') => {
                 return Ok(match self.lookup(&name) {
                     Some(v) => v,
-                    None if self.mode.skip_unset_env => format!("${{{name}}}"),
-                    None => String::new(),
+                    None if self.mode.skip_unset_env => Cow::Owned(format!("${{{name}}}")),
+                    None => Cow::Borrowed(""),
                 });
             }
             Some(':') => {
@@ -501,7 +504,7 @@ impl ShellWord<'_> {
                 chs = [':', modifier];
             }
             Some('+' | '-' | '?' | '#' | '%') => {}
-            Some('/') => return self.process_replace(&name),
+            Some('/') => return self.process_replace(&name).map(Cow::Owned),
             _ => {
                 let chs = chs_text(chs);
                 return Err(format!("unsupported modifier ({chs}) in substitution"));
@@ -523,7 +526,7 @@ impl ShellWord<'_> {
         let value = self.lookup(&name);
         if self.mode.skip_unset_env && value.is_none() {
             let chs = chs_text(chs);
-            return Ok(format!("${{{name}{chs}{word}}}"));
+            return Ok(Cow::Owned(format!("${{{name}{chs}{word}}}")));
         }
         let unset_or_null = match &value {
             None => true,
@@ -531,11 +534,15 @@ impl ShellWord<'_> {
         };
         match modifier {
             '-' => Ok(if unset_or_null {
-                word
+                Cow::Owned(word)
             } else {
                 value.unwrap_or_default()
             }),
-            '+' => Ok(if unset_or_null { String::new() } else { word }),
+            '+' => Ok(if unset_or_null {
+                Cow::Borrowed("")
+            } else {
+                Cow::Owned(word)
+            }),
             '?' => {
                 if value.is_none() || unset_or_null {
                     let default = if value.is_none() {
@@ -556,11 +563,11 @@ impl ShellWord<'_> {
                 };
                 let pattern = Pattern::compile(&pat)
                     .map_err(|e| format!("invalid pattern ({pat}) in substitution: {e}"))?;
-                Ok(if modifier == '%' {
+                Ok(Cow::Owned(if modifier == '%' {
                     pattern.trim_suffix(&value, greedy)
                 } else {
                     pattern.trim_prefix(&value, greedy)
-                })
+                }))
             }
             _ => {
                 let chs = chs_text(chs);

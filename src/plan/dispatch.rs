@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use super::args::{self, PROXY_ARGS};
 use super::expand::{self, Vars};
@@ -64,14 +65,18 @@ pub(crate) struct State<'a> {
     pub args: Vec<(String, Option<String>)>,
     pub cmd_set: bool,
     pub predefined: &'a Vars,
+    /// The RUN environment last built, shared by every RUN until ENV or ARG changes it
+    /// ([`State::env_changed`]); most RUNs in a stage see the same environment, and copying
+    /// it into each was a dozen allocations per RUN.
+    pub run_env: Option<Arc<[String]>>,
 }
 
 /// Variables for expansion: stage ARGs, overridden by ENV. Looked up in place rather than
 /// collected into a map, since every word of every instruction asks (a map per word made
 /// planning quadratic in the number of ARG/ENV lines).
 impl VarLookup for State<'_> {
-    fn get(&self, name: &str) -> Option<String> {
-        self.var(name).map(str::to_string)
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.var(name).map(Cow::Borrowed)
     }
 }
 
@@ -150,6 +155,21 @@ impl State<'_> {
             }),
             _ => Ok(Source::Image(name.to_string())),
         }
+    }
+
+    /// Forgets the shared RUN environment: call after changing ENV or the stage's ARGs.
+    pub(crate) fn env_changed(&mut self) {
+        self.run_env = None;
+    }
+
+    /// The RUN environment, shared with earlier RUNs while ENV and ARG are unchanged.
+    pub(crate) fn shared_run_env(&mut self) -> Arc<[String]> {
+        if let Some(env) = &self.run_env {
+            return Arc::clone(env);
+        }
+        let env: Arc<[String]> = self.run_env().into();
+        self.run_env = Some(Arc::clone(&env));
+        env
     }
 
     /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
@@ -241,6 +261,7 @@ impl Plan<'_> {
                 args: Vec::new(),
                 cmd_set: false,
                 predefined: &predefined,
+                run_env: None,
             };
             let first_new_history = state.config.history.len();
             let mut steps = Vec::new();

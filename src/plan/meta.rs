@@ -78,6 +78,7 @@ pub(crate) fn dispatch_one(
             for (k, v) in expanded {
                 set_env(&mut st.config.config.env, &k, &v);
             }
+            st.env_changed();
             h.finish()
         }
         Instruction::Label(pairs) => {
@@ -109,6 +110,7 @@ pub(crate) fn dispatch_one(
                 st.args.retain(|(name, _)| name != k);
                 st.args.push((k.clone(), value));
             }
+            st.env_changed();
             h.finish()
         }
         Instruction::User(u) => {
@@ -307,7 +309,7 @@ pub(crate) fn dispatch_one(
             };
             op = Op::Run(RunOp {
                 argv,
-                env: st.run_env(),
+                env: st.shared_run_env(),
                 cwd: st.workdir().to_string(),
                 user: st.config.config.user.clone().filter(|u| !u.is_empty()),
                 mounts,

@@ -17,6 +17,7 @@ mod stages;
 mod values;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 
@@ -175,8 +176,10 @@ pub struct CopyOp {
 pub struct RunOp {
     /// Full argv (the SHELL prepended for shell form).
     pub argv: Vec<String>,
-    /// Environment: image ENV, then stage ARGs and proxy args.
-    pub env: Vec<String>,
+    /// Environment: image ENV, then stage ARGs and proxy args. Shared by the RUNs of a stage
+    /// that see the same ENV and ARGs; serialized as a plain list (cache keys depend on it).
+    #[serde(serialize_with = "serialize_env")]
+    pub env: Arc<[String]>,
     /// Working directory.
     pub cwd: String,
     /// USER at this point.
@@ -191,6 +194,12 @@ pub struct RunOp {
     pub security: Option<SecurityMode>,
     /// Heredoc bodies (name, content) for heredoc RUNs.
     pub heredocs: Vec<(String, String)>,
+}
+
+/// Serializes a shared environment exactly as the `Vec<String>` it replaced (a JSON array),
+/// so cache keys computed from a serialized [`RunOp`] do not change.
+fn serialize_env<S: serde::Serializer>(env: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
+    env.as_ref().serialize(s)
 }
 
 /// One dispatched instruction.

@@ -89,12 +89,12 @@ impl StepInputs {
         let mut env = BTreeMap::new();
         let command = match op {
             Op::Run(r) => {
-                for entry in &r.env {
+                for entry in r.env.iter() {
                     let (name, value) = entry.split_once('=').unwrap_or((entry, ""));
                     env.insert(name.to_string(), short_digest(value.as_bytes()));
                 }
                 let mut bare = r.clone();
-                bare.env.clear();
+                bare.env = Default::default();
                 short_digest(&serde_json::to_vec(&Op::Run(bare)).expect("ops serialize"))
             }
             other => short_digest(&serde_json::to_vec(other).expect("ops serialize")),
