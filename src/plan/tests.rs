@@ -444,3 +444,32 @@ fn named_contexts_replace_images_and_stages() {
     };
     assert_eq!(c.from, Source::Context("assets".into()));
 }
+
+#[test]
+fn run_environment_is_shared_until_env_or_arg_changes() {
+    let d = target_dispatch(
+        "FROM busybox\nRUN a\nRUN b\nENV X=1\nRUN c\nARG Y=2\nRUN d\nUSER u\nRUN e\n",
+        opts(&[], None),
+    );
+    let runs: Vec<&RunOp> = d
+        .steps
+        .iter()
+        .filter_map(|s| match &s.op {
+            Op::Run(r) => Some(r),
+            _ => None,
+        })
+        .collect();
+    let envs: Vec<&std::sync::Arc<[String]>> = runs.iter().map(|r| &r.env).collect();
+    assert_eq!(envs.len(), 5);
+    assert!(std::sync::Arc::ptr_eq(envs[0], envs[1]));
+    assert_eq!(&envs[1][..], ["PATH=/bin", "HOME=/root"]);
+    assert_eq!(&envs[2][..], ["PATH=/bin", "HOME=/root", "X=1"]);
+    assert_eq!(&envs[3][..], ["PATH=/bin", "HOME=/root", "X=1", "Y=2"]);
+    // USER does not change the environment, so the last two RUNs share it.
+    assert!(std::sync::Arc::ptr_eq(envs[3], envs[4]));
+    // Serialized exactly as a list (cache keys are computed from the serialized op).
+    assert_eq!(
+        serde_json::to_value(runs[2]).unwrap()["env"],
+        serde_json::json!(["PATH=/bin", "HOME=/root", "X=1"])
+    );
+}
