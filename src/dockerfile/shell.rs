@@ -604,27 +604,29 @@ impl<'a> ShellWord<'a> {
         Ok(compiled.replace(&value, &replacement, all))
     }
 
-    fn process_name(&mut self) -> String {
-        let mut name = String::with_capacity(16);
+    /// The variable name at the cursor, as a slice of the word (names are contiguous, so
+    /// no copy is needed).
+    fn process_name(&mut self) -> &'a str {
+        let chars = self.chars;
+        let start = self.pos;
         while let Some(ch) = self.peek() {
-            if name.is_empty() && ch.is_ascii_digit() {
-                while let Some(d) = self.peek().filter(char::is_ascii_digit) {
-                    name.push(d);
+            let empty = self.pos == start;
+            if empty && ch.is_ascii_digit() {
+                while self.peek().is_some_and(|d| d.is_ascii_digit()) {
                     self.next();
                 }
-                return name;
+                return &chars[start..self.pos];
             }
-            if name.is_empty() && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
+            if empty && matches!(ch, '@' | '*' | '#' | '?' | '-' | '$' | '!' | '0') {
                 self.next();
-                return ch.to_string();
+                return &chars[start..self.pos];
             }
             if !ch.is_alphanumeric() && ch != '_' {
                 break;
             }
-            name.push(ch);
             self.next();
         }
-        name
+        &chars[start..self.pos]
     }
 }
 
