@@ -212,14 +212,18 @@ fn base_layout(layout: &Path) {
 
 /// A COPY into existing directories of the base image lists them in its layer (as BuildKit's
 /// does) with the image's owner, mode and mtime, not the unpacked skeleton's owners; the same
-/// for a directory an opaque marker of a later layer replaced.
+/// for a directory an opaque marker of a later layer replaced, and for one an earlier COPY of
+/// the stage created.
 #[test]
 fn copy_into_existing_base_directories_keeps_their_image_metadata() {
     let work = tempfile::tempdir().unwrap();
     let layout = work.path().join("base");
     base_layout(&layout);
     let ctx = Context::new()
-        .dockerfile("FROM base\nCOPY f /home/app/\nCOPY f /srv/data/\n")
+        .dockerfile(
+            "FROM base\nCOPY f /home/app/\nCOPY f /srv/data/\n\
+             COPY --chown=1000:1001 f /opt/tool/\nCOPY f /opt/tool/g\n",
+        )
         .file("f", "f\n");
     let (layers, times) = build_layers_with_mtimes(
         &ctx,
@@ -228,7 +232,7 @@ fn copy_into_existing_base_directories_keeps_their_image_metadata() {
             format!("base=oci-layout://{}:v1", layout.display()),
         ],
     );
-    assert_eq!(layers.len(), 4, "two base layers and two COPY layers");
+    assert_eq!(layers.len(), 6, "two base layers and four COPY layers");
     let home = &layers[2];
     assert_eq!(owner(home, "home"), (0, 0));
     assert_eq!(owner(home, "home/app"), (1000, 1000));
@@ -241,4 +245,9 @@ fn copy_into_existing_base_directories_keeps_their_image_metadata() {
     assert_eq!(srv["srv/data"].mode, 0o711);
     assert_eq!(times[3]["srv/data"], 1_600_000_000, "{:?}", times[3]);
     assert_eq!(owner(srv, "srv/data/f"), (0, 0));
+    // A directory an earlier COPY of this stage created (`--chown` owns created parents too).
+    assert_eq!(owner(&layers[4], "opt/tool"), (1000, 1001));
+    assert_eq!(owner(&layers[5], "opt"), (1000, 1001));
+    assert_eq!(owner(&layers[5], "opt/tool"), (1000, 1001));
+    assert_eq!(owner(&layers[5], "opt/tool/g"), (0, 0));
 }
