@@ -413,47 +413,16 @@ impl Client {
         reference: &super::Reference,
         accept: &str,
     ) -> Result<Option<(Vec<u8>, crate::image::Digest)>, RegistryError> {
-        const MAX_MANIFEST: usize = 4 << 20;
         let host = self.host(reference.registry()).await?;
-        let repo = reference.repository();
-        let path = format!("/v2/{repo}/manifests/{}", reference.manifest_ref());
-        let action = format!("GET {path}");
-        let policy = self.options().retry.clone();
-        policy
-            .run(&action, |_| async {
-                let resp = self
-                    .simple(
-                        &host,
-                        repo,
-                        &[Scope::pull(repo)],
-                        Method::GET,
-                        &path,
-                        Some(accept),
-                    )
-                    .await?;
-                match resp.status() {
-                    StatusCode::NOT_FOUND => return Ok(None),
-                    StatusCode::OK => {}
-                    _ => return Err(status_error(&host, repo, &action, resp).await),
-                }
-                let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
-                    registry: host.registry.clone(),
-                    action: action.clone(),
-                    reason: chain_text(&e.without_url()),
-                })?;
-                if bytes.len() > MAX_MANIFEST {
-                    return Err(RegistryError::BadManifest {
-                        reference: reference.to_string(),
-                        reason: format!(
-                            "manifest is {} bytes, more than the 4 MiB limit",
-                            bytes.len()
-                        ),
-                    });
-                }
-                let digest = crate::image::Digest::of(&bytes);
-                Ok(Some((bytes.to_vec(), digest)))
-            })
-            .await
+        super::pull::get_manifest(
+            self,
+            &host,
+            reference,
+            &reference.manifest_ref(),
+            accept,
+            true,
+        )
+        .await
     }
 
     /// The digest of the manifest `reference` names, from a HEAD request (`accept` as in

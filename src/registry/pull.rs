@@ -331,52 +331,68 @@ pub(crate) async fn fetch_manifest(
     reference: &Reference,
     tag_or_digest: &str,
 ) -> Result<(Vec<u8>, Digest), RegistryError> {
+    get_manifest(
+        client,
+        host,
+        reference,
+        tag_or_digest,
+        ACCEPT_MANIFESTS,
+        false,
+    )
+    .await
+    .map(|found| found.expect("a 404 is an error when missing_ok is false"))
+}
+
+/// GETs a manifest by tag or digest, offering `accept`, retrying transient failures; returns
+/// its bytes and their digest. A 404 is `Ok(None)` when `missing_ok`, else the registry's error
+/// (with its `manifest unknown` text). Manifests over 4 MiB are refused.
+pub(crate) async fn get_manifest(
+    client: &Client,
+    host: &Host,
+    reference: &Reference,
+    tag_or_digest: &str,
+    accept: &str,
+    missing_ok: bool,
+) -> Result<Option<(Vec<u8>, Digest)>, RegistryError> {
     let repo = reference.repository();
     let path = format!("/v2/{repo}/manifests/{tag_or_digest}");
     let action = format!("GET {path}");
     let policy = client.options().retry.clone();
-    {
-        let mut attempt = 1;
-        loop {
-            let outcome = async {
-                let resp = client
-                    .simple(
-                        host,
-                        repo,
-                        &[Scope::pull(repo)],
-                        Method::GET,
-                        &path,
-                        Some(ACCEPT_MANIFESTS),
-                    )
-                    .await?;
-                if resp.status() != StatusCode::OK {
-                    return Err(status_error(host, repo, &action, resp).await);
-                }
-                let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
-                    registry: host.registry.clone(),
-                    action: action.clone(),
-                    reason: chain_text(&e.without_url()),
-                })?;
-                if bytes.len() > MAX_MANIFEST {
-                    return Err(RegistryError::BadManifest {
-                        reference: reference.to_string(),
-                        reason: format!(
-                            "manifest is {} bytes, more than the 4 MiB limit",
-                            bytes.len()
-                        ),
-                    });
-                }
-                let digest = Digest::of(&bytes);
-                Ok((bytes.to_vec(), digest))
+    policy
+        .run(&action, |_| async {
+            let resp = client
+                .simple(
+                    host,
+                    repo,
+                    &[Scope::pull(repo)],
+                    Method::GET,
+                    &path,
+                    Some(accept),
+                )
+                .await?;
+            match resp.status() {
+                StatusCode::OK => {}
+                StatusCode::NOT_FOUND if missing_ok => return Ok(None),
+                _ => return Err(status_error(host, repo, &action, resp).await),
             }
-            .await;
-            match outcome {
-                Ok(v) => break Ok::<_, RegistryError>(v),
-                Err(e) => policy.backoff(&action, attempt, e).await?,
+            let bytes = resp.bytes().await.map_err(|e| RegistryError::Transport {
+                registry: host.registry.clone(),
+                action: action.clone(),
+                reason: chain_text(&e.without_url()),
+            })?;
+            if bytes.len() > MAX_MANIFEST {
+                return Err(RegistryError::BadManifest {
+                    reference: reference.to_string(),
+                    reason: format!(
+                        "manifest is {} bytes, more than the 4 MiB limit",
+                        bytes.len()
+                    ),
+                });
             }
-            attempt += 1;
-        }
-    }
+            let digest = Digest::of(&bytes);
+            Ok(Some((bytes.to_vec(), digest)))
+        })
+        .await
 }
 
 fn available_platforms(index: &ImageIndex) -> String {
