@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use super::Globals;
 use super::args::DuArgs;
 use super::images::{human_duration, human_size};
+use crate::store::tree_size;
 use crate::store::{BlobOwner, Store};
 
 /// One line of `du --verbose`.
@@ -31,16 +32,6 @@ const KINDS: [&str; 7] = [
     "cache mount",
     "cache metadata",
 ];
-
-/// Bytes of every regular file under `path` (files the user cannot stat are not counted).
-pub(super) fn tree_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .sum()
-}
 
 fn modified(path: &Path) -> SystemTime {
     std::fs::symlink_metadata(path)

@@ -406,7 +406,7 @@ fn prune_snapshots(
         let Ok(diff_id) = format!("sha256:{hex}").parse::<crate::image::Digest>() else {
             continue;
         };
-        let size = super::du::tree_size(&path);
+        let size = crate::store::tree_size(&path);
         match snap.remove_layer(&diff_id) {
             Ok(()) => {
                 freed += size;

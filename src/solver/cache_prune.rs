@@ -15,6 +15,7 @@ use std::time::SystemTime;
 use super::cache::{BuildCache, CacheEntry};
 use crate::image::Digest;
 use crate::store::Store;
+use crate::store::tree_size;
 
 /// The cache index directory of the rbuild root `root` (as `cache.rs` lays it out).
 fn index_dir(root: &Path) -> PathBuf {
@@ -48,16 +49,6 @@ pub struct CachePruneReport {
     pub layer_indexes: usize,
     /// Bytes freed (metadata files and cache mount contents).
     pub reclaimed_bytes: u64,
-}
-
-/// Bytes of every regular file under `path`.
-fn tree_size(path: &Path) -> u64 {
-    walkdir::WalkDir::new(path)
-        .into_iter()
-        .flatten()
-        .filter(|e| e.file_type().is_file())
-        .filter_map(|e| e.metadata().ok().map(|m| m.len()))
-        .sum()
 }
 
 fn mtime(path: &Path) -> SystemTime {

@@ -257,7 +257,8 @@ fn remove(path: &Path) -> Result<(), Error> {
     }
 }
 
-fn tree_size(path: &Path) -> u64 {
+/// Bytes of every regular file under `path` (files that cannot be stat'ed are not counted).
+pub(crate) fn tree_size(path: &Path) -> u64 {
     walkdir::WalkDir::new(path)
         .into_iter()
         .flatten()

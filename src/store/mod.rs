@@ -33,6 +33,7 @@ use std::path::{Path, PathBuf};
 pub use blob::BlobWriter;
 pub use error::Error;
 pub use gc::PruneReport;
+pub(crate) use gc::tree_size;
 pub use images::ImageRecord;
 pub use lock::LockGuard;
 pub use policy::{PolicyError, PruneOptions};
