@@ -260,38 +260,86 @@ fn iidfile_and_metadata_file_match_inspect() {
     assert_eq!(m["image.name"], "docker.io/library/meta-test:1");
 }
 
-/// tmux on a private server socket (a path), so the test never touches a user's sessions.
-fn tmux(socket: &str, args: &[&str]) -> Output {
-    Command::new("tmux")
-        .args(["-S", socket])
-        .args(args)
-        .output()
-        .unwrap()
+/// A tmux server on a private socket (a path), so a test never touches a user's sessions;
+/// the server goes away with the value, whatever the assertions do.
+struct Tmux {
+    _dir: tempfile::TempDir,
+    socket: String,
 }
 
-/// Waits until the pane shows `needle`; returns what it shows.
-fn pane_until(socket: &str, session: &str, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = tmux(socket, &["capture-pane", "-p", "-t", session]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains(needle) || Instant::now() > deadline {
-            return text;
+impl Tmux {
+    /// A server for the test `test`, or `None` (after saying so) when tmux is not installed.
+    fn start(test: &str) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("SKIPPED {test}: tmux is not installed");
+            return None;
         }
-        std::thread::sleep(Duration::from_millis(200));
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("tmux").display().to_string();
+        Some(Tmux { _dir: dir, socket })
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        Command::new("tmux")
+            .args(["-S", &self.socket])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    /// Starts `cmd` in a detached `width`x40 session named `session`.
+    fn session(&self, session: &str, width: u32, cmd: &str) {
+        let width = width.to_string();
+        let out = self.run(&[
+            "new-session",
+            "-d",
+            "-s",
+            session,
+            "-x",
+            &width,
+            "-y",
+            "40",
+            cmd,
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Waits until the pane shows `needle`; returns what it shows.
+    fn pane_until(&self, session: &str, needle: &str) -> String {
+        self.pane_where(session, |text| text.contains(needle))
+    }
+
+    /// Waits (up to a minute) until what the pane shows satisfies `done`; returns it.
+    fn pane_where(&self, session: &str, done: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.run(&["capture-pane", "-p", "-t", session]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if done(&text) || Instant::now() > deadline {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        self.run(&["kill-server"]);
     }
 }
 
 #[test]
 fn tty_view_in_a_real_terminal() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED tty_view_in_a_real_terminal: tmux is not installed");
+    let Some(tmux) = Tmux::start("tty_view_in_a_real_terminal") else {
         return;
-    }
+    };
     let root = TestRoot::new();
     let ctx = context();
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket = socket_dir.path().join("tmux").display().to_string();
     let run = |n: u32| {
         // One session per run, all kept until the end: killing the last session stops the
         // server, and a new session racing that shutdown fails.
@@ -302,35 +350,9 @@ fn tty_view_in_a_real_terminal() {
             root.path().display(),
             ctx.path().display()
         );
-        let out = tmux(
-            &socket,
-            &[
-                "new-session",
-                "-d",
-                "-s",
-                &session,
-                "-x",
-                "120",
-                "-y",
-                "40",
-                &cmd,
-            ],
-        );
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pane_until(&socket, &session, &format!("EXIT{n}="))
+        tmux.session(&session, 120, &cmd);
+        tmux.pane_until(&session, &format!("EXIT{n}="))
     };
-    // Whatever the assertions do, the private server goes away with the test.
-    struct Server<'a>(&'a str);
-    impl Drop for Server<'_> {
-        fn drop(&mut self) {
-            tmux(self.0, &["kill-server"]);
-        }
-    }
-    let _server = Server(&socket);
     let first = run(1);
     assert!(first.contains("EXIT1=0"), "{first}");
     assert!(first.contains("[+] Building"), "{first}");
@@ -428,52 +450,24 @@ fn from_an_image_is_pulled_once_then_cached() {
 
 #[test]
 fn tty_view_shows_running_output_then_collapses() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED tty_view_shows_running_output_then_collapses: tmux is not installed");
+    let Some(tmux) = Tmux::start("tty_view_shows_running_output_then_collapses") else {
         return;
-    }
+    };
     let registry = common::Registry::start();
     let base = common::fixtures::busybox(&registry);
     let ctx = Context::new().dockerfile(&format!(
         "FROM {base}\nRUN echo first-line; echo second-line; sleep 3; echo last-line\n"
     ));
     let root = TestRoot::new();
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket = socket_dir.path().join("tmux").display().to_string();
-    struct Server<'a>(&'a str);
-    impl Drop for Server<'_> {
-        fn drop(&mut self) {
-            tmux(self.0, &["kill-server"]);
-        }
-    }
-    let _server = Server(&socket);
     let cmd = format!(
         "{} --root {} build {}; echo EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_rbuild"),
         root.path().display(),
         ctx.path().display()
     );
-    let out = tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "run",
-            "-x",
-            "120",
-            "-y",
-            "40",
-            &cmd,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tmux.session("run", 120, &cmd);
     // While the step sleeps, its line is live with the output so far under it.
-    let running = pane_until(&socket, "run", " => => # second-line");
+    let running = tmux.pane_until("run", " => => # second-line");
     assert!(running.contains(" => => # first-line"), "{running}");
     assert!(
         running
@@ -482,7 +476,7 @@ fn tty_view_shows_running_output_then_collapses() {
         "{running}"
     );
     assert!(!running.contains("FINISHED"), "{running}");
-    let done = pane_until(&socket, "run", "EXIT=");
+    let done = tmux.pane_until("run", "EXIT=");
     assert!(done.contains("EXIT=0"), "{done}");
     // Metadata load, FROM, RUN, exporting.
     assert!(done.contains("(4/4) FINISHED"), "{done}");
@@ -561,24 +555,14 @@ fn rawjson_reports_growing_pull_bytes_before_the_from_step_ends() {
 /// gone once the step is done.
 #[test]
 fn tty_shows_byte_bars_while_pulling_and_pushing_then_collapses() {
-    if Command::new("tmux").arg("-V").output().is_err() {
-        eprintln!("SKIPPED tty_shows_byte_bars_while_pulling_and_pushing: tmux is not installed");
+    let Some(tmux) = Tmux::start("tty_shows_byte_bars_while_pulling_and_pushing") else {
         return;
-    }
+    };
     let (_registry, throttle, base) = slow_random_base("tty");
     let ctx = Context::new()
         .dockerfile(&format!("FROM {base}\nCOPY data.bin /data.bin\n"))
         .file("data.bin", random_bytes(7, 6_000_000));
     let root = TestRoot::new();
-    let socket_dir = tempfile::tempdir().unwrap();
-    let socket = socket_dir.path().join("tmux").display().to_string();
-    struct Server<'a>(&'a str);
-    impl Drop for Server<'_> {
-        fn drop(&mut self) {
-            tmux(self.0, &["kill-server"]);
-        }
-    }
-    let _server = Server(&socket);
     let cmd = format!(
         "{} --root {} build --push -t {}/app:1 {}; echo EXIT=$?; sleep 60",
         env!("CARGO_BIN_EXE_rbuild"),
@@ -586,32 +570,15 @@ fn tty_shows_byte_bars_while_pulling_and_pushing_then_collapses() {
         throttle.addr(),
         ctx.path().display()
     );
-    let out = tmux(
-        &socket,
-        &[
-            "new-session",
-            "-d",
-            "-s",
-            "bars",
-            "-x",
-            "140",
-            "-y",
-            "40",
-            &cmd,
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    tmux.session("bars", 140, &cmd);
     let bar = |verb: &str| {
         regex::Regex::new(&format!(
             r"(?m)^ => => {verb} sha256:[0-9a-f]{{12}} [0-9.]+ [kM]?B/[0-9.]+ MB \[[=> ]+\] [0-9.]+ [kM]?B/s"
         ))
         .unwrap()
     };
-    let pulling = pane_until_match(&socket, "bars", &bar("pulling"));
+    let (pulling_bar, pushing_bar) = (bar("pulling"), bar("pushing"));
+    let pulling = tmux.pane_where("bars", |t| pulling_bar.is_match(t));
     assert!(bar("pulling").is_match(&pulling), "{pulling}");
     // The bar sits right under its step's running line.
     let lines: Vec<&str> = pulling.lines().collect();
@@ -625,10 +592,10 @@ fn tty_shows_byte_bars_while_pulling_and_pushing_then_collapses() {
             .is_some_and(|l| l.starts_with(&format!(" => [1/2] FROM {base}@sha256:"))),
         "{pulling}"
     );
-    let pushing = pane_until_match(&socket, "bars", &bar("pushing"));
+    let pushing = tmux.pane_where("bars", |t| pushing_bar.is_match(t));
     assert!(bar("pushing").is_match(&pushing), "{pushing}");
     assert!(pushing.contains(" => exporting to image"), "{pushing}");
-    let done = pane_until(&socket, "bars", "EXIT=");
+    let done = tmux.pane_until("bars", "EXIT=");
     assert!(done.contains("EXIT=0"), "{done}");
     // Every bar collapsed with its step: only the steps' one-line summaries remain.
     assert!(!done.contains(" => => "), "{done}");
@@ -640,18 +607,6 @@ fn tty_shows_byte_bars_while_pulling_and_pushing_then_collapses() {
 }
 
 /// Waits until the pane shows a line matching `re`; returns what it shows.
-fn pane_until_match(socket: &str, session: &str, re: &regex::Regex) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let out = tmux(socket, &["capture-pane", "-p", "-t", session]);
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if re.is_match(&text) || Instant::now() > deadline {
-            return text;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[test]
 fn copy_from_an_image_loads_its_metadata_first() {
     let registry = common::Registry::start();
