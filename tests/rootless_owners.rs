@@ -30,18 +30,17 @@ fn blob_path(layout: &Path, digest: &str) -> std::path::PathBuf {
 
 /// Builds `ctx` (extra `args` before it) into an OCI layout directory; returns the entries of
 /// each layer of the image, base layers first, by path.
-fn build_layers(ctx: &Context, args: &[String]) -> Vec<BTreeMap<String, LayerEntry>> {
+fn build_layers(ctx: &Context, args: &[String]) -> Vec<Layer> {
     build_layers_with_mtimes(ctx, args).0
 }
 
+/// Entries of one layer by path.
+type Layer = BTreeMap<String, LayerEntry>;
+/// Header mtimes of one layer's entries by path.
+type Mtimes = BTreeMap<String, u64>;
+
 /// [`build_layers`], with each layer's entry mtimes as well.
-fn build_layers_with_mtimes(
-    ctx: &Context,
-    args: &[String],
-) -> (
-    Vec<BTreeMap<String, LayerEntry>>,
-    Vec<BTreeMap<String, u64>>,
-) {
+fn build_layers_with_mtimes(ctx: &Context, args: &[String]) -> (Vec<Layer>, Vec<Mtimes>) {
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("oci");
     let root = TestRoot::new();
