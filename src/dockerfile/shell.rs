@@ -471,7 +471,7 @@ impl<'a> ShellWord<'a> {
             if name.is_empty() {
                 return Ok(Cow::Borrowed("$"));
             }
-            return Ok(match self.lookup(&name) {
+            return Ok(match self.lookup(name) {
                 Some(v) => v,
                 None if self.mode.skip_unset_env => Cow::Owned(format!("${name}")),
                 None => Cow::Borrowed(""),
@@ -492,7 +492,7 @@ impl<'a> ShellWord<'a> {
         let mut null_is_unset = false;
         match first {
             Some('}') => {
-                return Ok(match self.lookup(&name) {
+                return Ok(match self.lookup(name) {
                     Some(v) => v,
                     None if self.mode.skip_unset_env => Cow::Owned(format!("${{{name}}}")),
                     None => Cow::Borrowed(""),
@@ -504,7 +504,7 @@ impl<'a> ShellWord<'a> {
                 chs = [':', modifier];
             }
             Some('+' | '-' | '?' | '#' | '%') => {}
-            Some('/') => return self.process_replace(&name).map(Cow::Owned),
+            Some('/') => return self.process_replace(name).map(Cow::Owned),
             _ => {
                 let chs = chs_text(chs);
                 return Err(format!("unsupported modifier ({chs}) in substitution"));
@@ -523,7 +523,7 @@ impl<'a> ShellWord<'a> {
             }
             Err(e) => return Err(e),
         };
-        let value = self.lookup(&name);
+        let value = self.lookup(name);
         if self.mode.skip_unset_env && value.is_none() {
             let chs = chs_text(chs);
             return Ok(Cow::Owned(format!("${{{name}{chs}{word}}}")));
