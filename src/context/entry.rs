@@ -131,13 +131,14 @@ impl<'a> EntrySet<'a> {
             let existing = self
                 .dest_root
                 .and_then(|r| std::fs::symlink_metadata(r.join(&dir)).ok());
+            let owner = (existing.as_ref()).map_or((0, 0), |m| self.existing_owner(&dir, m));
             let entry = match existing {
                 Some(m) if m.is_dir() => LayerEntry {
                     path: dir.clone(),
                     kind: EntryKind::Dir,
                     mode: m.mode() & 0o7777,
-                    uid: self.existing_owner(&dir, &m).0,
-                    gid: self.existing_owner(&dir, &m).1,
+                    uid: owner.0,
+                    gid: owner.1,
                     mtime: Some(Mtime::of(&m)),
                     existing_parent: true,
                     xattrs_from: None,
