@@ -1014,7 +1014,10 @@ fn temp_dirs_of_a_killed_build_are_removed_by_the_next_build() {
         .filter(|n| n.starts_with("build-"))
         .map(|n| store_tmp.join(n))
         .collect();
-    assert!(!scratches.is_empty(), "the build's scratch dir was not found");
+    assert!(
+        !scratches.is_empty(),
+        "the build's scratch dir was not found"
+    );
     // Leftovers younger than 30 s are not touched (their creator may still be locking them).
     let old = filetime::FileTime::from_unix_time(1_600_000_000, 0);
     for dir in runs.iter().chain(&skeletons).chain(&scratches) {

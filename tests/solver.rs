@@ -634,7 +634,10 @@ fn a_failed_build_stops_waiting_for_a_step_another_build_is_running() {
         still_running,
         "B ended only after A's step: it should stop waiting when it fails"
     );
-    assert_eq!(sleeps, of_a, "B ran the shared step itself instead of waiting");
+    assert_eq!(
+        sleeps, of_a,
+        "B ran the shared step itself instead of waiting"
+    );
     let ev: Vec<serde_json::Value> = stderr
         .lines()
         .filter_map(|l| serde_json::from_str(l).ok())
