@@ -1432,6 +1432,14 @@ fn add_archives_keep_pax_xattrs() {
     let mut raw = Vec::new();
     {
         let mut b = tar::Builder::new(&mut raw);
+        b.append_pax_extensions([("SCHILY.xattr.user.kind", b"dir".as_slice())])
+            .unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Directory);
+        h.set_size(0);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, "sub/", std::io::empty()).unwrap();
         b.append_pax_extensions([("SCHILY.xattr.user.origin", b"archive".as_slice())])
             .unwrap();
         let mut h = tar::Header::new_ustar();
@@ -1458,12 +1466,21 @@ fn add_archives_keep_pax_xattrs() {
             .arg(format!("type=oci,tar=false,dest={}", layout.display()))
             .arg(ctx.path()),
     );
+    let mut found = layer_xattrs(&layout, 0);
+    found.sort();
     assert_eq!(
-        layer_xattrs(&layout, 0),
-        [(
-            "d/f".to_string(),
-            "user.origin".to_string(),
-            b"archive".to_vec()
-        )]
+        found,
+        [
+            (
+                "d/f".to_string(),
+                "user.origin".to_string(),
+                b"archive".to_vec()
+            ),
+            (
+                "d/sub/".to_string(),
+                "user.kind".to_string(),
+                b"dir".to_vec()
+            ),
+        ]
     );
 }

@@ -159,8 +159,23 @@ pub(crate) fn extract_archive(
             nanos: 0,
         });
         let target = join_rel(dest, rel);
+        // Where the layer writer finds a directory's xattrs: an empty staged directory.
+        let mut dir_xattrs = None;
         let kind = match header.entry_type() {
-            tar::EntryType::Directory => EntryKind::Dir,
+            tar::EntryType::Directory => {
+                let xattrs = pax_xattrs(&mut entry).map_err(|e| bad(format!("{name}: {e}")))?;
+                if !xattrs.is_empty() {
+                    let staged = staged_path(stage);
+                    std::fs::create_dir(&staged).map_err(|e| ContextError::io(&staged, e))?;
+                    for (key, value) in xattrs {
+                        if let Err(e) = xattr::set(&staged, &key, &value) {
+                            tracing::warn!(entry = %name, xattr = %key, "ADD {origin}: not kept: {e}");
+                        }
+                    }
+                    dir_xattrs = Some(staged);
+                }
+                EntryKind::Dir
+            }
             tar::EntryType::Regular | tar::EntryType::Continuous => {
                 let xattrs = pax_xattrs(&mut entry).map_err(|e| bad(format!("{name}: {e}")))?;
                 let staged = staged_path(stage);
@@ -211,7 +226,7 @@ pub(crate) fn extract_archive(
         };
         let xattrs_from = match &kind {
             EntryKind::File { source, .. } => Some(source.clone()),
-            _ => None,
+            _ => dir_xattrs,
         };
         let mode = if matches!(kind, EntryKind::Symlink { .. }) {
             0o777
