@@ -13,7 +13,6 @@ use std::path::Path;
 
 use common::image::{LayerEntry, read_layer};
 use common::{Context, TestRoot, run_ok};
-use rbuild::image::Digest;
 use rbuild::layer::{Compression, EntryMeta, LayerWriter};
 
 const EPOCH: &str = "1700000000";
@@ -141,22 +140,10 @@ fn meta(mode: u32, id: u32) -> EntryMeta {
     m
 }
 
-fn write_blob(layout: &Path, bytes: &[u8]) -> (String, usize) {
-    let digest = Digest::of(bytes);
-    std::fs::write(layout.join("blobs/sha256").join(digest.hex()), bytes).unwrap();
-    (digest.to_string(), bytes.len())
-}
-
 /// An OCI layout at `layout`, tagged `v1`: one layer with `home/` (0:0) and `home/app/`
 /// (1000:1000, 0750) holding a file of 1000's, and a `/srv` owned by 1000 that a second
 /// layer's opaque marker and files owned by 7 replace.
 fn base_layout(layout: &Path) {
-    std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        r#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
     let mut w = LayerWriter::new(Vec::new(), Compression::Gzip { level: 1 }).unwrap();
     w.append_dir("home", &meta(0o755, 0)).unwrap();
     w.append_dir("home/app", &meta(0o750, 1000)).unwrap();
@@ -170,43 +157,11 @@ fn base_layout(layout: &Path) {
     w.append_opaque("srv").unwrap();
     w.append_dir("srv/data", &meta(0o711, 7)).unwrap();
     let upper = w.finish().unwrap();
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for layer in [lower, upper] {
-        let (digest, size) = write_blob(layout, &layer.sink);
-        descs.push(serde_json::json!({
-            "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": digest, "size": size,
-        }));
-        diff_ids.push(layer.diff_id.to_string());
-    }
-    let config = serde_json::json!({
-        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
-        "os": "linux",
-        "config": {},
-        "rootfs": {"type": "layers", "diff_ids": diff_ids},
-    });
-    let (cdigest, csize) = write_blob(layout, &serde_json::to_vec(&config).unwrap());
-    let manifest = serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": cdigest, "size": csize},
-        "layers": descs,
-    });
-    let (mdigest, msize) = write_blob(layout, &serde_json::to_vec(&manifest).unwrap());
-    let index = serde_json::json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "digest": mdigest, "size": msize,
-            "annotations": {"org.opencontainers.image.ref.name": "v1"},
-        }],
-    });
-    std::fs::write(
-        layout.join("index.json"),
-        serde_json::to_vec(&index).unwrap(),
-    )
-    .unwrap();
+    common::layout::write_oci_layout(
+        layout,
+        &[(lower.sink, lower.diff_id), (upper.sink, upper.diff_id)],
+        "v1",
+    );
 }
 
 /// A COPY into existing directories of the base image lists them in its layer (as BuildKit's

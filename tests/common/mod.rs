@@ -9,6 +9,7 @@ pub mod context;
 pub mod fixtures;
 pub mod http;
 pub mod image;
+pub mod layout;
 pub mod podman;
 pub mod random_image;
 pub mod registry;
