@@ -46,6 +46,7 @@ pub use compression::{ArchiveFormat, Compression, detect_format, open_decompress
 pub use meta::{DeviceKind, EntryMeta, EntryOptions, IdMapping};
 pub use owners::OwnerTable;
 pub use skeleton::{SKELETON_FILE, apply_skeleton, apply_skeleton_recording_owners};
+pub(crate) use tar_meta::clean_components;
 pub use tree::{sort_layer_paths, write_dir_tree};
 pub use whiteout::OverlayXattrs;
 pub use writer::{LayerSummary, LayerWriter};

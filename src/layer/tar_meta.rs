@@ -21,7 +21,7 @@ pub(super) struct Attrs {
 
 /// The components of an entry name, cleaned as if rooted at `/` (so `..` stops at the root,
 /// like containerd's `fs.RootPath`): `../x` and `/x` both mean `x`.
-pub(super) fn clean_components(raw: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn clean_components(raw: &[u8]) -> Vec<&[u8]> {
     let mut out: Vec<&[u8]> = Vec::new();
     for part in raw.split(|&b| b == b'/') {
         match part {

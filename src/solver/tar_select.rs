@@ -56,17 +56,7 @@ pub(crate) fn within(path: &[u8], top: &[u8]) -> bool {
 /// `raw` as the layer applier sees it: no empty or `.` components, `..` removing the previous
 /// one (never going above the root), joined by `/`.
 pub(crate) fn normalize(raw: &[u8]) -> Vec<u8> {
-    let mut out: Vec<&[u8]> = Vec::new();
-    for part in raw.split(|&b| b == b'/') {
-        match part {
-            b"" | b"." => {}
-            b".." => {
-                out.pop();
-            }
-            p => out.push(p),
-        }
-    }
-    out.join(&b'/')
+    crate::layer::clean_components(raw).join(&b'/')
 }
 
 /// What filtering one or more layers found that the view may need to grow for.
