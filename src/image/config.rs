@@ -224,15 +224,16 @@ pub struct History {
     /// When the step ran, RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub created: Option<String>,
-    /// The instruction, e.g. `RUN /bin/sh -c make # buildkit`.
+    /// The instruction, e.g. `RUN /bin/sh -c make # buildkit`. Shared with the planned step
+    /// it describes (one copy of the text per step, not two).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub created_by: Option<String>,
+    pub created_by: Option<std::sync::Arc<str>>,
     /// Author.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub author: Option<String>,
-    /// BuildKit writes `buildkit.dockerfile.v0`.
+    /// BuildKit writes `buildkit.dockerfile.v0` (a constant: borrowed, not copied per step).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub comment: Option<String>,
+    pub comment: Option<std::borrow::Cow<'static, str>>,
     /// True for steps that produced no layer (ENV, CMD, ...).
     #[serde(default, skip_serializing_if = "is_false")]
     pub empty_layer: bool,

@@ -50,14 +50,14 @@ pub(crate) fn predefined(target: &Platform, build: &Platform, target_stage: &str
 /// Evaluates the global ARGs in order: a `--build-arg` wins, else the default expanded with the
 /// globals before it and the predefined ARGs.
 pub(crate) fn eval_globals(
-    decls: &[(String, Option<String>)],
+    decls: &[(&str, Option<&str>)],
     build_args: &BTreeMap<String, String>,
     predefined: &Vars,
     escape: char,
 ) -> Result<BTreeMap<String, Option<String>>, String> {
     let mut globals: BTreeMap<String, Option<String>> = BTreeMap::new();
     for (key, default) in decls {
-        let value = match (build_args.get(key), default) {
+        let value = match (build_args.get(*key), default) {
             (Some(v), _) => Some(v.clone()),
             (None, Some(d)) => {
                 let scope = global_scope(&globals, predefined);
@@ -65,7 +65,7 @@ pub(crate) fn eval_globals(
             }
             (None, None) => None,
         };
-        globals.insert(key.clone(), value);
+        globals.insert(key.to_string(), value);
     }
     Ok(globals)
 }
@@ -108,7 +108,7 @@ pub(crate) fn unused(plan: &Plan<'_>) -> Vec<String> {
     for &i in &plan.order {
         for (_, instr) in &plan.stages[i].commands {
             if let Instruction::Arg(a) = instr {
-                declared.extend(a.args.iter().map(|(k, _)| k.as_str()));
+                declared.extend(a.args.iter().map(|(k, _)| *k));
             }
         }
     }
@@ -157,11 +157,11 @@ mod tests {
 
     #[test]
     fn globals_evaluate_in_order_with_overrides() {
-        let decls = vec![
-            ("A".to_string(), Some("1".to_string())),
-            ("B".to_string(), Some("${A}-$TARGETARCH".to_string())),
-            ("C".to_string(), None),
-            ("D".to_string(), Some("d".to_string())),
+        let decls = [
+            ("A", Some("1")),
+            ("B", Some("${A}-$TARGETARCH")),
+            ("C", None),
+            ("D", Some("d")),
         ];
         let g = eval_globals(&decls, &ba(&[("D", "over")]), &pre(), '\\').unwrap();
         assert_eq!(g["A"].as_deref(), Some("1"));

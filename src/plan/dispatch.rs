@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::args::{self, PROXY_ARGS};
 use super::expand::{self, Vars};
 use super::meta;
-use super::{Plan, PlanError, Source, Stage, Step};
+use super::{Plan, PlanError, RunEnv, Source, Stage, Step};
 use crate::dockerfile::instructions::Instruction;
 use crate::dockerfile::{Node, VarLookup};
 use crate::image::{Digest, ImageConfig, Platform};
@@ -68,7 +68,10 @@ pub(crate) struct State<'a> {
     /// The RUN environment last built, shared by every RUN until ENV or ARG changes it
     /// ([`State::env_changed`]); most RUNs in a stage see the same environment, and copying
     /// it into each was a dozen allocations per RUN.
-    pub run_env: Option<Arc<[String]>>,
+    pub run_env: Option<Arc<RunEnv>>,
+    /// The buffer the last history line was written in, reused for the next one (each step's
+    /// line is then copied once, into the `Arc` the step and the image history share).
+    pub history_buf: String,
 }
 
 /// Variables for expansion: stage ARGs, overridden by ENV. Looked up in place rather than
@@ -163,25 +166,36 @@ impl State<'_> {
     }
 
     /// The RUN environment, shared with earlier RUNs while ENV and ARG are unchanged.
-    pub(crate) fn shared_run_env(&mut self) -> Arc<[String]> {
+    pub(crate) fn shared_run_env(&mut self) -> Arc<RunEnv> {
         if let Some(env) = &self.run_env {
             return Arc::clone(env);
         }
-        let env: Arc<[String]> = self.run_env().into();
+        let env = Arc::new(self.run_env());
         self.run_env = Some(Arc::clone(&env));
         env
     }
 
     /// The RUN environment: ENV, then declared ARGs not shadowed by ENV, then proxy build args.
-    pub(crate) fn run_env(&self) -> Vec<String> {
+    pub(crate) fn run_env(&self) -> RunEnv {
         let image_env = &self.config.config.env;
         let proxies = || {
             PROXY_ARGS
                 .iter()
                 .filter_map(|p| Some((*p, self.plan.options.build_args.get(*p)?)))
         };
-        let mut env = Vec::with_capacity(image_env.len() + self.args.len() + 1 + proxies().count());
-        env.extend(image_env.iter().cloned());
+        let entries = image_env.len() + self.args.len() + 1 + proxies().count();
+        let bytes = image_env.iter().map(String::len).sum::<usize>()
+            + DEFAULT_PATH.len()
+            + 5
+            + self
+                .args
+                .iter()
+                .map(|(k, v)| k.len() + 1 + v.as_ref().map_or(0, String::len))
+                .sum::<usize>();
+        let mut env = RunEnv::with_capacity(entries, bytes);
+        for e in image_env {
+            env.push_parts(&[e]);
+        }
         // Which names the environment already holds. A linear scan beats hashing for the
         // usual few dozen entries; very large environments get a set.
         let keys: Option<HashSet<&str>> = (image_env.len() * (self.args.len() + 1) > 4096)
@@ -191,7 +205,7 @@ impl State<'_> {
             None => image_env.iter().any(|e| env_key(e) == k),
         };
         if !in_image("PATH") {
-            env.push(format!("PATH={DEFAULT_PATH}"));
+            env.push_parts(&["PATH=", DEFAULT_PATH]);
         }
         // Stage ARG names are unique (see `args`), so only ENV can shadow one.
         for (k, v) in &self.args {
@@ -199,13 +213,13 @@ impl State<'_> {
                 && k != "PATH"
                 && !in_image(k)
             {
-                env.push(format!("{k}={v}"));
+                env.push_parts(&[k, "=", v]);
             }
         }
         for (p, v) in proxies() {
             let declared = self.args.iter().any(|(k, v)| k == p && v.is_some());
             if !declared && !in_image(p) {
-                env.push(format!("{p}={v}"));
+                env.push_parts(&[p, "=", v]);
             }
         }
         env
@@ -262,6 +276,7 @@ impl Plan<'_> {
                 cmd_set: false,
                 predefined: &predefined,
                 run_env: None,
+                history_buf: String::new(),
             };
             let first_new_history = state.config.history.len();
             let mut steps = Vec::new();
@@ -285,7 +300,7 @@ impl Plan<'_> {
                         keep_git_dir: false,
                         unpack: None,
                     }),
-                    created_by: format!("FROM {name}"),
+                    created_by: format!("FROM {name}").into(),
                     empty_layer: false,
                 });
             }
@@ -305,9 +320,9 @@ impl Plan<'_> {
             for step in &steps {
                 state.config.history.push(crate::image::History {
                     created: None,
-                    created_by: Some(step.created_by.clone()),
+                    created_by: Some(Arc::clone(&step.created_by)),
                     author: None,
-                    comment: Some("buildkit.dockerfile.v0".into()),
+                    comment: Some(Cow::Borrowed("buildkit.dockerfile.v0")),
                     empty_layer: step.empty_layer,
                 });
             }

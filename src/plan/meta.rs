@@ -2,7 +2,9 @@
 //! the history line in BuildKit's exact words (`ENV A=b`, `CMD ["sh" "-c" "x"]`,
 //! `COPY a /b # buildkit`, `RUN |1 A=b /bin/sh -c x # buildkit`).
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use super::args::PROXY_ARGS;
 use super::dispatch::State;
@@ -26,9 +28,11 @@ struct History {
 }
 
 impl History {
+    /// Starts a line in `buf` (the stage's reused buffer, taken with [`State::history_buf`]).
     /// `capacity`: about how long the parts will be.
-    fn new(name: &str, capacity: usize) -> History {
-        let mut line = String::with_capacity(name.len() + 1 + capacity + BUILDKIT_SUFFIX.len());
+    fn new(mut line: String, name: &str, capacity: usize) -> History {
+        line.clear();
+        line.reserve(name.len() + 1 + capacity + BUILDKIT_SUFFIX.len());
         line.push_str(name);
         History { line, empty: true }
     }
@@ -68,7 +72,7 @@ pub(crate) fn dispatch_one(
             // Every value is expanded before any is set: one ENV line does not see its own
             // earlier pairs (BuildKit's rule).
             let mut expanded = Vec::with_capacity(pairs.len());
-            let mut h = History::new("ENV", 16 * pairs.len());
+            let mut h = History::new(std::mem::take(&mut st.history_buf), "ENV", 16 * pairs.len());
             for (k, v) in pairs {
                 let k = st.expand_cow(node, k)?;
                 let v = st.expand_cow(node, v)?;
@@ -82,7 +86,11 @@ pub(crate) fn dispatch_one(
             h.finish()
         }
         Instruction::Label(pairs) => {
-            let mut h = History::new("LABEL", 32 * pairs.len());
+            let mut h = History::new(
+                std::mem::take(&mut st.history_buf),
+                "LABEL",
+                32 * pairs.len(),
+            );
             for (k, v) in pairs {
                 let k = st.expand(node, k)?;
                 let v = st.expand(node, v)?;
@@ -92,11 +100,15 @@ pub(crate) fn dispatch_one(
             h.finish()
         }
         Instruction::Maintainer(m) => {
-            st.config.author = Some(m.clone());
+            st.config.author = Some(m.to_string());
             format!("MAINTAINER {m}")
         }
         Instruction::Arg(a) => {
-            let mut h = History::new("ARG", 16 * a.args.len());
+            let mut h = History::new(
+                std::mem::take(&mut st.history_buf),
+                "ARG",
+                16 * a.args.len(),
+            );
             for (k, default) in &a.args {
                 let default = default.as_deref().map(|d| st.expand(node, d)).transpose()?;
                 match &default {
@@ -108,7 +120,7 @@ pub(crate) fn dispatch_one(
                     None => default,
                 };
                 st.args.retain(|(name, _)| name != k);
-                st.args.push((k.clone(), value));
+                st.args.push((k.to_string(), value));
             }
             st.env_changed();
             h.finish()
@@ -133,7 +145,11 @@ pub(crate) fn dispatch_one(
             msg
         }
         Instruction::Expose(ports) => {
-            let mut h = History::new("EXPOSE", 8 * ports.len());
+            let mut h = History::new(
+                std::mem::take(&mut st.history_buf),
+                "EXPOSE",
+                8 * ports.len(),
+            );
             for p in ports {
                 let expanded = st.expand_cow(node, p)?;
                 for w in expanded.split_whitespace() {
@@ -168,11 +184,11 @@ pub(crate) fn dispatch_one(
             msg
         }
         Instruction::Shell(sh) => {
-            st.config.config.shell = sh.clone();
+            st.config.config.shell = sh.iter().map(|s| s.to_string()).collect();
             format!("SHELL [{}]", sh.join(" "))
         }
         Instruction::Onbuild(o) => {
-            st.config.config.on_build.push(o.expression.clone());
+            st.config.config.on_build.push(o.expression.to_string());
             format!("ONBUILD {}", o.expression)
         }
         Instruction::Cmd(c) => {
@@ -205,15 +221,15 @@ pub(crate) fn dispatch_one(
                 }
                 None => Source::MainContext,
             };
-            let dest = st.expand_cow(node, &c.dest)?;
+            let dest = st.expand_cow(node, c.dest)?;
             let copy = CopyOp {
                 add: false,
                 from,
                 sources: expand_all(st, node, &c.sources)?,
                 heredocs: heredocs(st, node)?,
                 dest: dest_path(st.workdir(), &dest),
-                chown: opt_expand(st, node, &c.chown)?,
-                chmod: chmod(st, node, &c.chmod)?,
+                chown: opt_expand(st, node, c.chown)?,
+                chmod: chmod(st, node, c.chmod)?,
                 link: c.link,
                 parents: c.parents,
                 excludes: expand_all(st, node, &c.excludes)?,
@@ -221,28 +237,28 @@ pub(crate) fn dispatch_one(
                 keep_git_dir: false,
                 unpack: None,
             };
-            let msg = copy_message("COPY", &copy, &dest);
+            let msg = copy_message(st, "COPY", &copy, &dest);
             op = Op::Copy(copy);
             msg
         }
         Instruction::Add(a) => {
-            let dest = st.expand_cow(node, &a.dest)?;
+            let dest = st.expand_cow(node, a.dest)?;
             let copy = CopyOp {
                 add: true,
                 from: Source::MainContext,
                 sources: expand_all(st, node, &a.sources)?,
                 heredocs: heredocs(st, node)?,
                 dest: dest_path(st.workdir(), &dest),
-                chown: opt_expand(st, node, &a.chown)?,
-                chmod: chmod(st, node, &a.chmod)?,
+                chown: opt_expand(st, node, a.chown)?,
+                chmod: chmod(st, node, a.chmod)?,
                 link: a.link,
                 parents: false,
                 excludes: expand_all(st, node, &a.excludes)?,
-                checksum: opt_expand(st, node, &a.checksum)?,
+                checksum: opt_expand(st, node, a.checksum)?,
                 keep_git_dir: a.keep_git_dir,
                 unpack: a.unpack,
             };
-            let msg = copy_message("ADD", &copy, &dest);
+            let msg = copy_message(st, "ADD", &copy, &dest);
             op = Op::Copy(copy);
             msg
         }
@@ -280,7 +296,11 @@ pub(crate) fn dispatch_one(
             };
             let args_len: usize = history_args().map(|(k, _)| k.len() + 16).sum();
             let argv_len: usize = argv.iter().map(|a| a.len() + 1).sum();
-            let mut h = History::new("RUN", 4 + args_len + argv_len);
+            let mut h = History::new(
+                std::mem::take(&mut st.history_buf),
+                "RUN",
+                4 + args_len + argv_len,
+            );
             let n = history_args().count();
             if n > 0 {
                 let _ = write!(h.line, " |{n}");
@@ -301,7 +321,10 @@ pub(crate) fn dispatch_one(
             let argv = if r.cmd.prepend_shell && !node.heredocs.is_empty() {
                 with_shell(
                     st,
-                    &[heredoc_script(&r.cmd.args.join(" "), &node.heredocs)],
+                    &[Cow::Owned(heredoc_script(
+                        &r.cmd.args.join(" "),
+                        &node.heredocs,
+                    ))],
                     true,
                 )
             } else {
@@ -322,9 +345,13 @@ pub(crate) fn dispatch_one(
         }
     };
     let layered = !matches!(op, Op::Metadata);
-    let mut created_by = created_by;
+    let mut line = created_by;
     if matches!(op, Op::Copy(_) | Op::Run(_)) {
-        created_by.push_str(BUILDKIT_SUFFIX);
+        line.push_str(BUILDKIT_SUFFIX);
+    }
+    let created_by: Arc<str> = Arc::from(line.as_str());
+    if line.capacity() > st.history_buf.capacity() {
+        st.history_buf = line;
     }
     Ok(Step {
         line: node.start_line,
@@ -345,19 +372,15 @@ fn args_override(st: &State<'_>, key: &str, has_default: bool) -> Option<Option<
     )
 }
 
-fn expand_all(st: &State<'_>, node: &Node, words: &[String]) -> Result<Vec<String>, PlanError> {
+fn expand_all(st: &State<'_>, node: &Node, words: &[&str]) -> Result<Vec<String>, PlanError> {
     words.iter().map(|w| st.expand(node, w)).collect()
 }
 
-fn opt_expand(
-    st: &State<'_>,
-    node: &Node,
-    w: &Option<String>,
-) -> Result<Option<String>, PlanError> {
-    w.as_deref().map(|w| st.expand(node, w)).transpose()
+fn opt_expand(st: &State<'_>, node: &Node, w: Option<&str>) -> Result<Option<String>, PlanError> {
+    w.map(|w| st.expand(node, w)).transpose()
 }
 
-fn chmod(st: &State<'_>, node: &Node, w: &Option<String>) -> Result<Option<String>, PlanError> {
+fn chmod(st: &State<'_>, node: &Node, w: Option<&str>) -> Result<Option<String>, PlanError> {
     let Some(m) = opt_expand(st, node, w)? else {
         return Ok(None);
     };
@@ -403,9 +426,9 @@ fn heredoc_script(cmd: &str, heredocs: &[crate::dockerfile::Heredoc]) -> String 
 }
 
 /// BuildKit's COPY/ADD history: sources (heredocs as `<<NAME`) and the destination as written.
-fn copy_message(name: &str, c: &CopyOp, dest: &str) -> String {
+fn copy_message(st: &mut State<'_>, name: &str, c: &CopyOp, dest: &str) -> String {
     let len: usize = c.sources.iter().map(|s| s.len() + 1).sum();
-    let mut h = History::new(name, len + dest.len());
+    let mut h = History::new(std::mem::take(&mut st.history_buf), name, len + dest.len());
     for s in &c.sources {
         h.word(s);
     }
@@ -413,16 +436,16 @@ fn copy_message(name: &str, c: &CopyOp, dest: &str) -> String {
     h.finish()
 }
 
-fn with_shell(st: &State<'_>, args: &[String], prepend: bool) -> Vec<String> {
+fn with_shell(st: &State<'_>, args: &[Cow<'_, str>], prepend: bool) -> Vec<String> {
     if !prepend {
-        return args.to_vec();
+        return args.iter().map(|a| a.to_string()).collect();
     }
     let mut argv = if st.config.config.shell.is_empty() {
         vec!["/bin/sh".to_string(), "-c".to_string()]
     } else {
         st.config.config.shell.clone()
     };
-    argv.extend(args.iter().cloned());
+    argv.extend(args.iter().map(|a| a.to_string()));
     argv
 }
 

@@ -11,6 +11,7 @@
 mod args;
 mod dispatch;
 mod display;
+mod env;
 mod expand;
 mod meta;
 mod stages;
@@ -29,6 +30,7 @@ use crate::image::Platform;
 
 pub use args::{PROXY_ARGS, parse_source_date_epoch};
 pub use dispatch::{ImageResolver, ResolvedImage, StageDispatch};
+pub use env::RunEnv;
 
 /// What a build was asked to do, as far as planning needs it.
 #[derive(Debug, Clone)]
@@ -92,7 +94,7 @@ pub struct Stage<'a> {
     /// The `FROM` node.
     pub from: &'a Node,
     /// The instructions after `FROM`, typed.
-    pub commands: Vec<(&'a Node, Instruction)>,
+    pub commands: Vec<(&'a Node, Instruction<'a>)>,
     /// Stages this one needs (base, `COPY --from`, `RUN --mount from=`).
     pub deps: BTreeSet<usize>,
 }
@@ -178,8 +180,7 @@ pub struct RunOp {
     pub argv: Vec<String>,
     /// Environment: image ENV, then stage ARGs and proxy args. Shared by the RUNs of a stage
     /// that see the same ENV and ARGs; serialized as a plain list (cache keys depend on it).
-    #[serde(serialize_with = "serialize_env")]
-    pub env: Arc<[String]>,
+    pub env: Arc<RunEnv>,
     /// Working directory.
     pub cwd: String,
     /// USER at this point.
@@ -196,12 +197,6 @@ pub struct RunOp {
     pub heredocs: Vec<(String, String)>,
 }
 
-/// Serializes a shared environment exactly as the `Vec<String>` it replaced (a JSON array),
-/// so cache keys computed from a serialized [`RunOp`] do not change.
-fn serialize_env<S: serde::Serializer>(env: &Arc<[String]>, s: S) -> Result<S::Ok, S::Error> {
-    env.as_ref().serialize(s)
-}
-
 /// One dispatched instruction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Step {
@@ -211,8 +206,8 @@ pub struct Step {
     pub instruction: &'static str,
     /// What it does to the filesystem.
     pub op: Op,
-    /// The history line BuildKit writes for it.
-    pub created_by: String,
+    /// The history line BuildKit writes for it (shared with the image config's history).
+    pub created_by: Arc<str>,
     /// Whether it adds no layer.
     pub empty_layer: bool,
 }

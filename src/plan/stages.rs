@@ -10,11 +10,11 @@ use crate::dockerfile::instructions::{FromInstr, Instruction, suggest};
 use crate::dockerfile::{Dockerfile, Node};
 
 /// A FROM node, its parsed form and the instructions after it, before resolution.
-type RawStage<'a> = (&'a Node, FromInstr, Vec<(&'a Node, Instruction)>);
+type RawStage<'a> = (&'a Node, FromInstr<'a>, Vec<(&'a Node, Instruction<'a>)>);
 
 pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Plan<'_>, PlanError> {
     let escape = dockerfile.directives.escape;
-    let mut global_decls: Vec<(String, Option<String>)> = Vec::new();
+    let mut global_decls: Vec<(&str, Option<&str>)> = Vec::new();
     let mut raw: Vec<RawStage> = Vec::new();
     for node in &dockerfile.nodes {
         let instr = Instruction::parse(node)?;
@@ -74,7 +74,7 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
     let mut stages = Vec::new();
     for (index, (node, f, commands)) in raw.into_iter().enumerate() {
         let image =
-            expand::expand(&f.image, &scope, escape).map_err(|m| PlanError::invalid(node, m))?;
+            expand::expand(f.image, &scope, escape).map_err(|m| PlanError::invalid(node, m))?;
         if image.is_empty() {
             return Err(PlanError::invalid(
                 node,
@@ -83,7 +83,6 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
         }
         let platform = f
             .platform
-            .as_deref()
             .map(|p| expand::expand(p, &scope, escape))
             .transpose()
             .map_err(|m| PlanError::invalid(node, m))?;
@@ -124,9 +123,9 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
 }
 
 /// `COPY --from` and `RUN --mount from=` values of an instruction (unexpanded).
-pub(crate) fn from_refs(instr: &Instruction) -> impl Iterator<Item = &str> {
+pub(crate) fn from_refs<'i>(instr: &'i Instruction<'_>) -> impl Iterator<Item = &'i str> {
     let copy_from = match instr {
-        Instruction::Copy(c) => c.from.as_deref(),
+        Instruction::Copy(c) => c.from,
         _ => None,
     };
     // The mounts parsed with the instruction are the specs read without expansion.

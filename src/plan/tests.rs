@@ -66,7 +66,7 @@ fn target_dispatch(text: &str, o: BuildOptions) -> StageDispatch {
 fn history(d: &StageDispatch) -> Vec<String> {
     d.config.history[d.first_new_history..]
         .iter()
-        .map(|h| h.created_by.clone().unwrap())
+        .map(|h| h.created_by.as_deref().unwrap().to_string())
         .collect()
 }
 
@@ -181,11 +181,14 @@ fn run_history_lists_args_but_not_proxies() {
         .remove(&0)
         .unwrap();
     let last = d.steps.last().unwrap();
-    assert_eq!(last.created_by, "RUN |1 A=1 /bin/sh -c echo hi # buildkit");
+    assert_eq!(
+        &*last.created_by,
+        "RUN |1 A=1 /bin/sh -c echo hi # buildkit"
+    );
     let Op::Run(r) = &last.op else { panic!() };
-    assert!(r.env.contains(&"A=1".to_string()));
-    assert!(r.env.contains(&"http_proxy=http://p".to_string()));
-    assert!(r.env.contains(&"HTTPS_PROXY=http://q".to_string()));
+    assert!(r.env.contains("A=1"));
+    assert!(r.env.contains("http_proxy=http://p"));
+    assert!(r.env.contains("HTTPS_PROXY=http://q"));
     assert!(p.unused_build_args().is_empty());
 }
 
@@ -198,9 +201,9 @@ fn a_redeclared_arg_reaches_run_once_with_its_last_value() {
     let Op::Run(r) = &d.steps.last().unwrap().op else {
         panic!()
     };
-    let a: Vec<&String> = r.env.iter().filter(|e| e.starts_with("A=")).collect();
+    let a: Vec<&str> = r.env.iter().filter(|e| e.starts_with("A=")).collect();
     assert_eq!(a, ["A=2"]);
-    assert!(r.env.contains(&"B=b".to_string()));
+    assert!(r.env.contains("B=b"));
 }
 
 #[test]
@@ -459,12 +462,21 @@ fn run_environment_is_shared_until_env_or_arg_changes() {
             _ => None,
         })
         .collect();
-    let envs: Vec<&std::sync::Arc<[String]>> = runs.iter().map(|r| &r.env).collect();
+    let envs: Vec<&std::sync::Arc<super::RunEnv>> = runs.iter().map(|r| &r.env).collect();
     assert_eq!(envs.len(), 5);
     assert!(std::sync::Arc::ptr_eq(envs[0], envs[1]));
-    assert_eq!(&envs[1][..], ["PATH=/bin", "HOME=/root"]);
-    assert_eq!(&envs[2][..], ["PATH=/bin", "HOME=/root", "X=1"]);
-    assert_eq!(&envs[3][..], ["PATH=/bin", "HOME=/root", "X=1", "Y=2"]);
+    assert_eq!(
+        envs[1].iter().collect::<Vec<_>>(),
+        ["PATH=/bin", "HOME=/root"]
+    );
+    assert_eq!(
+        envs[2].iter().collect::<Vec<_>>(),
+        ["PATH=/bin", "HOME=/root", "X=1"]
+    );
+    assert_eq!(
+        envs[3].iter().collect::<Vec<_>>(),
+        ["PATH=/bin", "HOME=/root", "X=1", "Y=2"]
+    );
     // USER does not change the environment, so the last two RUNs share it.
     assert!(std::sync::Arc::ptr_eq(envs[3], envs[4]));
     // Serialized exactly as a list (cache keys are computed from the serialized op).

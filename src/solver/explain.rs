@@ -128,7 +128,7 @@ fn declared_args(plan: &Plan) -> BTreeSet<String> {
     for stage in &plan.stages {
         for (_, instr) in &stage.commands {
             if let Instruction::Arg(a) = instr {
-                names.extend(a.args.iter().map(|(k, _)| k.clone()));
+                names.extend(a.args.iter().map(|(k, _)| k.to_string()));
             }
         }
     }
@@ -478,7 +478,7 @@ mod tests {
     fn run_inputs(env: &[&str], parent: &Digest) -> StepInputs {
         let op = Op::Run(crate::plan::RunOp {
             argv: vec!["/bin/sh".into(), "-c".into(), "make".into()],
-            env: env.iter().map(|s| s.to_string()).collect(),
+            env: std::sync::Arc::new(env.iter().collect()),
             cwd: "/".into(),
             user: None,
             mounts: vec![],

@@ -115,7 +115,7 @@ fn run_in(
         env: op
             .env
             .iter()
-            .cloned()
+            .map(str::to_string)
             .chain(secret_env(shared, op))
             .collect(),
         cwd: op.cwd.clone(),

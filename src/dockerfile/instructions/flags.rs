@@ -84,8 +84,8 @@ impl<'w> Flags<'w> {
     }
 
     /// The value of a string flag, if given and not empty.
-    pub(crate) fn non_empty(&self, name: &str) -> Option<String> {
-        self.str(name).filter(|v| !v.is_empty()).map(str::to_string)
+    pub(crate) fn non_empty(&self, name: &str) -> Option<&'w str> {
+        self.str(name).filter(|v| !v.is_empty())
     }
 
     /// The value of a string flag, borrowed.
@@ -94,8 +94,8 @@ impl<'w> Flags<'w> {
     }
 
     /// Every value of a repeatable flag, in order.
-    pub(crate) fn strings(&self, name: &str) -> Vec<String> {
-        self.values(name).map(str::to_string).collect()
+    pub(crate) fn strings(&self, name: &str) -> Vec<&'w str> {
+        self.values(name).collect()
     }
 
     /// A boolean flag: `None` when not given.

@@ -12,6 +12,8 @@ mod mount;
 mod run;
 pub(crate) mod suggest;
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 pub use copy::{AddInstr, CopyInstr};
@@ -24,31 +26,32 @@ use flags::{FlagKind, Flags};
 
 /// A command line as CMD, ENTRYPOINT and RUN carry it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct CommandLine {
-    /// Exec form: the argv. Shell form: one string, the command text.
-    pub args: Vec<String>,
+pub struct CommandLine<'a> {
+    /// Exec form: the argv. Shell form: one string, the command text (borrowed from the node
+    /// unless continuation pieces had to be joined).
+    pub args: Vec<Cow<'a, str>>,
     /// True for shell form (the stage's SHELL is prepended when it runs).
     pub prepend_shell: bool,
 }
 
 /// `FROM [--platform=P] image [AS name]`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FromInstr {
+pub struct FromInstr<'a> {
     /// The base: image reference, stage name, or `scratch` (unexpanded).
-    pub image: String,
+    pub image: &'a str,
     /// The stage name, lower-cased as BuildKit does.
     pub name: Option<String>,
     /// `--platform=` (unexpanded).
-    pub platform: Option<String>,
+    pub platform: Option<&'a str>,
 }
 
 /// `RUN [--mount=...] [--network=...] [--security=...] command`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RunInstr {
+pub struct RunInstr<'a> {
     /// The command.
-    pub cmd: CommandLine,
+    pub cmd: CommandLine<'a>,
     /// Raw `--mount` values (expanded and re-parsed by the planner).
-    pub mount_specs: Vec<String>,
+    pub mount_specs: Vec<&'a str>,
     /// The mounts as far as they can be validated before expansion.
     pub mounts: Vec<RunMount>,
     /// `--network=`.
@@ -56,64 +59,65 @@ pub struct RunInstr {
     /// `--security=`.
     pub security: Option<SecurityMode>,
     /// Heredocs attached to the instruction.
-    pub heredocs: Vec<Heredoc>,
+    pub heredocs: &'a [Heredoc],
 }
 
 /// `ARG name[=default] ...`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ArgInstr {
+pub struct ArgInstr<'a> {
     /// Each declared name with its unexpanded default.
-    pub args: Vec<(String, Option<String>)>,
+    pub args: Vec<(&'a str, Option<&'a str>)>,
 }
 
 /// `ONBUILD <instruction>`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct OnbuildInstr {
+pub struct OnbuildInstr<'a> {
     /// The trigger's source text, as stored in the image config's `OnBuild`.
-    pub expression: String,
+    pub expression: &'a str,
     /// The trigger, validated.
-    pub trigger: Box<Instruction>,
+    pub trigger: Box<Instruction<'a>>,
 }
 
-/// One typed instruction.
+/// One typed instruction. Words borrow the parsed [`Node`]'s text (typing every instruction
+/// of a large Dockerfile used to copy each of its words).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub enum Instruction {
+pub enum Instruction<'a> {
     /// `FROM`.
-    From(FromInstr),
+    From(FromInstr<'a>),
     /// `RUN`.
-    Run(RunInstr),
+    Run(RunInstr<'a>),
     /// `CMD`.
-    Cmd(CommandLine),
+    Cmd(CommandLine<'a>),
     /// `LABEL k=v ...` (unexpanded pairs).
-    Label(Vec<(String, String)>),
+    Label(Vec<(&'a str, &'a str)>),
     /// `MAINTAINER name`.
-    Maintainer(String),
+    Maintainer(&'a str),
     /// `EXPOSE port[/proto] ...` (unexpanded, sorted as BuildKit sorts them).
-    Expose(Vec<String>),
+    Expose(Vec<&'a str>),
     /// `ENV k=v ...` (unexpanded pairs).
-    Env(Vec<(String, String)>),
+    Env(Vec<(&'a str, &'a str)>),
     /// `ADD`.
-    Add(AddInstr),
+    Add(AddInstr<'a>),
     /// `COPY`.
-    Copy(CopyInstr),
+    Copy(CopyInstr<'a>),
     /// `ENTRYPOINT`.
-    Entrypoint(CommandLine),
+    Entrypoint(CommandLine<'a>),
     /// `VOLUME path ...` (unexpanded).
-    Volume(Vec<String>),
+    Volume(Vec<&'a str>),
     /// `USER user[:group]` (unexpanded).
-    User(String),
+    User(&'a str),
     /// `WORKDIR path` (unexpanded).
-    Workdir(String),
+    Workdir(&'a str),
     /// `ARG`.
-    Arg(ArgInstr),
+    Arg(ArgInstr<'a>),
     /// `ONBUILD`.
-    Onbuild(OnbuildInstr),
+    Onbuild(OnbuildInstr<'a>),
     /// `STOPSIGNAL signal` (unexpanded).
-    StopSignal(String),
+    StopSignal(&'a str),
     /// `HEALTHCHECK`.
     Healthcheck(Healthcheck),
     /// `SHELL ["exe", "arg"...]`.
-    Shell(Vec<String>),
+    Shell(Vec<&'a str>),
 }
 
 /// An instruction that cannot be built: names the instruction and its line.
@@ -128,9 +132,9 @@ pub struct InstructionError {
     pub message: String,
 }
 
-impl Instruction {
+impl<'a> Instruction<'a> {
     /// Builds the typed instruction for `node`, validating flags and arguments.
-    pub fn parse(node: &Node) -> Result<Instruction, InstructionError> {
+    pub fn parse(node: &'a Node) -> Result<Instruction<'a>, InstructionError> {
         parse_node(node).map_err(|message| InstructionError {
             line: node.start_line,
             instruction: node.instruction.to_uppercase(),
@@ -167,10 +171,10 @@ fn no_flags(node: &Node) -> Result<(), String> {
     Flags::parse(&node.flags, &[]).map(|_| ())
 }
 
-fn exactly_one(node: &Node, name: &str) -> Result<String, String> {
+fn exactly_one<'a>(node: &'a Node, name: &str) -> Result<&'a str, String> {
     no_flags(node)?;
     match node.args.as_slice() {
-        [one] => Ok(one.clone()),
+        [one] => Ok(one),
         _ => Err(format!("{name} requires exactly one argument")),
     }
 }
@@ -183,11 +187,13 @@ fn at_least_one(node: &Node, name: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn command_line(node: &Node) -> CommandLine {
-    let args = if node.json_form || node.args.is_empty() {
-        node.args.clone()
-    } else {
-        vec![node.args.join(" ")]
+fn command_line(node: &Node) -> CommandLine<'_> {
+    let args = match node.args.as_slice() {
+        [one] => vec![Cow::Borrowed(one.as_str())],
+        all if node.json_form || all.is_empty() => {
+            all.iter().map(|a| Cow::Borrowed(a.as_str())).collect()
+        }
+        all => vec![Cow::Owned(all.join(" "))],
     };
     CommandLine {
         args,
@@ -195,7 +201,7 @@ fn command_line(node: &Node) -> CommandLine {
     }
 }
 
-fn pairs(node: &Node, name: &str) -> Result<Vec<(String, String)>, String> {
+fn pairs<'a>(node: &'a Node, name: &str) -> Result<Vec<(&'a str, &'a str)>, String> {
     at_least_one(node, name)?;
     if !node.args.len().is_multiple_of(2) {
         return Err(format!("{name} has too many arguments"));
@@ -206,7 +212,7 @@ fn pairs(node: &Node, name: &str) -> Result<Vec<(String, String)>, String> {
             if kv[0].is_empty() {
                 Err(format!("{name} names can not be blank"))
             } else {
-                Ok((kv[0].clone(), kv[1].clone()))
+                Ok((kv[0].as_str(), kv[1].as_str()))
             }
         })
         .collect()
@@ -218,7 +224,7 @@ const RUN_FLAGS: &[(&str, FlagKind)] = &[
     ("security", FlagKind::String),
 ];
 
-fn parse_node(node: &Node) -> Result<Instruction, String> {
+fn parse_node(node: &Node) -> Result<Instruction<'_>, String> {
     // The parser already upper-cases names; only hand-made nodes need the conversion.
     let name = if node
         .instruction
@@ -250,7 +256,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
                 _ => return Err("FROM requires either one or three arguments".into()),
             };
             Instruction::From(FromInstr {
-                image: node.args[0].clone(),
+                image: &node.args[0],
                 name: stage,
                 platform: flags.non_empty("platform"),
             })
@@ -260,7 +266,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
             let mount_specs = flags.strings("mount");
             let mounts = mount_specs
                 .iter()
-                .map(|m| RunMount::parse(m, None))
+                .map(|m: &&str| RunMount::parse(m, None))
                 .collect::<Result<_, _>>()?;
             Instruction::Run(RunInstr {
                 cmd: command_line(node),
@@ -268,7 +274,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
                 mounts,
                 network: flags.str("network").map(NetworkMode::parse).transpose()?,
                 security: flags.str("security").map(SecurityMode::parse).transpose()?,
-                heredocs: node.heredocs.clone(),
+                heredocs: &node.heredocs,
             })
         }
         "CMD" => {
@@ -284,8 +290,8 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
         "MAINTAINER" => Instruction::Maintainer(exactly_one(node, "MAINTAINER")?),
         "EXPOSE" => {
             at_least_one(node, "EXPOSE")?;
-            let mut ports = node.args.clone();
-            ports.sort();
+            let mut ports: Vec<&str> = node.args.iter().map(String::as_str).collect();
+            ports.sort_unstable();
             Instruction::Expose(ports)
         }
         "ADD" => Instruction::Add(copy::parse_add(&node.flags, &node.args)?),
@@ -298,7 +304,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
                 if v.is_empty() {
                     return Err("VOLUME specified can not be an empty string".into());
                 }
-                vols.push(v.to_string());
+                vols.push(v);
             }
             Instruction::Volume(vols)
         }
@@ -311,8 +317,8 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
             for word in &node.args {
                 match word.split_once('=') {
                     Some(("", _)) => return Err("ARG names can not be blank".into()),
-                    Some((k, v)) => args.push((k.to_string(), Some(v.to_string()))),
-                    None => args.push((word.clone(), None)),
+                    Some((k, v)) => args.push((k, Some(v))),
+                    None => args.push((word.as_str(), None)),
                 }
             }
             Instruction::Arg(ArgInstr { args })
@@ -337,8 +343,8 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
             let expression = original
                 .get(..7)
                 .filter(|p| p.eq_ignore_ascii_case("onbuild"))
-                .map(|_| original[7..].trim_start().to_string())
-                .unwrap_or_else(|| inner.original.clone());
+                .map(|_| original[7..].trim_start())
+                .unwrap_or(inner.original.as_str());
             Instruction::Onbuild(OnbuildInstr {
                 expression,
                 trigger: Box::new(parsed),
@@ -358,7 +364,7 @@ fn parse_node(node: &Node) -> Result<Instruction, String> {
                     node.original.trim()
                 ));
             }
-            Instruction::Shell(node.args.clone())
+            Instruction::Shell(node.args.iter().map(String::as_str).collect())
         }
         other => {
             return Err(suggest::with_suggestion(

@@ -2,8 +2,9 @@
 
 use super::*;
 
-fn node(instr: &str, flags: &[&str], args: &[&str], json: bool) -> Node {
-    Node {
+/// A node that lives for the whole test run, so instructions may borrow it.
+fn node(instr: &str, flags: &[&str], args: &[&str], json: bool) -> &'static Node {
+    Box::leak(Box::new(Node {
         instruction: instr.to_string(),
         flags: flags.iter().map(|s| s.to_string()).collect(),
         args: args.iter().map(|s| s.to_string()).collect(),
@@ -13,16 +14,16 @@ fn node(instr: &str, flags: &[&str], args: &[&str], json: bool) -> Node {
         heredocs: vec![],
         onbuild: None,
         original: format!("{instr} {}", args.join(" ")),
-    }
+    }))
 }
 
-fn err(n: Node) -> String {
-    Instruction::parse(&n).unwrap_err().to_string()
+fn err(n: &Node) -> String {
+    Instruction::parse(n).unwrap_err().to_string()
 }
 
 #[test]
 fn from_with_stage_name_and_platform() {
-    let i = Instruction::parse(&node(
+    let i = Instruction::parse(node(
         "FROM",
         &["--platform=$BUILDPLATFORM"],
         &["golang:1", "AS", "Build"],
@@ -32,9 +33,9 @@ fn from_with_stage_name_and_platform() {
     assert_eq!(
         i,
         Instruction::From(FromInstr {
-            image: "golang:1".into(),
+            image: "golang:1",
             name: Some("build".into()),
-            platform: Some("$BUILDPLATFORM".into()),
+            platform: Some("$BUILDPLATFORM"),
         })
     );
 }
@@ -57,7 +58,7 @@ fn from_errors() {
 
 #[test]
 fn run_forms_and_flags() {
-    let i = Instruction::parse(&node(
+    let i = Instruction::parse(node(
         "RUN",
         &[
             "--mount=type=cache,target=/c",
@@ -74,7 +75,7 @@ fn run_forms_and_flags() {
     assert_eq!(r.mounts[0].kind, MountKind::Cache);
     assert_eq!(r.network, Some(NetworkMode::None));
     assert_eq!(r.security, Some(SecurityMode::Sandbox));
-    let Instruction::Run(r) = Instruction::parse(&node("RUN", &[], &["echo", "hi"], true)).unwrap()
+    let Instruction::Run(r) = Instruction::parse(node("RUN", &[], &["echo", "hi"], true)).unwrap()
     else {
         panic!()
     };
@@ -97,31 +98,28 @@ fn run_forms_and_flags() {
 #[test]
 fn metadata_instructions() {
     assert_eq!(
-        Instruction::parse(&node("ENV", &[], &["A", "1", "B", "\"two words\""], false)).unwrap(),
-        Instruction::Env(vec![
-            ("A".into(), "1".into()),
-            ("B".into(), "\"two words\"".into())
-        ])
+        Instruction::parse(node("ENV", &[], &["A", "1", "B", "\"two words\""], false)).unwrap(),
+        Instruction::Env(vec![("A", "1"), ("B", "\"two words\"")])
     );
     assert_eq!(
-        Instruction::parse(&node("EXPOSE", &[], &["8080/tcp", "80"], false)).unwrap(),
-        Instruction::Expose(vec!["80".into(), "8080/tcp".into()])
+        Instruction::parse(node("EXPOSE", &[], &["8080/tcp", "80"], false)).unwrap(),
+        Instruction::Expose(vec!["80", "8080/tcp"])
     );
     assert_eq!(
-        Instruction::parse(&node("VOLUME", &[], &["/a", "/b"], true)).unwrap(),
-        Instruction::Volume(vec!["/a".into(), "/b".into()])
+        Instruction::parse(node("VOLUME", &[], &["/a", "/b"], true)).unwrap(),
+        Instruction::Volume(vec!["/a", "/b"])
     );
     assert_eq!(
-        Instruction::parse(&node("ARG", &[], &["A=1", "B"], false)).unwrap(),
+        Instruction::parse(node("ARG", &[], &["A=1", "B"], false)).unwrap(),
         Instruction::Arg(ArgInstr {
-            args: vec![("A".into(), Some("1".into())), ("B".into(), None)]
+            args: vec![("A", Some("1")), ("B", None)]
         })
     );
     assert_eq!(
-        Instruction::parse(&node("SHELL", &[], &["/bin/bash", "-c"], true)).unwrap(),
-        Instruction::Shell(vec!["/bin/bash".into(), "-c".into()])
+        Instruction::parse(node("SHELL", &[], &["/bin/bash", "-c"], true)).unwrap(),
+        Instruction::Shell(vec!["/bin/bash", "-c"])
     );
-    let Instruction::Cmd(c) = Instruction::parse(&node("CMD", &[], &["a", "b"], true)).unwrap()
+    let Instruction::Cmd(c) = Instruction::parse(node("CMD", &[], &["a", "b"], true)).unwrap()
     else {
         panic!()
     };
@@ -163,29 +161,31 @@ fn argument_count_errors() {
 
 #[test]
 fn onbuild_nesting() {
-    let mut n = node("ONBUILD", &[], &[], false);
-    n.original = "ONBUILD COPY . /app".into();
-    n.onbuild = Some(Box::new(node("COPY", &[], &[".", "/app"], false)));
+    let onbuild = |inner: &Node| {
+        let mut n = node("ONBUILD", &[], &[], false).clone();
+        n.original = "ONBUILD COPY . /app".into();
+        n.onbuild = Some(Box::new(inner.clone()));
+        n
+    };
+    let n = onbuild(node("COPY", &[], &[".", "/app"], false));
     let Instruction::Onbuild(o) = Instruction::parse(&n).unwrap() else {
         panic!()
     };
     assert_eq!(o.expression, "COPY . /app");
     assert!(matches!(*o.trigger, Instruction::Copy(_)));
-    n.onbuild = Some(Box::new(node("FROM", &[], &["x"], false)));
     assert_eq!(
-        err(n.clone()),
+        err(&onbuild(node("FROM", &[], &["x"], false))),
         "line 7: ONBUILD: FROM isn't allowed as an ONBUILD trigger"
     );
-    n.onbuild = Some(Box::new(node("ONBUILD", &[], &[], false)));
     assert_eq!(
-        err(n),
+        err(&onbuild(node("ONBUILD", &[], &[], false))),
         "line 7: ONBUILD: Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"
     );
 }
 
 #[test]
 fn healthcheck_via_node() {
-    let i = Instruction::parse(&node(
+    let i = Instruction::parse(node(
         "HEALTHCHECK",
         &["--timeout=3s"],
         &["CMD", "curl x"],
