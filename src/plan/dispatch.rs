@@ -92,14 +92,12 @@ impl State<'_> {
         let env = if name.contains('=') {
             None
         } else {
-            self.config.config.env.iter().rev().find_map(|e| {
-                let rest = e.strip_prefix(name)?;
-                if rest.is_empty() {
-                    Some("")
-                } else {
-                    rest.strip_prefix('=')
-                }
-            })
+            self.config
+                .config
+                .env
+                .iter()
+                .rev()
+                .find_map(|e| env_value(e, name))
         };
         // An ARG without a value leaves it unset.
         env.or_else(|| {
@@ -202,7 +200,7 @@ impl State<'_> {
             .then(|| image_env.iter().map(|e| env_key(e)).collect());
         let in_image = |k: &str| match &keys {
             Some(set) => set.contains(k),
-            None => image_env.iter().any(|e| env_key(e) == k),
+            None => image_env.iter().any(|e| env_value(e, k).is_some()),
         };
         if !in_image("PATH") {
             env.push_parts(&["PATH=", DEFAULT_PATH]);
@@ -340,6 +338,19 @@ impl Plan<'_> {
             );
         }
         Ok(done)
+    }
+}
+
+/// The value of environment entry `entry` (`KEY=value`, or a bare `KEY` meaning empty) if its
+/// key is `name`, which holds no `=`. The byte after the name is checked before the name
+/// itself: every variable lookup scans the whole environment, and most entries differ there.
+pub(crate) fn env_value<'e>(entry: &'e str, name: &str) -> Option<&'e str> {
+    let n = name.len();
+    let b = entry.as_bytes();
+    match b.get(n) {
+        None if b.len() == n && entry == name => Some(""),
+        Some(b'=') if &b[..n] == name.as_bytes() => Some(&entry[n + 1..]),
+        _ => None,
     }
 }
 

@@ -455,9 +455,13 @@ fn set_env(env: &mut Vec<String>, key: &str, value: &str) {
     entry.push('=');
     entry.push_str(value);
     // The entry whose key (text up to its first `=`) is `key`.
-    let same_key = |e: &String| match e.strip_prefix(key) {
-        Some(rest) => rest.is_empty() || (rest.starts_with('=') && !key.contains('=')),
-        None => false,
+    let plain_key = !key.contains('=');
+    let same_key = |e: &String| {
+        if plain_key {
+            super::dispatch::env_value(e, key).is_some()
+        } else {
+            e == key
+        }
     };
     match env.iter_mut().find(|e| same_key(e)) {
         Some(e) => *e = entry,

@@ -485,3 +485,16 @@ fn run_environment_is_shared_until_env_or_arg_changes() {
         serde_json::json!(["PATH=/bin", "HOME=/root", "X=1"])
     );
 }
+
+#[test]
+fn environment_entries_match_by_whole_key() {
+    use super::dispatch::env_value;
+    assert_eq!(env_value("PATH=/bin", "PATH"), Some("/bin"));
+    assert_eq!(env_value("A=b=c", "A"), Some("b=c"));
+    assert_eq!(env_value("A=", "A"), Some(""));
+    assert_eq!(env_value("A", "A"), Some(""));
+    assert_eq!(env_value("AB=1", "A"), None);
+    assert_eq!(env_value("A=1", "AB"), None);
+    assert_eq!(env_value("B=1", "A"), None);
+    assert_eq!(env_value("", "A"), None);
+}
