@@ -1,5 +1,7 @@
 //! The parser's output: one untyped [`Node`] per instruction, keeping its source location.
 
+use std::borrow::Cow;
+
 use serde::Serialize;
 
 /// A parsed Dockerfile: its parser directives and its instructions in order.
@@ -39,8 +41,9 @@ impl Default for Directives {
 /// The serde form is the stable JSON of `rbuild debug parse --format json`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Node {
-    /// Instruction name, upper-case (`RUN`, `COPY`, ...).
-    pub instruction: String,
+    /// Instruction name, upper-case (`RUN`, `COPY`, ...): a static string for the names
+    /// BuildKit knows (no allocation per node), owned for an unknown one.
+    pub instruction: Cow<'static, str>,
     /// `--name[=value]` words that preceded the arguments, verbatim.
     pub flags: Vec<String>,
     /// Arguments as BuildKit's node list: shell form is one string with continuations joined;

@@ -59,7 +59,7 @@ pub fn dump_node(node: &Node, escape: char) -> String {
     }
     if let Some(inner) = &node.onbuild {
         s.push_str(&format!(" ({})", dump_node(inner, escape)));
-    } else if matches!(node.instruction.as_str(), "ENV" | "LABEL") {
+    } else if matches!(&*node.instruction, "ENV" | "LABEL") {
         let sep = if is_legacy_key_value(node, escape) {
             ""
         } else {

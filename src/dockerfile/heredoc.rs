@@ -18,8 +18,12 @@ pub(crate) struct Opener {
 }
 
 impl Opener {
-    pub(crate) fn into_heredoc(self, content: String) -> Heredoc {
-        let content = if self.chomp { chomp(&content) } else { content };
+    pub(crate) fn into_heredoc(self, content: &str) -> Heredoc {
+        let content = if self.chomp {
+            chomp(content)
+        } else {
+            content.to_string()
+        };
         Heredoc {
             name: self.name,
             content,
@@ -32,10 +36,11 @@ impl Opener {
 
 /// Removes leading tabs from every line (`<<-`).
 pub(crate) fn chomp(content: &str) -> String {
-    content
-        .split_inclusive('\n')
-        .map(|l| l.trim_start_matches('\t'))
-        .collect()
+    let mut out = String::with_capacity(content.len());
+    for line in content.split_inclusive('\n') {
+        out.push_str(line.trim_start_matches('\t'));
+    }
+    out
 }
 
 /// The heredocs a line opens, in order. Errors carry BuildKit's lexer message.
@@ -46,8 +51,18 @@ pub(crate) fn heredocs_from_line(line: &str) -> Result<Vec<Opener>, String> {
     if !line.contains("<<") {
         return Ok(Vec::new());
     }
-    let empty: HashMap<String, String> = HashMap::new();
     let lex = Lexer::new('\\');
+    if lex.is_plain(line) {
+        // Nothing for the lexer to do: its words are the whitespace-separated pieces.
+        let mut out = Vec::new();
+        for word in line.split(char::is_whitespace).filter(|w| !w.is_empty()) {
+            if let Some(h) = parse_heredoc(word)? {
+                out.push(h);
+            }
+        }
+        return Ok(out);
+    }
+    let empty: HashMap<String, String> = HashMap::new();
     let mode = LexMode {
         raw_quotes: true,
         raw_escapes: true,
@@ -88,8 +103,17 @@ fn parse_heredoc(word: &str) -> Result<Option<Opener>, String> {
         // Go's ParseUint error is ignored there too: an overflowing fd becomes 0.
         word[..digits].parse::<u32>().unwrap_or(0)
     };
-    let empty: HashMap<String, String> = HashMap::new();
     let lex = Lexer::new('\\');
+    if lex.is_plain(rest) && !rest.contains(char::is_whitespace) {
+        // Both lexings would return `rest` itself as the one word, quotes counted equal.
+        return Ok(Some(Opener {
+            name: rest.to_string(),
+            fd,
+            expand: true,
+            chomp,
+        }));
+    }
+    let empty: HashMap<String, String> = HashMap::new();
     let plain = LexMode {
         raw_quotes: false,
         raw_escapes: false,

@@ -12,38 +12,48 @@ pub(crate) struct Parsed {
     pub(crate) json: bool,
 }
 
-/// `[\t\v\f\r ]`, BuildKit's `reWhitespace`.
-fn is_re_ws(c: char) -> bool {
-    matches!(c, '\t' | '\u{0B}' | '\u{0C}' | '\r' | ' ')
+/// `[\t\v\f\r ]`, BuildKit's `reWhitespace`. All ASCII, so scanning bytes finds exactly
+/// what scanning chars would (no byte of a multi-byte UTF-8 character is ASCII).
+fn is_re_ws(b: u8) -> bool {
+    matches!(b, b'\t' | 0x0B | 0x0C | b'\r' | b' ')
+}
+
+/// `s` without leading `[\t\v\f\r ]`.
+fn trim_start_re_ws(s: &str) -> &str {
+    let n = s.bytes().take_while(|&b| is_re_ws(b)).count();
+    &s[n..]
 }
 
 /// Splits on runs of `[\t\v\f\r ]` (Go's `regexp.Split(s, n)`, `n == 2` or all).
 fn split_re_ws(s: &str, limit_two: bool) -> Vec<String> {
+    let b = s.as_bytes();
     let mut out = Vec::new();
-    let mut rest = s;
-    loop {
-        match rest.find(is_re_ws) {
-            Some(i) if !(limit_two && out.len() == 1) => {
-                out.push(rest[..i].to_string());
-                rest = rest[i..].trim_start_matches(is_re_ws);
-            }
-            _ => {
-                out.push(rest.to_string());
-                return out;
-            }
+    let mut start = 0;
+    let mut i = 0;
+    while i < b.len() {
+        if !is_re_ws(b[i]) {
+            i += 1;
+            continue;
         }
+        if limit_two && out.len() == 1 {
+            break;
+        }
+        out.push(s[start..i].to_string());
+        while i < b.len() && is_re_ws(b[i]) {
+            i += 1;
+        }
+        start = i;
     }
+    out.push(s[start..].to_string());
+    out
 }
 
 /// Splits a joined line into the instruction name, its `--flags` and the trimmed rest
 /// (borrowed from `line` unless a flag ended mid-character).
 pub(crate) fn split_command(line: &str) -> (&str, Vec<String>, Cow<'_, str>) {
     let trimmed = line.trim();
-    let (cmd, rest) = match trimmed.find(is_re_ws) {
-        Some(i) => (
-            &trimmed[..i],
-            Some(trimmed[i..].trim_start_matches(is_re_ws)),
-        ),
+    let (cmd, rest) = match trimmed.bytes().position(is_re_ws) {
+        Some(i) => (&trimmed[..i], Some(trim_start_re_ws(&trimmed[i..]))),
         None => (trimmed, None),
     };
     let (args, flags) = match rest {
@@ -182,62 +192,84 @@ fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
 /// Every character is kept (whitespace inside quotes or after an escape included), so each
 /// word is a slice of `rest`; only an escape as the very last character is dropped.
 pub(crate) fn parse_words(rest: &str, escape: char) -> Vec<&str> {
-    #[derive(PartialEq)]
-    enum Phase {
-        Spaces,
-        Word,
-        Quote,
+    words(rest, escape).collect()
+}
+
+/// [`parse_words`] as an iterator, for callers that look at each word once (no list).
+pub(crate) fn words(rest: &str, escape: char) -> Words<'_> {
+    Words {
+        text: rest,
+        pos: 0,
+        escape,
     }
-    let mut chars = rest.char_indices();
-    let mut words = Vec::new();
-    let mut phase = Phase::Spaces;
-    let mut start = 0;
-    let mut quote = '\0';
-    // Length of a final escape that escapes nothing (dropped).
-    let mut dropped = 0;
-    loop {
-        let cur = chars.next();
-        if phase == Phase::Spaces {
-            let Some((i, c)) = cur else { break };
-            if c.is_whitespace() {
-                continue;
-            }
-            start = i;
-            phase = Phase::Word;
-        }
-        let Some((i, ch)) = cur else {
-            let end = rest.len() - dropped;
-            if end > start {
-                words.push(&rest[start..end]);
-            }
-            break;
-        };
-        if phase == Phase::Word {
-            if ch.is_whitespace() {
-                phase = Phase::Spaces;
-                words.push(&rest[start..i]);
-                continue;
-            }
-            if ch == '\'' || ch == '"' {
-                quote = ch;
-                phase = Phase::Quote;
-            }
-            // An escape takes the next character into the word, whatever it is.
-            if ch == escape && chars.next().is_none() {
-                dropped = ch.len_utf8();
-            }
-            continue;
-        }
-        // Phase::Quote
-        if ch == quote {
-            phase = Phase::Word;
-        }
-        if ch == escape && quote != '\'' && chars.next().is_none() {
-            dropped = ch.len_utf8();
-            phase = Phase::Word;
-        }
+}
+
+/// The character at byte `i` of `s` and its length; ASCII without decoding.
+#[inline]
+fn char_at(s: &str, i: usize) -> (char, usize) {
+    let b = s.as_bytes()[i];
+    if b.is_ascii() {
+        return (char::from(b), 1);
     }
-    words
+    let c = s[i..].chars().next().unwrap_or(char::REPLACEMENT_CHARACTER);
+    (c, c.len_utf8())
+}
+
+/// Iterator over [`parse_words`]' words.
+pub(crate) struct Words<'a> {
+    text: &'a str,
+    /// Byte offset where the next word's search starts.
+    pos: usize,
+    escape: char,
+}
+
+impl<'a> Iterator for Words<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let s = self.text;
+        let len = s.len();
+        let mut i = self.pos;
+        loop {
+            if i >= len {
+                self.pos = len;
+                return None;
+            }
+            let (c, n) = char_at(s, i);
+            if !c.is_whitespace() {
+                break;
+            }
+            i += n;
+        }
+        let start = i;
+        // The open quote, while inside one.
+        let mut quote = None;
+        while i < len {
+            let (c, n) = char_at(s, i);
+            i += n;
+            match quote {
+                None if c.is_whitespace() => {
+                    self.pos = i;
+                    return Some(&s[start..i - n]);
+                }
+                None if c == '\'' || c == '"' => quote = Some(c),
+                Some(q) if c == q => quote = None,
+                _ if c == self.escape && quote != Some('\'') => {
+                    // The escape takes the next character into the word, whatever it is;
+                    // one that escapes nothing at the very end is dropped.
+                    if i >= len {
+                        self.pos = len;
+                        let end = len - n;
+                        return (end > start).then(|| &s[start..end]);
+                    }
+                    i += char_at(s, i).1;
+                }
+                _ => {}
+            }
+        }
+        self.pos = len;
+        Some(&s[start..])
+    }
 }
 
 const NOT_STRING_ARRAY: &str =
@@ -249,6 +281,9 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
     let rest = rest.trim_start();
     if !rest.starts_with('[') {
         return Ok(None);
+    }
+    if let Some(items) = plain_string_array(rest) {
+        return Ok(Some(items));
     }
     let Ok(serde_json::Value::Array(items)) = serde_json::from_str::<serde_json::Value>(rest)
     else {
@@ -262,6 +297,50 @@ fn parse_json(rest: &str) -> Result<Option<Vec<String>>, String> {
         })
         .collect::<Result<Vec<_>, _>>()
         .map(Some)
+}
+
+/// The usual exec form, `["a", "b c"]`: strings without escapes or control characters,
+/// read straight from the text (serde_json builds a `Value` tree first). `None` for
+/// anything else, which then goes through serde_json, so the accepted language is
+/// serde_json's either way.
+fn plain_string_array(s: &str) -> Option<Vec<String>> {
+    let b = s.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while i < b.len() && matches!(b[i], b' ' | b'\t' | b'\n' | b'\r') {
+            i += 1;
+        }
+        i
+    };
+    let mut items = Vec::new();
+    let mut i = skip_ws(1);
+    if b.get(i) == Some(&b']') {
+        i += 1;
+    } else {
+        loop {
+            if b.get(i) != Some(&b'"') {
+                return None;
+            }
+            let start = i + 1;
+            let len = b[start..]
+                .iter()
+                .position(|&c| c == b'"' || c == b'\\' || c < 0x20)?;
+            let end = start + len;
+            if b[end] != b'"' {
+                return None;
+            }
+            items.push(s[start..end].to_string());
+            i = skip_ws(end + 1);
+            match b.get(i)? {
+                b',' => i = skip_ws(i + 1),
+                b']' => {
+                    i += 1;
+                    break;
+                }
+                _ => return None,
+            }
+        }
+    }
+    (skip_ws(i) == b.len()).then_some(items)
 }
 
 /// `RUN`, `CMD`, `ENTRYPOINT`, `SHELL`: JSON array or the whole rest as one string.
@@ -312,10 +391,7 @@ pub(crate) fn single_string(rest: &str) -> Parsed {
 /// `ARG`: words, quotes kept.
 pub(crate) fn name_or_name_val(rest: &str, escape: char) -> Parsed {
     Parsed {
-        args: parse_words(rest, escape)
-            .into_iter()
-            .map(str::to_string)
-            .collect(),
+        args: words(rest, escape).map(str::to_string).collect(),
         json: false,
     }
 }
@@ -323,11 +399,11 @@ pub(crate) fn name_or_name_val(rest: &str, escape: char) -> Parsed {
 /// `ENV`, `LABEL`: key, value, key, value...; the legacy `KEY value with spaces` form when the
 /// first word has no `=`. `what` is the instruction name used in error messages.
 pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, String> {
-    let words = parse_words(rest, escape);
-    if words.is_empty() {
+    let mut words = words(rest, escape);
+    let Some(first) = words.next() else {
         return Ok(Parsed::default());
-    }
-    if !words[0].contains('=') {
+    };
+    if !first.contains('=') {
         let parts = split_re_ws(rest, true);
         if parts.len() < 2 {
             return Err(format!("{what} must have two arguments"));
@@ -337,8 +413,8 @@ pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, S
             json: false,
         });
     }
-    let mut args = Vec::with_capacity(words.len() * 2);
-    for word in words {
+    let mut args = Vec::with_capacity(4);
+    for word in std::iter::once(first).chain(words) {
         let Some((k, v)) = word.split_once('=') else {
             return Err(format!(
                 "Syntax error - can't find = in {}. Must be of the form: name=value",
@@ -364,7 +440,8 @@ pub(crate) fn health_config(rest: &str) -> Result<Parsed, String> {
         .map_or(b.len(), |i| sep + i);
     let typ = String::from_utf8_lossy(&b[..sep]).into_owned();
     let cmd = maybe_json(&String::from_utf8_lossy(&b[next..]))?;
-    let mut args = vec![typ];
+    let mut args = Vec::with_capacity(1 + cmd.args.len());
+    args.push(typ);
     args.extend(cmd.args);
     Ok(Parsed {
         args,
