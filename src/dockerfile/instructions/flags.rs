@@ -15,13 +15,22 @@ pub(crate) enum FlagKind {
     Strings,
 }
 
-/// The flags one instruction used, by name. Values borrow the node's flag words.
+/// The flags one instruction used, read from its flag words on demand. Nothing is copied
+/// or collected: an instruction has a handful of flag words at most, and this runs for every
+/// instruction of a Dockerfile, so scanning the words again beats building a map.
 #[derive(Debug, Default)]
 pub(crate) struct Flags<'w> {
-    // Small vectors rather than maps: an instruction has a handful of flags at most, and
-    // this runs for every instruction of a Dockerfile.
-    strings: Vec<(&'static str, &'w str)>,
-    bools: Vec<(&'static str, bool)>,
+    /// The validated words, up to (not including) a `--` terminator.
+    words: &'w [String],
+}
+
+/// `--name[=value]` split into the name and the value.
+fn split(word: &str) -> (&str, Option<&str>) {
+    let body = word.strip_prefix("--").unwrap_or(word);
+    match body.split_once('=') {
+        Some((n, v)) => (n, Some(v)),
+        None => (body, None),
+    }
 }
 
 impl<'w> Flags<'w> {
@@ -31,18 +40,16 @@ impl<'w> Flags<'w> {
         words: &'w [String],
         spec: &[(&'static str, FlagKind)],
     ) -> Result<Flags<'w>, String> {
-        let mut flags = Flags::default();
-        for word in words {
+        let mut end = words.len();
+        for (i, word) in words.iter().enumerate() {
             let Some(body) = word.strip_prefix("--") else {
                 return Err(format!("arg should start with -- : {word}"));
             };
             if body.is_empty() {
+                end = i;
                 break;
             }
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n, Some(v)),
-                None => (body, None),
-            };
+            let (name, value) = split(word);
             let Some(&(name, kind)) = spec.iter().find(|(n, _)| *n == name) else {
                 return Err(suggest::with_suggestion(
                     format!("unknown flag: --{name}"),
@@ -51,17 +58,16 @@ impl<'w> Flags<'w> {
                 )
                 .replace("(did you mean ", "(did you mean --"));
             };
-            let seen = flags.str(name).is_some() || flags.bool(name).is_some();
+            let seen = words[..i].iter().any(|w| split(w).0 == name);
             if seen && kind != FlagKind::Strings {
                 return Err(format!("duplicate flag specified: --{name}"));
             }
             match kind {
                 FlagKind::Bool => {
-                    let v = match value {
-                        None => true,
+                    match value {
+                        None => {}
                         Some("") => return Err(format!("missing a value on flag: --{name}")),
-                        Some(v) if v.eq_ignore_ascii_case("true") => true,
-                        Some(v) if v.eq_ignore_ascii_case("false") => false,
+                        Some(v) if parse_bool(v).is_some() => {}
                         // Unicode case folding (the Kelvin sign folds to `k`) cannot make
                         // `true`/`false` from anything else, so ASCII comparison is exact.
                         Some(v) => {
@@ -69,18 +75,18 @@ impl<'w> Flags<'w> {
                                 "expecting boolean value for flag --{name}, not: {v}"
                             ));
                         }
-                    };
-                    flags.bools.push((name, v));
+                    }
                 }
                 FlagKind::String | FlagKind::Strings => {
-                    let Some(v) = value else {
+                    if value.is_none() {
                         return Err(format!("missing a value on flag: --{name}"));
-                    };
-                    flags.strings.push((name, v));
+                    }
                 }
             }
         }
-        Ok(flags)
+        Ok(Flags {
+            words: &words[..end],
+        })
     }
 
     /// The value of a string flag, if given and not empty.
@@ -98,17 +104,32 @@ impl<'w> Flags<'w> {
         self.values(name).collect()
     }
 
-    /// A boolean flag: `None` when not given.
+    /// A boolean flag: `None` when not given (the words were validated by [`Flags::parse`]).
     pub(crate) fn bool(&self, name: &str) -> Option<bool> {
-        self.bools.iter().find(|(n, _)| *n == name).map(|b| b.1)
+        self.words
+            .iter()
+            .map(|w| split(w))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v.is_none_or(|v| parse_bool(v) == Some(true)))
     }
 
     /// The values given to a string flag, in order (repeatable flags appear once per use).
     fn values(&self, name: &str) -> impl DoubleEndedIterator<Item = &'w str> {
-        self.strings
-            .iter()
-            .filter(move |(n, _)| *n == name)
-            .map(|(_, v)| *v)
+        self.words.iter().filter_map(move |w| match split(w) {
+            (n, Some(v)) if n == name => Some(v),
+            _ => None,
+        })
+    }
+}
+
+/// `true`/`false` in any ASCII case.
+fn parse_bool(v: &str) -> Option<bool> {
+    if v.eq_ignore_ascii_case("true") {
+        Some(true)
+    } else if v.eq_ignore_ascii_case("false") {
+        Some(false)
+    } else {
+        None
     }
 }
 
