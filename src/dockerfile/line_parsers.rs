@@ -69,8 +69,33 @@ pub(crate) fn split_command(line: &str) -> (&str, Vec<String>, Cow<'_, str>) {
 
 /// Go's `unicode.IsSpace(rune(b))` on a single byte: the ASCII spaces plus 0x85 and 0xA0.
 fn byte_is_space(b: u8) -> bool {
-    matches!(b, b'\t' | b'\n' | 0x0B | 0x0C | b'\r' | b' ' | 0x85 | 0xA0)
+    FLAG_BYTE[usize::from(b)] == FLAG_SPACE
 }
+
+/// [`FLAG_BYTE`] class of a byte that ends a flag word.
+const FLAG_SPACE: u8 = 1;
+/// [`FLAG_BYTE`] class of a byte that needs the byte-by-byte walk (quote, escape, non-ASCII).
+const FLAG_SPECIAL: u8 = 2;
+
+/// Byte classes for flag scanning, one table lookup per byte instead of a chain of compares.
+static FLAG_BYTE: [u8; 256] = {
+    let mut t = [0u8; 256];
+    let mut i = 0x80;
+    while i < 256 {
+        t[i] = FLAG_SPECIAL;
+        i += 1;
+    }
+    t[b'\'' as usize] = FLAG_SPECIAL;
+    t[b'"' as usize] = FLAG_SPECIAL;
+    t[b'\\' as usize] = FLAG_SPECIAL;
+    let spaces = [b'\t', b'\n', 0x0B, 0x0C, b'\r', b' ', 0x85, 0xA0];
+    let mut j = 0;
+    while j < spaces.len() {
+        t[spaces[j] as usize] = FLAG_SPACE;
+        j += 1;
+    }
+    t
+};
 
 /// BuildKit's `extractBuilderFlags`. It walks bytes, so a non-ASCII byte inside a flag
 /// becomes the Latin-1 character of that byte (BuildKit does the same).
@@ -108,13 +133,16 @@ fn extract_builder_flags(line: &str) -> (Cow<'_, str>, Vec<String>) {
             }
             // The usual flag (ASCII, no quotes or escapes) is the bytes up to the next space:
             // take it whole instead of byte by byte.
-            let end = b[pos..]
-                .iter()
-                .position(|&c| byte_is_space(c))
-                .map_or(b.len(), |n| pos + n);
-            let simple = b[pos..end]
-                .iter()
-                .all(|&c| c.is_ascii() && !matches!(c, b'\'' | b'"' | b'\\'));
+            let mut end = pos;
+            let mut simple = true;
+            while end < b.len() {
+                match FLAG_BYTE[usize::from(b[end])] {
+                    FLAG_SPACE => break,
+                    FLAG_SPECIAL => simple = false,
+                    _ => {}
+                }
+                end += 1;
+            }
             if simple && end < b.len() {
                 let flag = &line[pos..end];
                 if flag == "--" {
@@ -215,6 +243,12 @@ fn char_at(s: &str, i: usize) -> (char, usize) {
     (c, c.len_utf8())
 }
 
+/// `char::is_whitespace` for an ASCII byte.
+#[inline]
+fn ascii_ws(b: u8) -> bool {
+    matches!(b, b'\t'..=b'\r' | b' ')
+}
+
 /// Iterator over [`parse_words`]' words.
 pub(crate) struct Words<'a> {
     text: &'a str,
@@ -228,43 +262,70 @@ impl<'a> Iterator for Words<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let s = self.text;
-        let len = s.len();
+        let b = s.as_bytes();
+        let len = b.len();
         let mut i = self.pos;
-        loop {
-            if i >= len {
-                self.pos = len;
-                return None;
+        while i < len {
+            let c = b[i];
+            if c.is_ascii() {
+                if !ascii_ws(c) {
+                    break;
+                }
+                i += 1;
+            } else {
+                let (ch, n) = char_at(s, i);
+                if !ch.is_whitespace() {
+                    break;
+                }
+                i += n;
             }
-            let (c, n) = char_at(s, i);
-            if !c.is_whitespace() {
-                break;
-            }
-            i += n;
+        }
+        if i >= len {
+            self.pos = len;
+            return None;
         }
         let start = i;
+        // ASCII bytes are compared as bytes; a non-ASCII escape (not one a directive can
+        // set) is compared as a char.
+        let escape_byte = u8::try_from(self.escape).ok().filter(u8::is_ascii);
         // The open quote, while inside one.
-        let mut quote = None;
+        let mut quote = 0u8;
         while i < len {
-            let (c, n) = char_at(s, i);
-            i += n;
-            match quote {
-                None if c.is_whitespace() => {
+            let c = b[i];
+            let is_escape = if c.is_ascii() {
+                i += 1;
+                if quote == 0 {
+                    if ascii_ws(c) {
+                        self.pos = i;
+                        return Some(&s[start..i - 1]);
+                    }
+                    if c == b'\'' || c == b'"' {
+                        quote = c;
+                        continue;
+                    }
+                } else if c == quote {
+                    quote = 0;
+                    continue;
+                }
+                escape_byte == Some(c)
+            } else {
+                let (ch, n) = char_at(s, i);
+                i += n;
+                if quote == 0 && ch.is_whitespace() {
                     self.pos = i;
                     return Some(&s[start..i - n]);
                 }
-                None if c == '\'' || c == '"' => quote = Some(c),
-                Some(q) if c == q => quote = None,
-                _ if c == self.escape && quote != Some('\'') => {
-                    // The escape takes the next character into the word, whatever it is;
-                    // one that escapes nothing at the very end is dropped.
-                    if i >= len {
-                        self.pos = len;
-                        let end = len - n;
-                        return (end > start).then(|| &s[start..end]);
-                    }
-                    i += char_at(s, i).1;
+                escape_byte.is_none() && ch == self.escape
+            };
+            if is_escape && quote != b'\'' {
+                // The escape takes the next character into the word, whatever it is; one
+                // that escapes nothing at the very end is dropped.
+                if i >= len {
+                    self.pos = len;
+                    let end = len - self.escape.len_utf8();
+                    return (end > start).then(|| &s[start..end]);
                 }
-                _ => {}
+                i += char_at(s, i).1;
             }
         }
         self.pos = len;

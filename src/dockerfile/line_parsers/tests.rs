@@ -119,3 +119,72 @@ fn healthcheck_shape() {
         (vec!["CMD".to_string(), "x".to_string()], true)
     );
 }
+
+#[test]
+fn plain_json_arrays_match_serde_json() {
+    for text in [
+        "[]",
+        "[ ]",
+        "[\"a\"]",
+        "[ \"a\" , \"b c\" ]\t\r\n",
+        "[\"é\", \"\u{7f}\"]",
+        "[\"a\\\"b\"]",
+        "[\"a\\u00e9\"]",
+        "[\"a\",]",
+        "[\"a\" \"b\"]",
+        "[\"a\"] x",
+        "[\"a\", 1]",
+        "[\"a\", null]",
+        "[\"a\",[\"b\"]]",
+        "[\"a\tb\"]",
+        "[\"a",
+        "[",
+        "[,]",
+    ] {
+        let serde = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(items)) => items
+                .into_iter()
+                .map(|v| v.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>(),
+            _ => None,
+        };
+        let plain = plain_string_array(text);
+        if let Some(items) = &plain {
+            assert_eq!(Some(items), serde.as_ref(), "{text:?}");
+        }
+        // What the fast path leaves alone still gets serde_json's answer.
+        let expected = match serde_json::from_str::<serde_json::Value>(text) {
+            Ok(serde_json::Value::Array(_)) if serde.is_none() => Err(NOT_STRING_ARRAY.into()),
+            Ok(serde_json::Value::Array(_)) => Ok(serde),
+            _ => Ok(None),
+        };
+        assert_eq!(parse_json(text), expected, "{text:?}");
+    }
+}
+
+#[test]
+fn words_iterate_like_the_list() {
+    let text = "a=\"b c\" d\\ e 'f\\' g' h\u{a0}i \u{2003}j`k` \"l\\";
+    // Outside quotes, non-ASCII whitespace splits too; a dangling escape is dropped.
+    assert_eq!(
+        parse_words("h\u{a0}i \u{2003}j`k` \"l\\", '\\'),
+        ["h", "i", "j`k`", "\"l"]
+    );
+    for escape in ['\\', '`'] {
+        let listed = parse_words(text, escape);
+        let iterated: Vec<&str> = words(text, escape).collect();
+        assert_eq!(listed, iterated);
+    }
+    assert_eq!(
+        parse_words(text, '\\'),
+        [
+            "a=\"b c\"",
+            "d\\ e",
+            "'f\\'",
+            "g' h\u{a0}i \u{2003}j`k` \"l\\"
+        ]
+    );
+    let (_, flags, rest) = split_command("RUN --a=b\u{a0}--c=d\u{85}x");
+    assert_eq!(flags, ["--a=b\u{c2}", "--c=d\u{c2}"]);
+    assert_eq!(rest, "x");
+}

@@ -274,3 +274,50 @@ fn hostile_nesting_does_not_exhaust_the_stack() {
         .unwrap();
     handle.join().unwrap();
 }
+
+#[test]
+fn newline_search_matches_a_byte_scan() {
+    use super::find_newline;
+    let mut text = Vec::new();
+    for len in 0..40 {
+        for at in 0..=len {
+            text.clear();
+            text.resize(len, b'a');
+            if at < len {
+                text[at] = b'\n';
+            }
+            // A byte just above '\n' and multi-byte characters must not look like one.
+            if at + 1 < len {
+                text[at + 1] = 0x0B;
+            }
+            let expected = text.iter().position(|&c| c == b'\n');
+            assert_eq!(find_newline(&text), expected, "len {len} at {at}");
+        }
+    }
+    assert_eq!(find_newline("é€\u{10a0a}\u{a0a}x\n".as_bytes()), Some(13));
+}
+
+#[test]
+fn instruction_names_are_static_unless_unknown() {
+    use std::borrow::Cow;
+    let df = parse("from a\nRuN b\nonbuild copy x y\n").unwrap();
+    assert!(matches!(df.nodes[0].instruction, Cow::Borrowed("FROM")));
+    assert!(matches!(df.nodes[1].instruction, Cow::Borrowed("RUN")));
+    let inner = df.nodes[2].onbuild.as_deref().unwrap();
+    assert!(matches!(inner.instruction, Cow::Borrowed("COPY")));
+    assert_eq!(super::instruction_name("frob"), "FROB");
+}
+
+#[test]
+fn heredoc_bodies_are_whole_lines_of_the_text() {
+    let text = "RUN <<A 3<<-'B' cat\none\r\nA\n\t\ttwo\n\tB\nRUN x\n";
+    let df = parse(text).unwrap();
+    let node = &df.nodes[0];
+    assert_eq!(node.heredocs[0].content, "one\r\n");
+    assert_eq!(node.heredocs[1].content, "two\n");
+    assert_eq!((node.heredocs[1].fd, node.heredocs[1].expand), (3, false));
+    // The raw body, then the delimiter's name (BuildKit's Original).
+    assert_eq!(node.original, "RUN <<A 3<<-'B' cat\none\r\nA\n\t\ttwo\nB\n");
+    assert_eq!((node.start_line, node.end_line), (1, 5));
+    assert_eq!(df.nodes[1].start_line, 6);
+}
