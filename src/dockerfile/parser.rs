@@ -22,6 +22,7 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     // instruction per 40 bytes is dense): growing by doubling copied it a dozen times.
     let mut nodes = Vec::with_capacity(text.len() / 40 + 1);
     let mut warnings = Vec::new();
+    let mut joined = String::new();
     let mut current = 0usize;
     // Errors BuildKit only raises after parsing (in its instructions package): an unknown
     // instruction or a forbidden ONBUILD trigger. Parse errors further down win over them.
@@ -42,14 +43,11 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         if eol && first.is_empty() {
             continue;
         }
-        // Room for a few continuation lines up front: growing by doubling was several
-        // reallocations per long RUN.
-        let mut line = String::with_capacity(if eol {
-            first.len()
-        } else {
-            (first.len() * 4).max(256)
-        });
-        line.push_str(first);
+        // A continued instruction is joined in a buffer kept across instructions, then
+        // copied once at its exact length (growing each line's own string reallocated it
+        // a few times per long RUN).
+        joined.clear();
+        joined.push_str(first);
         let mut empty_continuation = false;
         while !eol {
             let Some(raw) = lines.next() else { break };
@@ -65,8 +63,9 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             }
             let (part, end) = trim_continuation(processed, dirs.escape);
             eol = end;
-            line.push_str(part);
+            joined.push_str(part);
         }
+        let line = joined.as_str().to_string();
         if empty_continuation {
             warnings.push(format!(
                 "line {current}: Empty continuation line found in: {line}"

@@ -148,7 +148,7 @@ impl Lexer {
             untracked: true,
             ..LexMode::default()
         };
-        Ok(self.process_mode(word, env, mode)?.value)
+        Ok(self.lex(word, env, mode)?.value)
     }
 
     /// Whether expanding `word` is the identity: no `$`, no quotes, no escape character and
@@ -188,6 +188,11 @@ impl Lexer {
                 unmatched: BTreeSet::new(),
             });
         }
+        self.lex(word, env, mode)
+    }
+
+    /// The character walk, for a word [`Lexer::is_plain`] said needs it.
+    fn lex(&self, word: &str, env: &dyn VarLookup, mode: LexMode) -> Result<Expansion, ShellError> {
         // Go's text/scanner drops a leading byte-order mark.
         let chars = word.strip_prefix('\u{FEFF}').unwrap_or(word);
         let mut sw = ShellWord {
@@ -195,6 +200,7 @@ impl Lexer {
             pos: 0,
             env,
             escape: self.escape,
+            escape_byte: u8::try_from(self.escape).ok().filter(u8::is_ascii),
             mode,
             matched: BTreeSet::new(),
             unmatched: BTreeSet::new(),
@@ -224,6 +230,9 @@ struct ShellWord<'a> {
     pos: usize,
     env: &'a dyn VarLookup,
     escape: char,
+    /// The escape as a byte when it is ASCII (always, for the escapes a Dockerfile can
+    /// set): runs of ordinary characters are then found by a byte scan.
+    escape_byte: Option<u8>,
     mode: LexMode,
     matched: BTreeSet<String>,
     unmatched: BTreeSet<String>,
@@ -265,9 +274,22 @@ impl Words {
             self.in_word = true;
         }
     }
+    /// [`Words::add_char`] for each character of `s`, a whitespace-free piece at a time.
     fn add_string(&mut self, s: &str) {
-        if self.enabled {
-            s.chars().for_each(|c| self.add_char(c));
+        if !self.enabled {
+            return;
+        }
+        let mut rest = s;
+        while let Some(i) = rest.find(char::is_whitespace) {
+            if i > 0 {
+                self.add_raw_string(&rest[..i]);
+            }
+            let ws_len = rest[i..].chars().next().map_or(1, char::len_utf8);
+            self.add_char(' ');
+            rest = &rest[i + ws_len..];
+        }
+        if !rest.is_empty() {
+            self.add_raw_string(rest);
         }
     }
     fn add_raw_string(&mut self, s: &str) {
@@ -289,7 +311,33 @@ const EOF_CHAR: char = '\u{FFFD}';
 
 impl<'a> ShellWord<'a> {
     fn peek(&self) -> Option<char> {
+        let b = *self.chars.as_bytes().get(self.pos)?;
+        if b.is_ascii() {
+            return Some(char::from(b));
+        }
         self.chars[self.pos..].chars().next()
+    }
+
+    /// Byte offset of the next character at or after the cursor that is `$`, `"`, the
+    /// escape, `stop`, or (when `single` is set) `'`: everything before it is copied as
+    /// it is. The end of the word when there is none.
+    fn next_special(&self, stop: Option<char>, single: bool) -> usize {
+        let rest = &self.chars[self.pos..];
+        let stop_byte = match stop {
+            None => Some(None),
+            Some(c) => u8::try_from(c).ok().filter(u8::is_ascii).map(Some),
+        };
+        let found = match (self.escape_byte, stop_byte) {
+            // All the characters looked for are ASCII, and no byte of a multi-byte UTF-8
+            // character is, so a byte scan finds exactly what a char scan would.
+            (Some(esc), Some(stop)) => rest.bytes().position(|b| {
+                b == b'$' || b == b'"' || b == esc || (single && b == b'\'') || Some(b) == stop
+            }),
+            _ => rest.find(|c: char| {
+                c == '$' || c == '"' || c == self.escape || (single && c == '\'') || Some(c) == stop
+            }),
+        };
+        found.map_or(self.chars.len(), |i| self.pos + i)
     }
     fn next(&mut self) -> Option<char> {
         let c = self.peek();
@@ -323,7 +371,16 @@ impl<'a> ShellWord<'a> {
             enabled: stop.is_none() && !self.mode.untracked,
             ..Words::default()
         };
-        while let Some(ch) = self.peek() {
+        loop {
+            // Ordinary characters are copied a run at a time.
+            let run_end = self.next_special(stop, true);
+            if run_end > self.pos {
+                let run = &self.chars[self.pos..run_end];
+                result.push_str(run);
+                words.add_string(run);
+                self.pos = run_end;
+            }
+            let Some(ch) = self.peek() else { break };
             if stop == Some(ch) {
                 self.next();
                 return Ok((result, words.finish()));
@@ -336,8 +393,8 @@ impl<'a> ShellWord<'a> {
                 }
                 '\'' => {
                     let tmp = self.process_single_quote()?;
-                    result.push_str(&tmp);
-                    words.add_raw_string(&tmp);
+                    result.push_str(tmp);
+                    words.add_raw_string(tmp);
                 }
                 '"' => {
                     let tmp = self.process_double_quote()?;
@@ -345,19 +402,15 @@ impl<'a> ShellWord<'a> {
                     words.add_raw_string(&tmp);
                 }
                 _ => {
+                    // The escape (the scan stops at nothing else).
                     self.next();
-                    if ch == self.escape {
-                        if self.mode.raw_escapes {
-                            words.add_raw_char(ch);
-                            result.push(ch);
-                        }
-                        let Some(escaped) = self.next() else { break };
-                        words.add_raw_char(escaped);
-                        result.push(escaped);
-                    } else {
-                        words.add_char(ch);
+                    if self.mode.raw_escapes {
+                        words.add_raw_char(ch);
                         result.push(ch);
                     }
+                    let Some(escaped) = self.next() else { break };
+                    words.add_raw_char(escaped);
+                    result.push(escaped);
                 }
             }
         }
@@ -369,38 +422,50 @@ impl<'a> ShellWord<'a> {
         Ok((result, words.finish()))
     }
 
-    fn process_single_quote(&mut self) -> Result<String, String> {
-        let mut result = String::new();
-        let open = self.next();
-        if self.mode.raw_quotes {
-            result.extend(open);
-        }
-        loop {
-            match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    );
-                }
-                Some('\'') => {
-                    if self.mode.raw_quotes {
-                        result.push('\'');
-                    }
-                    return Ok(result);
-                }
-                Some(c) => result.push(c),
-            }
-        }
+    /// A single-quoted string: a slice of the word (nothing inside is special), with its
+    /// quotes when they are kept.
+    fn process_single_quote(&mut self) -> Result<&'a str, String> {
+        let chars = self.chars;
+        let open = self.pos;
+        let start = open + 1;
+        let Some(len) = chars[start..].find('\'') else {
+            self.pos = chars.len();
+            return Err(
+                "unexpected end of statement while looking for matching single-quote".into(),
+            );
+        };
+        let end = start + len;
+        self.pos = end + 1;
+        Ok(if self.mode.raw_quotes {
+            &chars[open..=end]
+        } else {
+            &chars[start..end]
+        })
     }
 
-    fn process_double_quote(&mut self) -> Result<String, String> {
+    /// A double-quoted string: borrowed from the word when nothing inside needs expanding
+    /// or unescaping.
+    fn process_double_quote(&mut self) -> Result<Cow<'a, str>, String> {
+        let chars = self.chars;
+        let open = self.pos;
+        self.next();
+        let run_end = self.next_special(None, false);
+        if chars.as_bytes().get(run_end) == Some(&b'"') {
+            self.pos = run_end + 1;
+            return Ok(Cow::Borrowed(if self.mode.raw_quotes {
+                &chars[open..=run_end]
+            } else {
+                &chars[open + 1..run_end]
+            }));
+        }
         let mut result = String::new();
-        let open = self.next();
         if self.mode.raw_quotes {
-            result.extend(open);
+            result.push('"');
         }
         loop {
+            let run_end = self.next_special(None, false);
+            result.push_str(&chars[self.pos..run_end]);
+            self.pos = run_end;
             match self.peek() {
                 None => {
                     return Err(
@@ -413,26 +478,25 @@ impl<'a> ShellWord<'a> {
                     if self.mode.raw_quotes {
                         result.push('"');
                     }
-                    return Ok(result);
+                    return Ok(Cow::Owned(result));
                 }
                 Some('$') => {
                     let value = self.process_dollar()?;
                     result.push_str(&value);
                 }
                 Some(_) => {
+                    // The escape (the scan stops at nothing else).
                     let mut ch = self.next().unwrap_or(EOF_CHAR);
-                    if ch == self.escape {
-                        if self.mode.raw_escapes {
-                            result.push(ch);
+                    if self.mode.raw_escapes {
+                        result.push(ch);
+                    }
+                    match self.peek() {
+                        None => continue,
+                        Some(n) if n == '"' || n == '$' || n == self.escape => {
+                            ch = n;
+                            self.next();
                         }
-                        match self.peek() {
-                            None => continue,
-                            Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                ch = n;
-                                self.next();
-                            }
-                            Some(_) => {}
-                        }
+                        Some(_) => {}
                     }
                     result.push(ch);
                 }

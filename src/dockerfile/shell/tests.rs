@@ -231,3 +231,43 @@ fn env_var_table() {
         );
     }
 }
+
+#[test]
+fn quoted_runs_and_unclosed_quotes_in_substitutions() {
+    // Quoted text is taken as a run; an unclosed quote inside `${...}` runs to the end of
+    // the word, so the substitution reports its missing `}`.
+    assert_eq!(word("a'b c'd\"e f\"g").unwrap(), "ab cde fg");
+    assert_eq!(word("\"x $PWD y\"").unwrap(), "x /home y");
+    assert_eq!(word("\"\\x\\$PWD\"").unwrap(), "\\x$PWD");
+    assert_eq!(word("''\"\"").unwrap(), "");
+    for w in ["${UNSET:-'x}", "${UNSET:-\"x}", "${UNSET:-\"x\\\"}"] {
+        assert_eq!(
+            word(w).unwrap_err().message,
+            "syntax error: missing '}'",
+            "{w}"
+        );
+    }
+    let lex = Lexer::new('\\');
+    assert_eq!(
+        lex.process_words("a\u{2003}b ''  \"\" c'd e'", &env())
+            .unwrap(),
+        ["a", "b", "cd e"]
+    );
+    let raw = LexMode {
+        raw_quotes: true,
+        raw_escapes: true,
+        skip_unset_env: true,
+        untracked: false,
+    };
+    let out = lex
+        .process_mode("'a b'\"c\\d $X\" \\e", &env(), raw)
+        .unwrap();
+    assert_eq!(out.value, "'a b'\"c\\\\d $X\" \\e");
+    assert_eq!(out.words, ["'a b'\"c\\\\d $X\"", "\\e"]);
+    // A non-ASCII escape (only reachable through the API) takes the char-by-char scan.
+    let lex = Lexer::new('§');
+    assert_eq!(
+        lex.process_word("a§ b\"§\"\"$PWD", &env()).unwrap(),
+        "a b\"/home"
+    );
+}
