@@ -233,7 +233,7 @@ fn parse_node(node: &Node) -> Result<Instruction<'_>, String> {
     {
         std::borrow::Cow::Owned(node.instruction.to_uppercase())
     } else {
-        std::borrow::Cow::Borrowed(node.instruction.as_str())
+        std::borrow::Cow::Borrowed(&*node.instruction)
     };
     Ok(match name.as_ref() {
         "FROM" => {

@@ -5,7 +5,7 @@ use super::*;
 /// A node that lives for the whole test run, so instructions may borrow it.
 fn node(instr: &str, flags: &[&str], args: &[&str], json: bool) -> &'static Node {
     Box::leak(Box::new(Node {
-        instruction: instr.to_string(),
+        instruction: instr.to_string().into(),
         flags: flags.iter().map(|s| s.to_string()).collect(),
         args: args.iter().map(|s| s.to_string()).collect(),
         json_form: json,
