@@ -6,7 +6,9 @@
 //! fastest and the slowest run of parse, plan and both together, the thread's CPU time, and
 //! how many heap allocations one parse + plan makes (a number the machine's load cannot move).
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::{GlobalAlloc, Layout};
+
+use mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -14,26 +16,27 @@ use rbuild::dockerfile::{Node, parse};
 use rbuild::image::{ImageConfig, Platform};
 use rbuild::plan::{BuildOptions, ImageResolver, Plan, ResolvedImage};
 
-/// The system allocator, counting allocations (the front end's time was mostly malloc/free).
+/// The allocator the `rbuild` binary uses (mimalloc, see src/main.rs), counting allocations
+/// (the front end's time was mostly malloc/free).
 struct Counting;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 
-// SAFETY: every call is forwarded unchanged to `System`; only a counter is added.
+// SAFETY: every call is forwarded unchanged to `MiMalloc`; only a counter is added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
+        unsafe { MiMalloc.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: `ptr` came from `MiMalloc` with this layout.
+        unsafe { MiMalloc.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
+        unsafe { MiMalloc.realloc(ptr, layout, new_size) }
     }
 }
 
