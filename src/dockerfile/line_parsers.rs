@@ -459,12 +459,18 @@ pub(crate) fn name_or_name_val(rest: &str, escape: char) -> Parsed {
 
 /// `ENV`, `LABEL`: key, value, key, value...; the legacy `KEY value with spaces` form when the
 /// first word has no `=`. `what` is the instruction name used in error messages.
-pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, String> {
+pub(crate) fn name_val<'a>(rest: &'a str, what: &str, escape: char) -> Result<Parsed, String> {
     let mut words = words(rest, escape);
     let Some(first) = words.next() else {
         return Ok(Parsed::default());
     };
-    if !first.contains('=') {
+    // Words are short: a plain byte loop beats memchr's setup.
+    let split_eq = |w: &'a str| {
+        w.bytes()
+            .position(|b| b == b'=')
+            .map(|i| (&w[..i], &w[i + 1..]))
+    };
+    if !first.as_bytes().contains(&b'=') {
         let parts = split_re_ws(rest, true);
         if parts.len() < 2 {
             return Err(format!("{what} must have two arguments"));
@@ -476,7 +482,7 @@ pub(crate) fn name_val(rest: &str, what: &str, escape: char) -> Result<Parsed, S
     }
     let mut args = Vec::with_capacity(4);
     for word in std::iter::once(first).chain(words) {
-        let Some((k, v)) = word.split_once('=') else {
+        let Some((k, v)) = split_eq(word) else {
             return Err(format!(
                 "Syntax error - can't find = in {}. Must be of the form: name=value",
                 super::dump::go_quote(word)

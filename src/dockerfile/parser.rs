@@ -16,8 +16,6 @@ const MAX_LINE: usize = 64 * 1024;
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
     let mut lines = Lines { text, pos: 0 };
     let mut dirs = DirectiveState::default();
-    // About one instruction per two or three lines in real files: one allocation up front
-    // instead of a dozen doublings.
     // One allocation for the node list, sized for the usual instruction density (an
     // instruction per 40 bytes is dense): growing by doubling copied it a dozen times.
     let mut nodes = Vec::with_capacity(text.len() / 40 + 1);
@@ -52,16 +50,19 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         while !eol {
             let Some(raw) = lines.next() else { break };
             check_len(raw, current + 1)?;
-            let processed = process_line(&mut dirs, raw, false, current + 1)?;
+            let token = trim_line_end(raw);
+            dirs.possible_directive(token, current + 1)?;
             current += 1;
-            if is_comment(raw) {
+            // A comment line (also when indented) is skipped, a blank one noted.
+            let body = trim_start_ws(token);
+            if body.starts_with('#') {
                 continue;
             }
-            if processed.trim_start().is_empty() {
+            if body.is_empty() {
                 empty_continuation = true;
                 continue;
             }
-            let (part, end) = trim_continuation(processed, dirs.escape);
+            let (part, end) = trim_continuation(token, dirs.escape);
             eol = end;
             joined.push_str(part);
         }
@@ -201,11 +202,28 @@ fn find_newline(b: &[u8]) -> Option<usize> {
         .map(|i| at + i)
 }
 
-/// Whether the raw line is a comment (after leading whitespace).
-fn is_comment(raw: &str) -> bool {
-    raw.trim_end_matches(['\r', '\n'])
-        .trim_start()
-        .starts_with('#')
+/// `raw` without its line ending (any run of `\r` and `\n` at the end).
+fn trim_line_end(raw: &str) -> &str {
+    let b = raw.as_bytes();
+    let mut end = b.len();
+    while end > 0 && matches!(b[end - 1], b'\r' | b'\n') {
+        end -= 1;
+    }
+    &raw[..end]
+}
+
+/// `str::trim_start`, skipping ASCII whitespace bytewise first (the usual indentation).
+fn trim_start_ws(s: &str) -> &str {
+    let n = s
+        .bytes()
+        .take_while(|b| matches!(b, b'\t'..=b'\r' | b' '))
+        .count();
+    let rest = &s[n..];
+    if rest.as_bytes().first().is_some_and(|b| !b.is_ascii()) {
+        rest.trim_start()
+    } else {
+        rest
+    }
 }
 
 /// Trims the line ending (and, on an instruction's first line, leading whitespace), looks
@@ -216,9 +234,9 @@ fn process_line<'a>(
     strip_left: bool,
     line_no: usize,
 ) -> Result<&'a str, ParseError> {
-    let mut token = raw.trim_end_matches(['\r', '\n']);
+    let mut token = trim_line_end(raw);
     if strip_left {
-        token = token.trim_start();
+        token = trim_start_ws(token);
     }
     dirs.possible_directive(token, line_no)?;
     Ok(if token.starts_with('#') { "" } else { token })
@@ -227,7 +245,12 @@ fn process_line<'a>(
 /// Strips a trailing escape (plus spaces/tabs) that continues the line, unless the escape is
 /// itself escaped. Returns the text and whether the instruction ends here.
 fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
-    let body = line.trim_end_matches([' ', '\t']);
+    let b = line.as_bytes();
+    let mut end = b.len();
+    while end > 0 && matches!(b[end - 1], b' ' | b'\t') {
+        end -= 1;
+    }
+    let body = &line[..end];
     let Some(before) = body.strip_suffix(escape) else {
         return (line, true);
     };
