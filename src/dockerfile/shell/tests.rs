@@ -271,3 +271,22 @@ fn quoted_runs_and_unclosed_quotes_in_substitutions() {
         "a b\"/home"
     );
 }
+
+#[test]
+fn byte_search_matches_a_plain_scan() {
+    let needles = [b'$', b'\'', b'"', b'\\'];
+    let mut text = Vec::new();
+    for len in 0..30 {
+        for at in 0..=len {
+            for fill in [b'a', 0x24 ^ 0x80, 0x23, 0x25, 0xFF] {
+                text.clear();
+                text.resize(len, fill);
+                if at < len {
+                    text[at] = needles[at % 4];
+                }
+                let expected = text.iter().any(|c| needles.contains(c));
+                assert_eq!(has_any_byte(&text, needles), expected, "{text:?}");
+            }
+        }
+    }
+}
