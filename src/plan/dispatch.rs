@@ -138,15 +138,14 @@ impl State<'_> {
         if let Some(image) = self.plan.options.context_images.get(name) {
             return Ok(Source::Image(image.clone()));
         }
-        let lower = name.to_lowercase();
-        let by_name = self
-            .plan
-            .stages
-            .iter()
-            .find(|s| s.name.as_deref() == Some(lower.as_str()));
-        let found = by_name
-            .map(|s| s.index)
-            .or_else(|| name.parse::<usize>().ok());
+        let by_name = match self.plan.stage_names.get(name) {
+            Some(&i) => Some(i),
+            None if name.bytes().any(|b| !b.is_ascii_lowercase()) => {
+                self.plan.stage_names.get(&name.to_lowercase()).copied()
+            }
+            None => None,
+        };
+        let found = by_name.or_else(|| name.parse::<usize>().ok());
         match found {
             Some(i) if i < self.stage.index => Ok(Source::Stage(i)),
             Some(i) if i < self.plan.stages.len() => Err(PlanError::ForwardReference {

@@ -121,6 +121,8 @@ pub struct Plan<'a> {
     pub escape: char,
     /// The options the plan was made with.
     pub options: BuildOptions,
+    /// Stage index by (lower-case) name: every `--from` of every step looks a name up.
+    pub(crate) stage_names: BTreeMap<String, usize>,
 }
 
 /// What one planned step does to the filesystem.

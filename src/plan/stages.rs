@@ -119,6 +119,7 @@ pub(crate) fn build(dockerfile: &Dockerfile, options: BuildOptions) -> Result<Pl
         global_args: globals,
         escape,
         options,
+        stage_names: names,
     })
 }
 

@@ -108,17 +108,26 @@ impl<'w> Flags<'w> {
     pub(crate) fn bool(&self, name: &str) -> Option<bool> {
         self.words
             .iter()
-            .map(|w| split(w))
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v.is_none_or(|v| parse_bool(v) == Some(true)))
+            .find_map(|w| named(w, name))
+            .map(|v| v.is_none_or(|v| parse_bool(v) == Some(true)))
     }
 
     /// The values given to a string flag, in order (repeatable flags appear once per use).
     fn values(&self, name: &str) -> impl DoubleEndedIterator<Item = &'w str> {
-        self.words.iter().filter_map(move |w| match split(w) {
-            (n, Some(v)) if n == name => Some(v),
-            _ => None,
-        })
+        self.words
+            .iter()
+            .filter_map(move |w| named(w, name).flatten())
+    }
+}
+
+/// If `word` is flag `name` (`--name` or `--name=value`), its value. Matched in place, as
+/// lookups scan every flag word of the instruction.
+fn named<'w>(word: &'w str, name: &str) -> Option<Option<&'w str>> {
+    let rest = word.strip_prefix("--")?.strip_prefix(name)?;
+    match rest.as_bytes().first() {
+        None => Some(None),
+        Some(b'=') => Some(Some(&rest[1..])),
+        Some(_) => None,
     }
 }
 
@@ -158,6 +167,23 @@ mod tests {
         let f = Flags::parse(&w, SPEC).unwrap();
         assert_eq!(f.bool("link"), Some(false));
         assert_eq!(f.str("from"), None);
+    }
+
+    #[test]
+    fn lookups_match_whole_names() {
+        assert_eq!(named("--link", "link"), Some(None));
+        assert_eq!(named("--link=false", "link"), Some(Some("false")));
+        assert_eq!(named("--from=a=b", "from"), Some(Some("a=b")));
+        assert_eq!(named("--linked", "link"), None);
+        assert_eq!(named("--lin", "link"), None);
+        assert_eq!(named("-link", "link"), None);
+        let spec = &[("link", FlagKind::Bool), ("linked", FlagKind::Bool)];
+        let w = words(&["--linked=false"]);
+        let f = Flags::parse(&w, spec).unwrap();
+        assert_eq!((f.bool("link"), f.bool("linked")), (None, Some(false)));
+        let w = words(&["--exclude=a", "--", "--exclude=b"]);
+        let f = Flags::parse(&w, SPEC).unwrap();
+        assert_eq!(f.strings("exclude"), ["a"]);
     }
 
     #[test]
