@@ -205,7 +205,7 @@ impl Lexer {
             depth: 0,
         };
         let raw = mode.raw_escapes;
-        match sw.process_stop_on(None, raw) {
+        match sw.process_stop_on(None, raw, true) {
             Ok((value, words)) => Ok(Expansion {
                 value,
                 words,
@@ -327,6 +327,25 @@ impl Words {
     }
 }
 
+/// A value under construction that is only written when someone will read it.
+struct Value {
+    buf: String,
+    build: bool,
+}
+
+impl Value {
+    fn push_str(&mut self, s: &str) {
+        if self.build {
+            self.buf.push_str(s);
+        }
+    }
+    fn push(&mut self, c: char) {
+        if self.build {
+            self.buf.push(c);
+        }
+    }
+}
+
 /// What Go prints for `string(scanner.EOF)`.
 const EOF_CHAR: char = '\u{FFFD}';
 
@@ -368,25 +387,36 @@ impl<'a> ShellWord<'a> {
         c
     }
 
+    /// Processes up to `stop` (or the end). With `build` false the word is only walked
+    /// (its errors and nested substitutions still happen) and an empty value returned: the
+    /// caller has no use for it, e.g. the default of `${a:-word}` when `a` is set.
     fn process_stop_on(
         &mut self,
         stop: Option<char>,
         raw_escapes: bool,
+        build: bool,
     ) -> Result<(String, Vec<String>), String> {
         let saved = self.mode.raw_escapes;
         self.mode.raw_escapes = raw_escapes;
-        let out = self.stop_on_inner(stop);
+        let out = self.stop_on_inner(stop, build);
         self.mode.raw_escapes = saved;
         out
     }
 
-    fn stop_on_inner(&mut self, stop: Option<char>) -> Result<(String, Vec<String>), String> {
+    fn stop_on_inner(
+        &mut self,
+        stop: Option<char>,
+        build: bool,
+    ) -> Result<(String, Vec<String>), String> {
         // The value is about as long as the rest of the word (one allocation, not a few).
-        let mut result = String::with_capacity(if stop.is_none() {
-            self.chars.len() - self.pos
-        } else {
-            0
-        });
+        let mut result = Value {
+            buf: String::with_capacity(if stop.is_none() {
+                self.chars.len() - self.pos
+            } else {
+                0
+            }),
+            build,
+        };
         let mut words = Words {
             // Nested words (`${a:-word}`) only need their value.
             enabled: stop.is_none() && !self.mode.untracked,
@@ -404,7 +434,7 @@ impl<'a> ShellWord<'a> {
             let Some(ch) = self.peek() else { break };
             if stop == Some(ch) {
                 self.next();
-                return Ok((result, words.finish()));
+                return Ok((result.buf, words.finish()));
             }
             match ch {
                 '$' => {
@@ -440,7 +470,7 @@ impl<'a> ShellWord<'a> {
                 "unexpected end of statement while looking for matching {stop}"
             ));
         }
-        Ok((result, words.finish()))
+        Ok((result.buf, words.finish()))
     }
 
     /// A single-quoted string: a slice of the word (nothing inside is special), with its
@@ -600,7 +630,21 @@ impl<'a> ShellWord<'a> {
             let chs = chs_text(chs);
             return Err(format!("unsupported modifier ({chs}) in substitution"));
         }
-        let word = match self.process_stop_on(Some('}'), raw) {
+        // The variable is looked up before its word is processed (lookups have no effect
+        // but the reported names, a set), so a word that will not be used is not built.
+        let value = self.lookup(name);
+        let unset_or_null = match &value {
+            None => true,
+            Some(v) => null_is_unset && v.is_empty(),
+        };
+        let keep_as_written = self.mode.skip_unset_env && value.is_none();
+        let word_used = keep_as_written
+            || match modifier {
+                '-' | '?' => unset_or_null,
+                '+' => !unset_or_null,
+                _ => true,
+            };
+        let word = match self.process_stop_on(Some('}'), raw, word_used) {
             Ok((w, _)) => w,
             Err(e) if self.peek().is_none() => {
                 let _ = e;
@@ -608,15 +652,10 @@ impl<'a> ShellWord<'a> {
             }
             Err(e) => return Err(e),
         };
-        let value = self.lookup(name);
-        if self.mode.skip_unset_env && value.is_none() {
+        if keep_as_written {
             let chs = chs_text(chs);
             return Ok(Cow::Owned(format!("${{{name}{chs}{word}}}")));
         }
-        let unset_or_null = match &value {
-            None => true,
-            Some(v) => null_is_unset && v.is_empty(),
-        };
         match modifier {
             '-' => Ok(if unset_or_null {
                 Cow::Owned(word)
@@ -666,14 +705,14 @@ impl<'a> ShellWord<'a> {
         if all {
             self.next();
         }
-        let pattern = match self.process_stop_on(Some('/'), true) {
+        let pattern = match self.process_stop_on(Some('/'), true, true) {
             Ok((p, _)) => p,
             Err(_) if self.peek().is_none() => {
                 return Err("syntax error: missing '/' in ${}".into());
             }
             Err(e) => return Err(e),
         };
-        let replacement = match self.process_stop_on(Some('}'), true) {
+        let replacement = match self.process_stop_on(Some('}'), true, true) {
             Ok((r, _)) => r,
             Err(_) if self.peek().is_none() => return Err("syntax error: missing '}'".into()),
             Err(e) => return Err(e),

@@ -290,3 +290,29 @@ fn byte_search_matches_a_plain_scan() {
         }
     }
 }
+
+#[test]
+fn unused_words_are_still_walked() {
+    // `PWD` is set, so the default is not built, but its errors and the variables it
+    // names still count, as when it was built.
+    assert_eq!(word("${PWD:-x y}z").unwrap(), "/homez");
+    assert_eq!(word("${UNSET:+x}z").unwrap(), "z");
+    assert_eq!(
+        word("${PWD:-${UNSET?boom}}").unwrap_err().message,
+        "UNSET: boom"
+    );
+    assert_eq!(
+        word("${PWD:-'x}").unwrap_err().message,
+        "syntax error: missing '}'"
+    );
+    let lex = Lexer::new('\\');
+    let out = lex
+        .process_word_with_matches("${PWD:-$SHELL$NOPE}", &env())
+        .unwrap();
+    assert_eq!(out.value, "/home");
+    assert_eq!(
+        out.matched.into_iter().collect::<Vec<_>>(),
+        ["PWD", "SHELL"]
+    );
+    assert_eq!(out.unmatched.into_iter().collect::<Vec<_>>(), ["NOPE"]);
+}
