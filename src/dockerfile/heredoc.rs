@@ -181,6 +181,22 @@ mod tests {
     }
 
     #[test]
+    fn plain_lines_split_like_the_lexer() {
+        // Lines with nothing for the lexer to do are split on any Unicode whitespace, as
+        // the lexer splits them; a byte-order mark sends the line through the lexer.
+        assert_eq!(
+            names("RUN 3<<EOF\u{2003}<<-X\u{a0}cat"),
+            [("EOF".into(), 3, true, false), ("X".into(), 0, true, true)]
+        );
+        assert_eq!(names("\u{feff}RUN <<EOF"), [("EOF".into(), 0, true, false)]);
+        assert_eq!(
+            names("RUN 99999999999<<EOF"),
+            [("EOF".into(), 0, true, false)]
+        );
+        assert!(names("RUN <<-").is_empty());
+    }
+
+    #[test]
     fn chomping() {
         assert_eq!(chomp("\t\ta\n\tb\n c\n"), "a\nb\n c\n");
     }
