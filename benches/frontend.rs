@@ -2,7 +2,7 @@
 //! the same calls `rbuild build --dry-run` makes (parse, `Plan::new`, `Plan::dispatch`,
 //! `Plan::render`) with base images resolved to an empty config instead of the store.
 //!
-//! `cargo bench --bench frontend [-- --iterations N] [-- --lines N]` prints the median, the
+//! `cargo bench --bench frontend [-- --iterations N] [-- --lines N] [-- --write PATH]` prints the median, the
 //! fastest and the slowest run of parse, plan and both together, the thread's CPU time, and
 //! how many heap allocations one parse + plan makes (a number the machine's load cannot move).
 
@@ -196,6 +196,17 @@ fn main() {
     let measuring = std::env::args().any(|a| a == "--bench");
     let iterations = arg_value("--iterations", if measuring { 200 } else { 3 }).max(1);
     let text = generate(lines);
+    // `--write PATH`: only write the generated Dockerfile (scripts/bench-frontend hands it to
+    // BuildKit's own parser for comparison).
+    let args: Vec<String> = std::env::args().collect();
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--write")
+        .and_then(|i| args.get(i + 1))
+    {
+        std::fs::write(path, &text).expect("write the generated Dockerfile");
+        return;
+    }
     let line_count = text.lines().count();
     let options = BuildOptions::host();
 
