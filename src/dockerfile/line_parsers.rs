@@ -51,7 +51,7 @@ fn split_re_ws(s: &str, limit_two: bool) -> Vec<String> {
 /// Splits a joined line into the instruction name, its `--flags` and the trimmed rest
 /// (borrowed from `line` unless a flag ended mid-character).
 pub(crate) fn split_command(line: &str) -> (&str, Vec<String>, Cow<'_, str>) {
-    let trimmed = line.trim();
+    let trimmed = trim_ws(line);
     let (cmd, rest) = match trimmed.bytes().position(is_re_ws) {
         Some(i) => (&trimmed[..i], Some(trim_start_re_ws(&trimmed[i..]))),
         None => (trimmed, None),
@@ -61,10 +61,31 @@ pub(crate) fn split_command(line: &str) -> (&str, Vec<String>, Cow<'_, str>) {
         None => (Cow::Borrowed(""), Vec::new()),
     };
     let args = match args {
-        Cow::Borrowed(a) => Cow::Borrowed(a.trim()),
+        Cow::Borrowed(a) => Cow::Borrowed(trim_ws(a)),
         Cow::Owned(a) => Cow::Owned(a.trim().to_string()),
     };
     (cmd, flags, args)
+}
+
+/// `str::trim`, taking ASCII whitespace off both ends bytewise and leaving only a
+/// non-ASCII end to the Unicode-aware trim.
+fn trim_ws(s: &str) -> &str {
+    let b = s.as_bytes();
+    let mut start = 0;
+    while start < b.len() && ascii_ws(b[start]) {
+        start += 1;
+    }
+    let mut end = b.len();
+    while end > start && ascii_ws(b[end - 1]) {
+        end -= 1;
+    }
+    let t = &s[start..end];
+    let tb = t.as_bytes();
+    if tb.first().is_some_and(|c| !c.is_ascii()) || tb.last().is_some_and(|c| !c.is_ascii()) {
+        t.trim()
+    } else {
+        t
+    }
 }
 
 /// Go's `unicode.IsSpace(rune(b))` on a single byte: the ASCII spaces plus 0x85 and 0xA0.
@@ -249,6 +270,19 @@ fn ascii_ws(b: u8) -> bool {
     matches!(b, b'\t'..=b'\r' | b' ')
 }
 
+/// ASCII bytes that [`Words`] passes over outside quotes: all but whitespace, quotes and
+/// the two escape characters a directive can choose.
+static WORD_ORDINARY: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0;
+    while i < 128 {
+        let c = i as u8;
+        t[i] = !matches!(c, b'\t'..=b'\r' | b' ' | b'\'' | b'"' | b'\\' | b'`');
+        i += 1;
+    }
+    t
+};
+
 /// Iterator over [`parse_words`]' words.
 pub(crate) struct Words<'a> {
     text: &'a str,
@@ -292,6 +326,17 @@ impl<'a> Iterator for Words<'a> {
         let mut quote = 0u8;
         while i < len {
             let c = b[i];
+            // Ordinary bytes (not whitespace, a quote or either escape outside quotes; not
+            // the quote or either escape inside) only move on.
+            let ordinary = if quote == 0 {
+                WORD_ORDINARY[usize::from(c)]
+            } else {
+                c.is_ascii() && c != quote && c != b'\\' && c != b'`'
+            };
+            if ordinary {
+                i += 1;
+                continue;
+            }
             let is_escape = if c.is_ascii() {
                 i += 1;
                 if quote == 0 {

@@ -45,7 +45,10 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
         // copied once at its exact length (growing each line's own string reallocated it
         // a few times per long RUN).
         joined.clear();
-        joined.push_str(first);
+        let single = eol;
+        if !single {
+            joined.push_str(first);
+        }
         let mut empty_continuation = false;
         while !eol {
             let Some(raw) = lines.next() else { break };
@@ -66,7 +69,11 @@ pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
             eol = end;
             joined.push_str(part);
         }
-        let line = joined.as_str().to_string();
+        let line = if single {
+            first.to_string()
+        } else {
+            joined.as_str().to_string()
+        };
         if empty_continuation {
             warnings.push(format!(
                 "line {current}: Empty continuation line found in: {line}"
@@ -251,8 +258,16 @@ fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
         end -= 1;
     }
     let body = &line[..end];
-    let Some(before) = body.strip_suffix(escape) else {
-        return (line, true);
+    // The escape is `\` or `` ` `` (one byte); a byte compare saves encoding it twice.
+    let before = match u8::try_from(escape) {
+        Ok(e) if e.is_ascii() => match body.as_bytes().last() {
+            Some(&last) if last == e => &body[..body.len() - 1],
+            _ => return (line, true),
+        },
+        _ => match body.strip_suffix(escape) {
+            Some(before) => before,
+            None => return (line, true),
+        },
     };
     if before.is_empty() {
         return ("", false);

@@ -188,3 +188,61 @@ fn words_iterate_like_the_list() {
     assert_eq!(flags, ["--a=b\u{c2}", "--c=d\u{c2}"]);
     assert_eq!(rest, "x");
 }
+
+/// BuildKit's `parseWords` walked char by char, the plain way: the reference the
+/// byte-level [`Words`] must agree with.
+fn reference_words(rest: &str, escape: char) -> Vec<&str> {
+    let mut words = Vec::new();
+    let mut chars = rest.char_indices();
+    let (mut in_word, mut quote, mut start, mut dropped) = (false, None, 0, 0);
+    while let Some((i, c)) = chars.next() {
+        if !in_word {
+            if c.is_whitespace() {
+                continue;
+            }
+            (in_word, start) = (true, i);
+        }
+        match quote {
+            None if c.is_whitespace() => {
+                words.push(&rest[start..i]);
+                in_word = false;
+                continue;
+            }
+            None if c == '\'' || c == '"' => quote = Some(c),
+            Some(q) if c == q => quote = None,
+            _ => {}
+        }
+        if c == escape && quote != Some('\'') && chars.next().is_none() {
+            dropped = c.len_utf8();
+        }
+    }
+    if in_word && rest.len() - dropped > start {
+        words.push(&rest[start..rest.len() - dropped]);
+    }
+    words
+}
+
+#[test]
+fn words_and_trims_agree_with_the_char_walk() {
+    let pieces = [
+        "a", "=", " ", "\t", "'", "\"", "\\", "`", "é", "\u{a0}", "\u{2003}", "x y", "\u{85}",
+    ];
+    // Every string of up to four pieces.
+    let mut texts = vec![String::new()];
+    for _ in 0..4 {
+        let mut longer = Vec::new();
+        for t in &texts {
+            for p in pieces {
+                longer.push(format!("{t}{p}"));
+            }
+        }
+        texts.extend(longer);
+        texts.dedup();
+    }
+    for t in &texts {
+        for escape in ['\\', '`'] {
+            assert_eq!(parse_words(t, escape), reference_words(t, escape), "{t:?}");
+        }
+        assert_eq!(trim_ws(t), t.trim(), "{t:?}");
+    }
+}
