@@ -324,19 +324,22 @@ impl<'a> Iterator for Words<'a> {
         let escape_byte = u8::try_from(self.escape).ok().filter(u8::is_ascii);
         // The open quote, while inside one.
         let mut quote = 0u8;
-        while i < len {
-            let c = b[i];
+        loop {
             // Ordinary bytes (not whitespace, a quote or either escape outside quotes; not
-            // the quote or either escape inside) only move on.
-            let ordinary = if quote == 0 {
-                WORD_ORDINARY[usize::from(c)]
+            // the quote or either escape inside) only move on: skipped in a tight loop.
+            if quote == 0 {
+                while i < len && WORD_ORDINARY[usize::from(b[i])] {
+                    i += 1;
+                }
             } else {
-                c.is_ascii() && c != quote && c != b'\\' && c != b'`'
-            };
-            if ordinary {
-                i += 1;
-                continue;
+                while i < len && b[i].is_ascii() && !matches!(b[i], b'\\' | b'`') && b[i] != quote {
+                    i += 1;
+                }
             }
+            if i >= len {
+                break;
+            }
+            let c = b[i];
             let is_escape = if c.is_ascii() {
                 i += 1;
                 if quote == 0 {
