@@ -390,34 +390,60 @@ struct Span {
 
 const MAX_ONBUILD_DEPTH: usize = 16;
 
+/// How an instruction's arguments are read (BuildKit's per-instruction line parser).
+#[derive(Clone, Copy)]
+enum Shape {
+    /// `ADD`, `COPY`, `VOLUME`: JSON array or whitespace-separated words.
+    JsonOrList,
+    /// `ARG`: words, quotes kept.
+    Words,
+    /// `CMD`, `ENTRYPOINT`, `RUN`, `SHELL`: JSON array or the rest as one string.
+    JsonOrString,
+    /// `ENV`, `LABEL`: key/value pairs.
+    NameVal,
+    /// `EXPOSE`, `FROM`: whitespace-separated words.
+    List,
+    /// `HEALTHCHECK`: sub-command, then a command.
+    Health,
+    /// `MAINTAINER`, `STOPSIGNAL`, `USER`, `WORKDIR`: the rest as one string.
+    Single,
+    /// `ONBUILD`: a nested instruction.
+    OnBuild,
+}
+
 /// The instructions BuildKit knows, as `Node.instruction` spells them.
-const INSTRUCTIONS: [&str; 18] = [
-    "ADD",
-    "ARG",
-    "CMD",
-    "COPY",
-    "ENTRYPOINT",
-    "ENV",
-    "EXPOSE",
-    "FROM",
-    "HEALTHCHECK",
-    "LABEL",
-    "MAINTAINER",
-    "ONBUILD",
-    "RUN",
-    "SHELL",
-    "STOPSIGNAL",
-    "USER",
-    "VOLUME",
-    "WORKDIR",
+const INSTRUCTIONS: [(&str, Shape); 18] = [
+    ("ADD", Shape::JsonOrList),
+    ("ARG", Shape::Words),
+    ("CMD", Shape::JsonOrString),
+    ("COPY", Shape::JsonOrList),
+    ("ENTRYPOINT", Shape::JsonOrString),
+    ("ENV", Shape::NameVal),
+    ("EXPOSE", Shape::List),
+    ("FROM", Shape::List),
+    ("HEALTHCHECK", Shape::Health),
+    ("LABEL", Shape::NameVal),
+    ("MAINTAINER", Shape::Single),
+    ("ONBUILD", Shape::OnBuild),
+    ("RUN", Shape::JsonOrString),
+    ("SHELL", Shape::JsonOrString),
+    ("STOPSIGNAL", Shape::Single),
+    ("USER", Shape::Single),
+    ("VOLUME", Shape::JsonOrList),
+    ("WORKDIR", Shape::Single),
 ];
 
-/// The upper-case instruction name: borrowed from [`INSTRUCTIONS`] for a known name (no
-/// allocation per node), upper-cased into a new string only for an unknown one.
-fn instruction_name(cmd: &str) -> Cow<'static, str> {
-    match INSTRUCTIONS.iter().find(|k| k.eq_ignore_ascii_case(cmd)) {
-        Some(known) => Cow::Borrowed(known),
-        None => Cow::Owned(cmd.to_ascii_uppercase()),
+/// The upper-case instruction name and its shape: the name borrowed from [`INSTRUCTIONS`]
+/// for a known instruction (no allocation per node), upper-cased into a new string and no
+/// shape for an unknown one.
+fn instruction_name(cmd: &str) -> (Cow<'static, str>, Option<Shape>) {
+    let first = cmd.as_bytes().first().map(u8::to_ascii_uppercase);
+    let known = INSTRUCTIONS.iter().find(|(k, _)| {
+        k.len() == cmd.len() && Some(k.as_bytes()[0]) == first && k.eq_ignore_ascii_case(cmd)
+    });
+    match known {
+        Some(&(name, shape)) => (Cow::Borrowed(name), Some(shape)),
+        None => (Cow::Owned(cmd.to_ascii_uppercase()), None),
     }
 }
 
@@ -432,22 +458,22 @@ fn node_from_line(
     deferred: &mut Option<ParseError>,
 ) -> Result<Node, ParseError> {
     let (cmd, flags, rest) = lp::split_command(&line);
-    let upper = instruction_name(cmd);
+    let (upper, shape) = instruction_name(cmd);
     let fail = |message: String| ParseError::Instruction {
         line: at.start,
         end_line: at.end,
         message,
     };
     let mut onbuild = None;
-    let parsed = match &*upper {
-        "ADD" | "COPY" | "VOLUME" => lp::maybe_json_to_list(&rest).map_err(fail)?,
-        "ARG" => lp::name_or_name_val(&rest, escape),
-        "CMD" | "ENTRYPOINT" | "RUN" | "SHELL" => lp::maybe_json(&rest).map_err(fail)?,
-        "ENV" | "LABEL" => lp::name_val(&rest, &upper, escape).map_err(fail)?,
-        "EXPOSE" | "FROM" => lp::whitespace_delimited(&rest),
-        "HEALTHCHECK" => lp::health_config(&rest).map_err(fail)?,
-        "MAINTAINER" | "STOPSIGNAL" | "USER" | "WORKDIR" => lp::single_string(&rest),
-        "ONBUILD" => {
+    let parsed = match shape {
+        Some(Shape::JsonOrList) => lp::maybe_json_to_list(&rest).map_err(fail)?,
+        Some(Shape::Words) => lp::name_or_name_val(&rest, escape),
+        Some(Shape::JsonOrString) => lp::maybe_json(&rest).map_err(fail)?,
+        Some(Shape::NameVal) => lp::name_val(&rest, &upper, escape).map_err(fail)?,
+        Some(Shape::List) => lp::whitespace_delimited(&rest),
+        Some(Shape::Health) => lp::health_config(&rest).map_err(fail)?,
+        Some(Shape::Single) => lp::single_string(&rest),
+        Some(Shape::OnBuild) => {
             // Any ONBUILD under ONBUILD is already an error; stop descending so a line of
             // repeated ONBUILDs cannot exhaust the stack.
             if !rest.is_empty() && at.depth < MAX_ONBUILD_DEPTH {
@@ -481,7 +507,7 @@ fn node_from_line(
                 json: false,
             }
         }
-        _ => {
+        None => {
             let column = at.indent + line.chars().take_while(|c| c.is_whitespace()).count() + 1;
             deferred.get_or_insert(ParseError::UnknownInstruction {
                 line: at.start,

@@ -305,7 +305,9 @@ fn instruction_names_are_static_unless_unknown() {
     assert!(matches!(df.nodes[1].instruction, Cow::Borrowed("RUN")));
     let inner = df.nodes[2].onbuild.as_deref().unwrap();
     assert!(matches!(inner.instruction, Cow::Borrowed("COPY")));
-    assert_eq!(super::instruction_name("frob"), "FROB");
+    assert_eq!(super::instruction_name("frob").0, "FROB");
+    assert!(super::instruction_name("").1.is_none());
+    assert!(super::instruction_name("copyy").1.is_none());
 }
 
 #[test]
