@@ -176,37 +176,10 @@ impl<'a> Iterator for Lines<'a> {
 
     fn next(&mut self) -> Option<&'a str> {
         let rest = self.text.get(self.pos..).filter(|r| !r.is_empty())?;
-        let len = find_newline(rest.as_bytes()).map_or(rest.len(), |i| i + 1);
+        let len = memchr::memchr(b'\n', rest.as_bytes()).map_or(rest.len(), |i| i + 1);
         self.pos += len;
         Some(&rest[..len])
     }
-}
-
-/// The first `\n` in `b`, eight bytes at a time. Dockerfile lines are short, and the
-/// standard `memchr` spends most of such a line on its alignment prologue and tail.
-fn find_newline(b: &[u8]) -> Option<usize> {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    const NEWLINES: u64 = ONES * b'\n' as u64;
-    let mut chunks = b.chunks_exact(8);
-    let mut at = 0;
-    for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_le_bytes(word) ^ NEWLINES;
-        // The lowest high bit set marks the first zero byte (a borrow can only mark
-        // bytes above a real zero).
-        let zero = x.wrapping_sub(ONES) & !x & HIGH;
-        if zero != 0 {
-            return Some(at + (zero.trailing_zeros() / 8) as usize);
-        }
-        at += 8;
-    }
-    chunks
-        .remainder()
-        .iter()
-        .position(|&c| c == b'\n')
-        .map(|i| at + i)
 }
 
 /// `raw` without its line ending (any run of `\r` and `\n` at the end).

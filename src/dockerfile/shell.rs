@@ -220,27 +220,11 @@ impl Lexer {
     }
 }
 
-/// Whether `b` holds one of `needles`, eight bytes at a time: the planner asks this of
-/// every word it expands, heredoc bodies included.
+/// Whether `b` holds one of `needles`: the planner asks this of every word it expands,
+/// heredoc bodies included, so it is a vectorised search rather than a byte loop.
 fn has_any_byte(b: &[u8], needles: [u8; 4]) -> bool {
-    const ONES: u64 = u64::from_ne_bytes([1; 8]);
-    const HIGH: u64 = ONES << 7;
-    let splat = needles.map(|n| ONES * u64::from(n));
-    let mut chunks = b.chunks_exact(8);
-    for chunk in chunks.by_ref() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let w = u64::from_ne_bytes(word);
-        // A zero byte in `w ^ splat` is a match; the classic test has no false negatives,
-        // and a false positive is impossible when no byte matches at all.
-        let hit = splat.iter().fold(0, |acc, s| {
-            acc | ((w ^ s).wrapping_sub(ONES) & !(w ^ s) & HIGH)
-        });
-        if hit != 0 {
-            return true;
-        }
-    }
-    chunks.remainder().iter().any(|c| needles.contains(c))
+    memchr::memchr3(needles[0], needles[1], needles[2], b).is_some()
+        || memchr::memchr(needles[3], b).is_some()
 }
 
 struct ShellWord<'a> {

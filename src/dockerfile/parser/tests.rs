@@ -276,28 +276,6 @@ fn hostile_nesting_does_not_exhaust_the_stack() {
 }
 
 #[test]
-fn newline_search_matches_a_byte_scan() {
-    use super::find_newline;
-    let mut text = Vec::new();
-    for len in 0..40 {
-        for at in 0..=len {
-            text.clear();
-            text.resize(len, b'a');
-            if at < len {
-                text[at] = b'\n';
-            }
-            // A byte just above '\n' and multi-byte characters must not look like one.
-            if at + 1 < len {
-                text[at + 1] = 0x0B;
-            }
-            let expected = text.iter().position(|&c| c == b'\n');
-            assert_eq!(find_newline(&text), expected, "len {len} at {at}");
-        }
-    }
-    assert_eq!(find_newline("é€\u{10a0a}\u{a0a}x\n".as_bytes()), Some(13));
-}
-
-#[test]
 fn instruction_names_are_static_unless_unknown() {
     use std::borrow::Cow;
     let df = parse("from a\nRuN b\nonbuild copy x y\n").unwrap();
