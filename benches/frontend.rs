@@ -12,9 +12,8 @@ use mimalloc::MiMalloc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use rbuild::dockerfile::{Node, parse};
-use rbuild::image::{ImageConfig, Platform};
-use rbuild::plan::{BuildOptions, ImageResolver, Plan, ResolvedImage};
+use rbuild::dockerfile::parse;
+use rbuild::plan::{BuildOptions, EmptyImages, Plan, parse_trigger};
 
 /// The allocator the `rbuild` binary uses (mimalloc, see src/main.rs), counting allocations
 /// (the front end's time was mostly malloc/free).
@@ -42,27 +41,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-/// Resolves every base image to an empty config, as `--dry-run` does for images not stored.
-struct EmptyImages;
-
-impl ImageResolver for EmptyImages {
-    fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
-        Ok(ResolvedImage {
-            name: reference.to_string(),
-            manifest_digest: None,
-            config: ImageConfig::default(),
-        })
-    }
-}
-
-fn parse_trigger(text: &str) -> Result<Node, String> {
-    let df = parse(text).map_err(|e| e.to_string())?;
-    df.nodes
-        .into_iter()
-        .next()
-        .ok_or_else(|| "empty trigger".to_string())
-}
 
 /// One stage's worth of instructions of the kinds real Dockerfiles use, about 100 lines.
 /// Stages build on a shared `base` stage or on an image, as large multi-stage files do.

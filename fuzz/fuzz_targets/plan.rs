@@ -4,29 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use rbuild::dockerfile::{Node, parse};
-use rbuild::image::{ImageConfig, Platform};
-use rbuild::plan::{BuildOptions, ImageResolver, Plan, ResolvedImage};
-
-struct EmptyImages;
-
-impl ImageResolver for EmptyImages {
-    fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
-        Ok(ResolvedImage {
-            name: reference.to_string(),
-            manifest_digest: None,
-            config: ImageConfig::default(),
-        })
-    }
-}
-
-fn parse_trigger(text: &str) -> Result<Node, String> {
-    let df = parse(text).map_err(|e| e.to_string())?;
-    df.nodes
-        .into_iter()
-        .next()
-        .ok_or_else(|| "empty trigger".to_string())
-}
+use rbuild::dockerfile::parse;
+use rbuild::plan::{BuildOptions, EmptyImages, Plan, parse_trigger};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

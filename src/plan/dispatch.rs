@@ -29,6 +29,38 @@ pub struct ResolvedImage {
     pub config: ImageConfig,
 }
 
+impl ResolvedImage {
+    /// `reference` with an empty config and no digest: what `--dry-run` plans for a base that
+    /// is not in the store.
+    pub fn empty(reference: &str) -> ResolvedImage {
+        ResolvedImage {
+            name: reference.to_string(),
+            manifest_digest: None,
+            config: ImageConfig::default(),
+        }
+    }
+}
+
+/// Resolves every base to [`ResolvedImage::empty`]: planning with no store and no I/O (the
+/// front-end benchmark and the `plan` fuzz target).
+pub struct EmptyImages;
+
+impl ImageResolver for EmptyImages {
+    fn resolve(&self, reference: &str, _: &Platform) -> Result<ResolvedImage, String> {
+        Ok(ResolvedImage::empty(reference))
+    }
+}
+
+/// Parses one ONBUILD trigger expression, as an image config's `OnBuild` stores it, into its
+/// node: the `parse_trigger` that [`Plan::dispatch`] takes.
+pub fn parse_trigger(text: &str) -> Result<Node, String> {
+    let df = crate::dockerfile::parse(text).map_err(|e| e.to_string())?;
+    df.nodes
+        .into_iter()
+        .next()
+        .ok_or_else(|| "empty trigger".to_string())
+}
+
 /// Finds base images (in the local store, pulling if needed) for the planner.
 pub trait ImageResolver: Sync {
     /// The image `reference` (as written in the Dockerfile) for `platform`.
@@ -182,8 +214,8 @@ impl State<'_> {
         };
         let entries = image_env.len() + self.args.len() + 1 + proxies().count();
         let bytes = image_env.iter().map(String::len).sum::<usize>()
+            + "PATH=".len()
             + DEFAULT_PATH.len()
-            + 5
             + self
                 .args
                 .iter()

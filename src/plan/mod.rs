@@ -29,7 +29,7 @@ use crate::dockerfile::{Dockerfile, Node};
 use crate::image::Platform;
 
 pub use args::{PROXY_ARGS, parse_source_date_epoch};
-pub use dispatch::{ImageResolver, ResolvedImage, StageDispatch};
+pub use dispatch::{EmptyImages, ImageResolver, ResolvedImage, StageDispatch, parse_trigger};
 pub use env::RunEnv;
 
 /// What a build was asked to do, as far as planning needs it.

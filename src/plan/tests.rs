@@ -310,15 +310,11 @@ fn onbuild_triggers_run_first_when_building_from_image() {
     let mut imgs = busybox();
     imgs.0.get_mut("busybox").unwrap().config.on_build = vec!["LABEL from=trigger".into()];
     let p = plan("FROM busybox\nLABEL own=1\n", opts(&[], None)).unwrap();
-    let parse = |t: &str| -> Result<crate::dockerfile::Node, String> {
-        crate::dockerfile::parse(t)
-            .map_err(|e| e.to_string())?
-            .nodes
-            .into_iter()
-            .next()
-            .ok_or_else(|| "empty".into())
-    };
-    let d = p.dispatch(&imgs, &parse).unwrap().remove(&0).unwrap();
+    let d = p
+        .dispatch(&imgs, &super::parse_trigger)
+        .unwrap()
+        .remove(&0)
+        .unwrap();
     assert_eq!(history(&d), ["LABEL from=trigger", "LABEL own=1"]);
     assert!(d.config.config.on_build.is_empty());
 }

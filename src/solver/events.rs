@@ -163,7 +163,7 @@ mod tests {
     fn number(text: &str) -> (Vertices, BTreeMap<usize, StageDispatch>) {
         let df = crate::dockerfile::parse(text).unwrap();
         let plan = Plan::new(&df, BuildOptions::host()).unwrap();
-        let dispatched = plan.dispatch(&Fixed, &super::super::parse_trigger).unwrap();
+        let dispatched = plan.dispatch(&Fixed, &crate::plan::parse_trigger).unwrap();
         (Vertices::number(&plan, &dispatched), dispatched)
     }
 
@@ -202,7 +202,7 @@ mod tests {
     fn numbers_continue_after_the_metadata_vertices() {
         let df = crate::dockerfile::parse("FROM alpine\nCOPY a /a\n").unwrap();
         let plan = Plan::new(&df, BuildOptions::host()).unwrap();
-        let dispatched = plan.dispatch(&Fixed, &super::super::parse_trigger).unwrap();
+        let dispatched = plan.dispatch(&Fixed, &crate::plan::parse_trigger).unwrap();
         let v = Vertices::number_after(&plan, &dispatched, 2);
         assert_eq!(v.from(0).unwrap().id, 3);
         assert_eq!(v.step(0, 0).unwrap().id, 4);

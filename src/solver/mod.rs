@@ -27,10 +27,10 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 
 use crate::context::{ContextError, IgnoreMatcher};
-use crate::dockerfile::{Dockerfile, Node};
+use crate::dockerfile::Dockerfile;
 use crate::image::{Descriptor, Digest, ImageConfig};
 use crate::layer::{Compression, LayerError};
-use crate::plan::{BuildOptions, Plan, PlanError, Source};
+use crate::plan::{BuildOptions, Plan, PlanError, Source, parse_trigger};
 use crate::store::Store;
 
 pub use cache_export::CacheExportReport;
@@ -337,14 +337,6 @@ impl Shared<'_> {
     }
 }
 
-fn parse_trigger(text: &str) -> Result<Node, String> {
-    let df = crate::dockerfile::parse(text).map_err(|e| e.to_string())?;
-    df.nodes
-        .into_iter()
-        .next()
-        .ok_or_else(|| "empty trigger".to_string())
-}
-
 /// Plans without building: `--dry-run`. Base images are looked up in the store only; images
 /// that are not there are reported as such and planned with an empty config.
 pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveError> {
@@ -358,11 +350,7 @@ pub fn dry_run(request: &BuildRequest, store: &Store) -> Result<String, SolveErr
             Ok(self
                 .0
                 .resolve(r, p)
-                .unwrap_or_else(|_| crate::plan::ResolvedImage {
-                    name: r.to_string(),
-                    manifest_digest: None,
-                    config: ImageConfig::default(),
-                }))
+                .unwrap_or_else(|_| crate::plan::ResolvedImage::empty(r)))
         }
     }
     let plan = Plan::new(&request.dockerfile, request.options.clone())?;
