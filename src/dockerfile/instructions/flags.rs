@@ -58,7 +58,7 @@ impl<'w> Flags<'w> {
                 )
                 .replace("(did you mean ", "(did you mean --"));
             };
-            let seen = words[..i].iter().any(|w| split(w).0 == name);
+            let seen = words[..i].iter().any(|w| named(w, name).is_some());
             if seen && kind != FlagKind::Strings {
                 return Err(format!("duplicate flag specified: --{name}"));
             }
